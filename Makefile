@@ -1,0 +1,27 @@
+# Two entry points on a fresh machine: `make demo` (the main job) and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+
+.PHONY: setup test lint demo clean
+
+$(BIN)/lossbench: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+setup: $(BIN)/lossbench
+
+lint: setup
+	$(BIN)/ruff check lossbench scenarios tests benchmarks
+	$(BIN)/ruff format --check lossbench scenarios tests benchmarks
+
+test: setup lint
+	$(BIN)/pytest -q
+
+demo: setup
+	$(BIN)/lossbench run
+
+clean:
+	rm -rf $(VENV) *.egg-info

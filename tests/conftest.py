@@ -1,0 +1,36 @@
+"""Shared fixtures: a real collector on a free loopback port, and readers of what it recorded."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from lossbench.collector import CollectorConfig
+from lossbench.server import CollectorThread
+
+
+@pytest.fixture
+def collector_factory(tmp_path: Path) -> Iterator[Callable[..., CollectorThread]]:
+    """Start real collectors on port 0 (keyword arguments override CollectorConfig); stopped afterwards."""
+    started: list[CollectorThread] = []
+
+    def start(**overrides: object) -> CollectorThread:
+        config = replace(CollectorConfig(port=0, out=tmp_path), **overrides)
+        thread = CollectorThread(config)
+        thread.start()
+        started.append(thread)
+        return thread
+
+    try:
+        yield start
+    finally:
+        for thread in started:
+            thread.stop()
+
+
+@pytest.fixture
+def collector(collector_factory: Callable[..., CollectorThread]) -> CollectorThread:
+    return collector_factory()
