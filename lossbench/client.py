@@ -93,15 +93,15 @@ class Timeline:
         *,
         abort: str = "unload",
         rtt: float = 0.0,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] | None = None,
+        sleep: Callable[[float], None] | None = None,
     ) -> None:
         if abort not in ABORT_KINDS:
             raise ValueError(f"abort must be one of {ABORT_KINDS}, not {abort!r}")
         self.result = result
-        self.clock = clock
-        self.sleep = sleep
-        self.t0 = clock()
+        self.clock = clock or time.monotonic  # looked up now, after any gevent monkey-patching
+        self.sleep = sleep or time.sleep
+        self.t0 = self.clock()
         self.intended = 0.0
         if exit_after is None or math.isinf(exit_after):
             self.cut_after = math.inf

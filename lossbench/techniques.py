@@ -140,8 +140,8 @@ class Tab:
         *,
         abort: str = "unload",
         close_mode: str = "rst",
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] | None = None,
+        sleep: Callable[[float], None] | None = None,
     ) -> None:
         if close_mode not in CLOSE_MODES:
             raise ValueError(f"close_mode must be one of {CLOSE_MODES}, not {close_mode!r}")
@@ -149,8 +149,8 @@ class Tab:
         self.network = network
         self.abort = abort
         self.close_mode = close_mode
-        self.clock = clock
-        self.sleep = sleep
+        self.clock = clock or time.monotonic  # looked up now, after any gevent monkey-patching
+        self.sleep = sleep or time.sleep
         self.dns = {tech: DnsCache() for tech in TECHNIQUES}
         self.keepalive = KeepAliveChannel()
         self.limbo: list[tuple[float, socket.socket]] = []  # silently abandoned sockets

@@ -1,0 +1,418 @@
+"""Locust glue: options, the tab user, the sent ledger, and the loss table at the end of a run.
+
+Import it from a locustfile (see ``scenarios/``). Each Locust user is a browser tab that plays visits
+drawn from the chosen network profile and exit model, every event with every technique of the scenario
+side by side. Each process that runs users writes its own sent ledger; the master (or the local runner)
+starts the reference collector when no ``--host`` is given, and at the end joins the ledgers and prints
+the loss table.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import os
+import platform
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import gevent
+from locust import User, constant, events, task
+from locust.env import Environment
+from locust.runners import MasterRunner, WorkerRunner
+
+from lossbench import TECHNIQUES, __version__
+from lossbench.client import ABORT_KINDS, CLOSE_MODES
+from lossbench.ledger import LedgerWriter, dumps_line
+from lossbench.models import DEFAULT_EXIT_MODEL, DEFAULT_PROFILE, PROFILES, get_exit_model, get_profile
+from lossbench.visits import EventIds, PlayedEvent, VisitSource, play_visit
+
+log = logging.getLogger("lossbench")
+
+
+class EventLost(Exception):
+    """Shown in Locust's failures: the page went away before the event's data was out."""
+
+
+@events.init_command_line_parser.add_listener
+def add_arguments(parser: Any) -> None:
+    group = parser  # Locust's own parser: its web-UI keywords work there, not on argument groups
+    profiles = ", ".join(f"{p.name} ({p.rtt * 1000:g} ms)" for p in PROFILES.values())
+    group.add_argument(
+        "--run-dir",
+        env_var="LOSSBENCH_RUN_DIR",
+        default="",
+        help="run directory for ledgers and results (default: results/<timestamp>)",
+    )
+    group.add_argument(
+        "--network-profile",
+        dest="network_profile",
+        env_var="LOSSBENCH_PROFILE",
+        default=DEFAULT_PROFILE,
+        help=f"network profile (Locust owns --profile), from WebPageTest and Lighthouse presets: {profiles} "
+        "(default: %(default)s)",
+    )
+    group.add_argument(
+        "--exit-model",
+        env_var="LOSSBENCH_EXIT_MODEL",
+        default=DEFAULT_EXIT_MODEL,
+        help="when pages go away: mix (default), dwell (Weibull dwell, Liu et al. SIGIR 2010), outbound "
+        "(click then navigate), none (zero-loss control), fixed:SECONDS[@AT]",
+    )
+    group.add_argument(
+        "--abort",
+        env_var="LOSSBENCH_ABORT",
+        default="unload",
+        choices=ABORT_KINDS,
+        help="unload: bytes in flight arrive; drop: the network vanished, the last half RTT is lost",
+    )
+    group.add_argument(
+        "--seed", env_var="LOSSBENCH_SEED", type=int, default=1, help="random seed (default: 1)"
+    )
+    group.add_argument(
+        "--techniques",
+        env_var="LOSSBENCH_TECHNIQUES",
+        default="",
+        help="comma-separated subset of the scenario's techniques (default: all of them)",
+    )
+    group.add_argument(
+        "--close-mode",
+        env_var="LOSSBENCH_CLOSE_MODE",
+        default="rst",
+        choices=CLOSE_MODES,
+        help="how a cut closes the socket: rst (default, as a closing tab), fin, silent",
+    )
+    group.add_argument(
+        "--real-time",
+        env_var="LOSSBENCH_REAL_TIME",
+        action="store_true",
+        default=False,
+        help="keep idle gaps real (slow; for keep-alive races with the collector's idle timeout)",
+    )
+    group.add_argument(
+        "--no-summary",
+        env_var="LOSSBENCH_NO_SUMMARY",
+        action="store_true",
+        default=False,
+        help="do not compare and report at the end (lossbench run does it itself)",
+        include_in_web_ui=False,
+    )
+
+
+@dataclass
+class PluginState:
+    """What one Locust process knows about the run."""
+
+    run_dir: Path | None = None
+    options: Any = None
+    collector: subprocess.Popen[str] | None = None
+    ledger: LedgerWriter | None = None
+    ids: EventIds | None = None
+    active_visits: int = 0
+    users_started: int = 0
+    events_recorded: int = 0
+    late_events: int = 0
+    started: float = field(default_factory=time.time)
+
+
+STATE = PluginState()
+
+
+def options_of(environment: Environment) -> Any:
+    if environment.parsed_options is None:
+        raise SystemExit("lossbench: run this scenario with the locust command (no parsed options found)")
+    return environment.parsed_options
+
+
+def scenario_techniques(user_class: type[LossbenchUser], options: Any) -> tuple[str, ...]:
+    """The scenario's techniques, narrowed by --techniques."""
+    chosen = [t.strip() for t in (options.techniques or "").split(",") if t.strip()]
+    if not chosen:
+        return tuple(user_class.techniques)
+    unknown = [t for t in chosen if t not in user_class.techniques]
+    if unknown:
+        raise SystemExit(
+            f"lossbench: --techniques {','.join(unknown)} not in this scenario "
+            f"({', '.join(user_class.techniques)})"
+        )
+    return tuple(t for t in user_class.techniques if t in chosen)
+
+
+def loopback_address(host: str) -> tuple[str, int]:
+    """(ip, port) of --host; refuses anything but loopback, so load never leaves this machine."""
+    parts = urlsplit(host if "://" in host else f"http://{host}")
+    name = parts.hostname or ""
+    port = parts.port or 80
+    ip = "127.0.0.1" if name == "localhost" else name
+    try:
+        if not ipaddress.ip_address(ip).is_loopback:
+            raise ValueError
+    except ValueError:
+        raise SystemExit(f"lossbench: --host {host!r} is not a loopback address (127.0.0.1, [::1])") from None
+    return ip, port
+
+
+@events.init.add_listener
+def on_init(environment: Environment, **_: Any) -> None:
+    options = options_of(environment)
+    STATE.options = options
+    get_profile(options.network_profile)  # fail early, with the list of valid names
+    get_exit_model(options.exit_model)
+    if isinstance(environment.runner, WorkerRunner):
+        return  # workers learn the run directory and host from the master at spawn
+    run_dir = Path(options.run_dir) if options.run_dir else default_run_dir()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    options.run_dir = str(run_dir)
+    STATE.run_dir = run_dir
+    if not environment.host:
+        url = start_collector(run_dir)
+        environment.host = url
+        options.host = url
+        for user_class in environment.user_classes:
+            user_class.host = url
+    loopback_address(environment.host)
+    write_run_json(run_dir, environment, options)
+
+
+def default_run_dir() -> Path:
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    return Path("results") / f"{stamp}-{os.getpid()}"
+
+
+def start_collector(run_dir: Path) -> str:
+    """Start the reference collector on a free loopback port; it is stopped when Locust quits."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lossbench.cli", "collector", "--port", "0", "--out", str(run_dir)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if "listening on" not in line:
+        proc.kill()
+        raise SystemExit(f"lossbench: the collector did not start ({line.strip() or 'no output'})")
+    STATE.collector = proc
+    url = line.split("listening on ", 1)[1].split()[0]
+    log.info("lossbench: started the reference collector at %s (ledgers in %s)", url, run_dir)
+    return url
+
+
+def stop_collector() -> None:
+    proc = STATE.collector
+    if proc is None:
+        return
+    STATE.collector = None
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def write_run_json(run_dir: Path, environment: Environment, options: Any, **extra: Any) -> None:
+    path = run_dir / "run.json"
+    previous = json.loads(path.read_text()) if path.exists() else {}
+    techniques = sorted({t for u in environment.user_classes for t in scenario_techniques(u, options)})
+    document = {
+        **previous,
+        "run_id": run_dir.name,
+        "scenario": os.path.basename(str(getattr(options, "locustfile", "") or "")),
+        "techniques": [t for t in TECHNIQUES if t in techniques],
+        "profile": options.network_profile,
+        "exit_model": options.exit_model,
+        "abort": options.abort,
+        "close_mode": options.close_mode,
+        "seed": options.seed,
+        "real_time": options.real_time,
+        "users": getattr(options, "num_users", None),
+        "duration": getattr(options, "run_time", None),
+        "processes": getattr(options, "processes", None),
+        "host": platform.node(),
+        "collector_url": environment.host,
+        "started": previous.get("started", time.time()),
+        "versions": {
+            "lossbench": __version__,
+            "python": platform.python_version(),
+            "locust": _locust_version(),
+        },
+        **extra,
+    }
+    path.write_text(json.dumps(document, indent=1) + "\n")
+
+
+def _locust_version() -> str:
+    from locust import __version__ as version
+
+    return version
+
+
+# -- the user ------------------------------------------------------------------------------------------
+
+
+class LossbenchUser(User):
+    """A browser tab: plays visits back to back, each with every technique side by side."""
+
+    abstract = True
+    techniques: tuple[str, ...] = TECHNIQUES
+    wait_time = constant(0)
+
+    def on_start(self) -> None:
+        options = options_of(self.environment)
+        self.address = loopback_address(self.host or self.environment.host or "")
+        self.active_techniques = scenario_techniques(type(self), options)
+        STATE.users_started += 1
+        process = getattr(self.environment.runner, "worker_index", 0) or 0
+        user_seed = [int(options.seed), process, STATE.users_started]
+        self.visits = iter(
+            VisitSource(
+                get_profile(options.network_profile),
+                get_exit_model(options.exit_model),
+                options.abort,
+                seed=_seed(user_seed),
+            )
+        )
+        self.close_mode = options.close_mode
+        self.real_time = bool(options.real_time)
+
+    @task
+    def visit(self) -> None:
+        visit = next(self.visits)
+        STATE.active_visits += 1
+        try:
+            pings = play_visit(
+                visit,
+                self.address,
+                self.active_techniques,
+                ids(),
+                lambda played: record(self.environment, played),
+                close_mode=self.close_mode,
+                real_time=self.real_time,
+                spawn=gevent.spawn,
+            )
+            if pings and not self.real_time:
+                record_pings("pixel-keepalive", pings)
+        finally:
+            STATE.active_visits -= 1
+
+
+def _seed(parts: list[int]) -> int:
+    import numpy as np
+
+    return int(np.random.SeedSequence(parts).generate_state(1)[0])
+
+
+def ids() -> EventIds:
+    if STATE.ids is None:
+        STATE.ids = EventIds()
+    return STATE.ids
+
+
+def sent_ledger() -> LedgerWriter | None:
+    if STATE.ledger is None:
+        run_dir = Path(STATE.options.run_dir)
+        STATE.ledger = LedgerWriter(run_dir / "sent", "sent", extra_header={"salt": f"{ids().salt:06x}"})
+    return STATE.ledger
+
+
+def record(environment: Environment, played: PlayedEvent) -> None:
+    """One event into the sent ledger and into Locust's statistics (failures are lost events)."""
+    ledger = sent_ledger()
+    if ledger is None or ledger.fd < 0:
+        STATE.late_events += 1
+        return
+    ledger.append(played.record())
+    STATE.events_recorded += 1
+    result = played.result
+    if result.written:
+        elapsed, exception = (result.t_written or 0.0), None
+    else:
+        elapsed = played.exit_after if played.exit_after != float("inf") else 0.0
+        exception = EventLost(result.error or f"cut in {result.stage}")
+    environment.events.request.fire(
+        request_type=result.tech,
+        name=played.event_type,
+        response_time=elapsed * 1000,
+        response_length=0,
+        exception=exception,
+        context={},
+    )
+
+
+def record_pings(tech: str, count: int) -> None:
+    """Keep-alive pings the page would have sent during compressed idle time: they count in the cost."""
+    ledger = sent_ledger()
+    if ledger is not None and ledger.fd >= 0:
+        ledger.append_raw(dumps_line({"ping": tech, "requests": count, "connections": 0, "virtual": True}), 0)
+
+
+# -- the end of a run ----------------------------------------------------------------------------------
+
+
+@events.test_stop.add_listener
+def on_test_stop(environment: Environment, **_: Any) -> None:
+    if isinstance(environment.runner, MasterRunner):
+        return
+    deadline = time.monotonic() + 35.0
+    while STATE.active_visits > 0 and time.monotonic() < deadline:
+        gevent.sleep(0.05)
+    if STATE.ledger is not None:
+        STATE.ledger.close()
+        STATE.ledger = None
+
+
+@events.quitting.add_listener
+def on_quitting(environment: Environment, **_: Any) -> None:
+    on_test_stop(environment)
+    if isinstance(environment.runner, WorkerRunner) or STATE.run_dir is None:
+        return
+    stop_collector()
+    run_dir = STATE.run_dir
+    write_run_json(run_dir, environment, STATE.options, ended=time.time())
+    if STATE.options.no_summary:
+        return
+    wait_for_closed_ledgers(run_dir / "sent", timeout=15.0)
+    text, ok = summarize(run_dir)
+    sys.stdout.write(text)
+    sys.stdout.flush()
+    # Lost events are what is measured, not errors: Locust would exit 1 on its "failures".
+    environment.process_exit_code = 0 if ok else 2
+
+
+def wait_for_closed_ledgers(directory: Path, timeout: float) -> None:
+    """Workers close their ledgers when they stop; give them a moment before reading."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if all(_has_footer(p) for p in directory.glob("*.jsonl")):
+            return
+        gevent.sleep(0.1)
+
+
+def _has_footer(path: Path) -> bool:
+    with path.open("rb") as f:
+        f.seek(0, os.SEEK_END)
+        f.seek(max(0, f.tell() - 200))
+        return b'"ledger_end"' in f.read()
+
+
+def summarize(run_dir: Path) -> tuple[str, bool]:
+    """Compare, write summary.json and the report; the loss table as text (or what went wrong)."""
+    from lossbench.compare import compare, write_summary
+    from lossbench.ledger import LedgerError
+    from lossbench.report import render_report
+    from lossbench.summary_text import summary_to_text
+
+    try:
+        summary = compare(run_dir)
+    except LedgerError as exc:
+        return f"\nlossbench: no loss table: {exc}\n", False
+    write_summary(summary, run_dir)
+    paths = render_report(run_dir, summary)
+    return f"\n{summary_to_text(summary)}\nreport: {paths.html}\n", True
