@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -86,6 +87,198 @@ def _add_collector(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_collector)
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from lossbench.compare import compare, write_summary
+    from lossbench.ledger import LedgerError
+    from lossbench.summary_text import evaluate_fail_if, summary_to_text
+
+    try:
+        summary = compare(Path(args.run_dir), reference=args.reference)
+    except LedgerError as exc:
+        print(f"lossbench compare: {exc}", file=sys.stderr)
+        return 2
+    path = write_summary(summary, args.run_dir)
+    if args.json:
+        print(json.dumps(summary, indent=1))
+    else:
+        print(summary_to_text(summary).rstrip())
+        print(f"summary: {path}")
+    return _fail_if(summary, args.fail_if, evaluate_fail_if)
+
+
+def _fail_if(summary: dict, conditions: list[str], evaluate: Callable[[dict, str], bool]) -> int:
+    """Exit 1 when any --fail-if condition holds (a CI gate); 2 when a condition cannot be read."""
+    status = 0
+    for condition in conditions:
+        try:
+            holds = evaluate(summary, condition)
+        except ValueError as exc:
+            print(f"lossbench: --fail-if {condition!r}: {exc}", file=sys.stderr)
+            return 2
+        if holds:
+            print(f"lossbench: failing: {condition}", file=sys.stderr)
+            status = 1
+    return status
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from lossbench.compare import compare, write_summary
+    from lossbench.ledger import LedgerError
+    from lossbench.report import render_report
+
+    run_dir = Path(args.run_dir)
+    summary_path = run_dir / "summary.json"
+    try:
+        if summary_path.exists() and not args.recompare:
+            summary = json.loads(summary_path.read_text())
+        else:
+            summary = compare(run_dir)
+            write_summary(summary, run_dir)
+    except LedgerError as exc:
+        print(f"lossbench report: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(
+            f"lossbench report: {summary_path} is not valid JSON ({exc}); rerun with --recompare",
+            file=sys.stderr,
+        )
+        return 2
+    paths = render_report(run_dir, summary)
+    print(f"report: {paths.html}")
+    print(f"markdown: {paths.markdown}")
+    for chart in paths.charts.values():
+        print(f"chart: {chart}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from lossbench.ledger import LedgerError
+    from lossbench.runner import RunError, RunOptions, run
+    from lossbench.summary_text import evaluate_fail_if
+
+    options = RunOptions(
+        out=Path(args.out),
+        run_id=args.run_id,
+        duration=args.duration,
+        users=args.users,
+        spawn_rate=args.spawn_rate or max(10.0, args.users / 3),
+        profile=args.profile,
+        exit_model=args.exit_model,
+        abort=args.abort,
+        seed=args.seed,
+        techniques=tuple(t.strip() for t in args.techniques.split(",") if t.strip()),
+        processes=args.processes,
+        collector_processes=args.collector_processes,
+        scenario=Path(args.scenario) if args.scenario else None,
+        real_time=args.real_time,
+    )
+    try:
+        _, summary = run(options, say=lambda line: print(line, flush=True))
+    except (RunError, LedgerError) as exc:
+        print(f"lossbench run: {exc}", file=sys.stderr)
+        return 2
+    return _fail_if(summary, args.fail_if, evaluate_fail_if)
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from lossbench.models import EXIT_MODELS, PROFILES
+
+    print("network profiles (--profile):")
+    for profile in PROFILES.values():
+        uplink = f", uplink {profile.uplink_bps / 1000:g} kbps" if profile.uplink_bps else ""
+        print(f"  {profile.name:<16} RTT {profile.rtt * 1000:g} ms{uplink} — {profile.source}")
+    print("exit models (--exit-model):")
+    for model in EXIT_MODELS.values():
+        print(f"  {model.name:<10} {model.description}")
+        if model.source:
+            print(f"  {'':<10} source: {model.source}")
+    print("  fixed:S[@AT] one event at visit time AT (default 5 s), page gone S seconds after it fires")
+    return 0
+
+
+def _add_compare(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "compare",
+        help="join a run's ledgers: loss per technique with 95%% intervals",
+        description=(
+            "Join the sent and received ledgers of RUN_DIR by event id. Per technique: sent, received, lost, "
+            "loss with a 95%% Wilson interval, loss by the stage at the cut, duplicates, the model's "
+            "prediction; phantoms; comparisons against the reference technique with significance. "
+            "Writes RUN_DIR/summary.json."
+        ),
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--json", action="store_true", help="print summary.json instead of the table")
+    p.add_argument(
+        "--reference", default="ajax", help="technique the others are compared with (default: ajax)"
+    )
+    p.add_argument(
+        "--fail-if",
+        action="append",
+        default=[],
+        metavar="EXPR",
+        help="exit 1 when EXPR holds, e.g. 'pixel.loss > 0.02' or 'phantoms > 0' (repeatable)",
+    )
+    p.set_defaults(func=cmd_compare)
+
+
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "report",
+        help="charts, report.html and report.md for a run",
+        description="Render RUN_DIR/charts/*.png, report.html (self-contained) and report.md from "
+        "summary.json (compared first when it is missing).",
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--recompare", action="store_true", help="compare again even if summary.json exists")
+    p.set_defaults(func=cmd_report)
+
+
+def _add_run(sub: argparse._SubParsersAction) -> None:
+    from lossbench.models import DEFAULT_EXIT_MODEL, DEFAULT_PROFILE
+    from lossbench.runner import RunOptions
+
+    defaults = RunOptions()
+    p = sub.add_parser(
+        "run",
+        help="the main job: collector + Locust + compare + report",
+        description=(
+            "Start the reference collector, run Locust headless with scenarios/all.py (the four techniques "
+            "side by side under the same draws), then compare and report. Prints progress, the loss table "
+            "and the path of the report. See 'lossbench models' for profiles and exit models."
+        ),
+    )
+    p.add_argument(
+        "--out", default=str(defaults.out), help="parent of run directories (default: %(default)s)"
+    )
+    p.add_argument("--run-id", default="", help="name of the run directory (default: a timestamp)")
+    p.add_argument(
+        "--duration", type=float, default=defaults.duration, help="seconds of load (default: %(default)s)"
+    )
+    p.add_argument("--users", type=int, default=defaults.users, help="browser tabs (default: %(default)s)")
+    p.add_argument(
+        "--spawn-rate", type=float, default=0.0, help="users started per second (default: users/3)"
+    )
+    p.add_argument("--profile", default=DEFAULT_PROFILE, help="network profile (default: %(default)s)")
+    p.add_argument("--exit-model", default=DEFAULT_EXIT_MODEL, help="exit model (default: %(default)s)")
+    p.add_argument(
+        "--abort", default="unload", choices=("unload", "drop"), help="abort kind (default: unload)"
+    )
+    p.add_argument("--seed", type=int, default=1, help="random seed (default: 1)")
+    p.add_argument("--techniques", default=",".join(defaults.techniques), help="comma-separated techniques")
+    p.add_argument("--processes", type=int, default=1, help="Locust processes (master + workers when > 1)")
+    p.add_argument("--collector-processes", type=int, default=1, help="collector processes sharing the port")
+    p.add_argument("--scenario", default="", help="locustfile (default: scenarios/all.py)")
+    p.add_argument("--real-time", action="store_true", help="keep idle gaps real (slow)")
+    p.add_argument("--fail-if", action="append", default=[], metavar="EXPR", help="as in compare")
+    p.set_defaults(func=cmd_run)
+
+
+def _add_models(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("models", help="list network profiles and exit models, with their sources")
+    p.set_defaults(func=cmd_models)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lossbench",
@@ -98,7 +291,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-ADDERS: list[Callable[[argparse._SubParsersAction], None]] = [_add_collector]
+ADDERS: list[Callable[[argparse._SubParsersAction], None]] = [
+    _add_run,
+    _add_compare,
+    _add_report,
+    _add_collector,
+    _add_models,
+]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -117,6 +117,9 @@ class PluginState:
     ledger: LedgerWriter | None = None
     ids: EventIds | None = None
     active_visits: int = 0
+    events_in_flight: int = 0
+    workers_stopped: set[str] = field(default_factory=set)
+    worker_events: dict[str, int] = field(default_factory=dict)
     users_started: int = 0
     events_recorded: int = 0
     late_events: int = 0
@@ -167,7 +170,10 @@ def on_init(environment: Environment, **_: Any) -> None:
     get_profile(options.network_profile)  # fail early, with the list of valid names
     get_exit_model(options.exit_model)
     if isinstance(environment.runner, WorkerRunner):
+        environment.runner.register_message("lossbench_stop", _on_stop_request)
         return  # workers learn the run directory and host from the master at spawn
+    if isinstance(environment.runner, MasterRunner):
+        environment.runner.register_message("lossbench_stopped", _on_worker_stopped)
     run_dir = Path(options.run_dir) if options.run_dir else default_run_dir()
     run_dir.mkdir(parents=True, exist_ok=True)
     options.run_dir = str(run_dir)
@@ -295,12 +301,25 @@ class LossbenchUser(User):
                 lambda played: record(self.environment, played),
                 close_mode=self.close_mode,
                 real_time=self.real_time,
-                spawn=gevent.spawn,
+                spawn=spawn_event,
             )
             if pings and not self.real_time:
                 record_pings("pixel-keepalive", pings)
         finally:
             STATE.active_visits -= 1
+
+
+def spawn_event(job: Any) -> Any:
+    """Run one event in its own greenlet, counted so that the end of a run waits for it to be recorded."""
+    STATE.events_in_flight += 1
+
+    def counted() -> None:
+        try:
+            job()
+        finally:
+            STATE.events_in_flight -= 1
+
+    return gevent.spawn(counted)
 
 
 def _seed(parts: list[int]) -> int:
@@ -350,18 +369,49 @@ def record_pings(tech: str, count: int) -> None:
     """Keep-alive pings the page would have sent during compressed idle time: they count in the cost."""
     ledger = sent_ledger()
     if ledger is not None and ledger.fd >= 0:
-        ledger.append_raw(dumps_line({"ping": tech, "requests": count, "connections": 0, "virtual": True}), 0)
+        ledger.append_raw(dumps_line({"ping": tech, "requests": count, "connections": 0, "virtual": True}), 1)
 
 
 # -- the end of a run ----------------------------------------------------------------------------------
 
 
+def _on_stop_request(environment: Environment, msg: Any, **_: Any) -> None:
+    """Worker: stop, wait for events in flight, send the final statistics, then say so."""
+    runner = environment.runner
+    assert isinstance(runner, WorkerRunner)
+    runner.stop()
+    runner._send_stats()  # the final report, before the master quits
+    runner.send_message("lossbench_stopped", {"events": STATE.events_recorded})
+
+
+def _on_worker_stopped(environment: Environment, msg: Any, **_: Any) -> None:
+    STATE.workers_stopped.add(msg.node_id)
+    STATE.worker_events[msg.node_id] = msg.data.get("events", 0)
+
+
+def _stop_workers(runner: MasterRunner, timeout: float = 60.0) -> None:
+    """Master: Locust's quit waits only 0.5 s for final reports; ask each worker to stop and wait for it."""
+    workers = {client.id for client in runner.clients.all}
+    for worker in workers:
+        runner.send_message("lossbench_stop", None, client_id=worker)
+    deadline = time.monotonic() + timeout
+    while not workers <= STATE.workers_stopped and time.monotonic() < deadline:
+        gevent.sleep(0.05)
+    missing = workers - STATE.workers_stopped
+    if missing:
+        log.warning(
+            "lossbench: %d worker(s) sent no final report; the loss table still reads every ledger",
+            len(missing),
+        )
+
+
 @events.test_stop.add_listener
 def on_test_stop(environment: Environment, **_: Any) -> None:
     if isinstance(environment.runner, MasterRunner):
+        _stop_workers(environment.runner)
         return
     deadline = time.monotonic() + 35.0
-    while STATE.active_visits > 0 and time.monotonic() < deadline:
+    while (STATE.active_visits > 0 or STATE.events_in_flight > 0) and time.monotonic() < deadline:
         gevent.sleep(0.05)
     if STATE.ledger is not None:
         STATE.ledger.close()
