@@ -14,8 +14,8 @@ $(BIN)/lossbench: pyproject.toml
 setup: $(BIN)/lossbench
 
 lint: setup
-	$(BIN)/ruff check lossbench scenarios tests benchmarks
-	$(BIN)/ruff format --check lossbench scenarios tests benchmarks
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 test: setup lint
 	$(BIN)/pytest -q

@@ -115,10 +115,11 @@ class Timeline:
         """Real seconds until the cut (inf without one); the timeout of a real socket operation."""
         return self.cut_after - self.now()
 
-    def acted(self, stage: str, started: float) -> None:
-        """A real operation that began at client time ``started`` just finished: the collector's real
-        response time joins the intended timeline (a saturated collector lengthens the stage)."""
-        self.intended += max(0.0, self.now() - started)
+    def acted(self, stage: str, started: float, finished: float | None = None) -> None:
+        """A real operation ran from client time ``started`` to ``finished`` (default: now): the
+        collector's real response time joins the intended timeline (a saturated collector lengthens the
+        stage)."""
+        self.intended += max(0.0, (self.now() if finished is None else finished) - started)
         if self.intended >= self.cut_after:
             self._sleep_until(self.cut_after)
             raise Cut(stage)
@@ -172,13 +173,45 @@ def send_all(sock: socket.socket, data: bytes) -> None:
     sock.sendall(data)
 
 
-def read_response(sock: socket.socket, timeline: Timeline | None, stage: str) -> int:
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux; Python does not export it
+
+
+def read_response_stamped(sock: socket.socket, timeline: Timeline, stage: str) -> tuple[int, float]:
+    """Read one response; also return the client time its first bytes reached the kernel.
+
+    The kernel's receive timestamp (SO_TIMESTAMPNS) excludes the time this thread or greenlet waited to
+    be scheduled, so a busy load generator does not lengthen the stage: only the collector's real
+    response time does.
+    """
+    timeout = min(timeline.remaining(), RESPONSE_TIMEOUT)
+    if timeout <= 0:
+        raise Cut(stage)
+    sock.settimeout(timeout)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        first, ancillary, _, _ = sock.recvmsg(65536, socket.CMSG_SPACE(16))
+    except TimeoutError:
+        raise Cut(stage) from None
+    except ConnectionResetError as exc:
+        raise Stale(str(exc)) from None
+    arrived = timeline.now()
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= 16:
+            seconds, nanoseconds = struct.unpack("qq", data[:16])
+            arrived -= max(0.0, time.time() - (seconds + nanoseconds / 1e9))
+            break
+    if not first:
+        raise Stale("connection closed before the response")
+    return read_response(sock, timeline, stage, first), arrived
+
+
+def read_response(sock: socket.socket, timeline: Timeline | None, stage: str, initial: bytes = b"") -> int:
     """Read one HTTP response; returns its status. Raises Stale on EOF before any byte, Cut on timeout."""
     timeout = RESPONSE_TIMEOUT if timeline is None else min(timeline.remaining(), RESPONSE_TIMEOUT)
     if timeout <= 0:
         raise Cut(stage)
     sock.settimeout(timeout)
-    buf = b""
+    buf = initial
     try:
         while True:
             head_end = buf.find(b"\r\n\r\n")

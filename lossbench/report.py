@@ -151,8 +151,8 @@ def warnings(summary: Mapping[str, Any]) -> list[str]:
     timing = summary.get("timing") if isinstance(summary.get("timing"), Mapping) else {}
     if timing.get("flagged") and not any("timing" in w.lower() for w in out):
         out.append(
-            "load generator timing error was large enough to shift loss by "
-            + _pct(timing.get("max_loss_shift"))
+            "load generator lagging behind its intended timeline: the collector saw a late schedule "
+            "(losses are decided on the intended timeline and stand)"
         )
     return out
 
@@ -205,9 +205,16 @@ def timing_text(summary: Mapping[str, Any]) -> str | None:
     ms = ", ".join(
         f"{q} {_dec(t.get(q), 1000)} ms" for q in ("p50", "p90", "p99") if num(t.get(q)) is not None
     )
-    verdict = "large enough to matter" if t.get("flagged") else "small enough not to matter"
+    verdict = (
+        "large against stage times: the collector saw a late schedule"
+        if t.get("flagged")
+        else "small against stage times"
+    )
     shift = _pct(t.get("max_loss_shift"))
-    return f"Stage timing error {ms or 'unknown'}; estimated effect on loss up to {shift}: {verdict}."
+    return (
+        f"Stage timing error {ms or 'unknown'}: {verdict}. Losses are decided on the intended timeline; "
+        f"deciding on real time would have added up to {shift}."
+    )
 
 
 def ledger_rows(summary: Mapping[str, Any]) -> list[list[str]]:

@@ -49,7 +49,8 @@ def summary_to_text(summary: dict) -> str:
         lines.append("")
         lines.append(
             f"timing error p50 {_ms(timing['p50'])}, p90 {_ms(timing['p90'])}, p99 {_ms(timing['p99'])}"
-            f"; could move loss by up to {100 * timing.get('max_loss_shift', 0.0):.2f} points"
+            f"; losses decided on intended time (deciding on real time would add up to "
+            f"{100 * timing.get('max_loss_shift', 0.0):.2f} points)"
         )
     if summary.get("warnings"):
         lines.append("")

@@ -33,6 +33,7 @@ from lossbench.client import (
     close,
     open_connection,
     read_response,
+    read_response_stamped,
 )
 from lossbench.events import encode_event, encode_pixel_param
 
@@ -307,10 +308,10 @@ def _ajax(tab: Tab, tl: Timeline, wire: _Wire, payload: dict[str, Any], visit_ti
         )
     )
     result.requests += 1
-    status = read_response(wire.sock, tl, "preflight")
+    status, arrived = read_response_stamped(wire.sock, tl, "preflight")
     if not 200 <= status < 300:
         raise ValueError(f"preflight refused with HTTP {status}")
-    tl.acted("preflight", started)
+    tl.acted("preflight", started, arrived)
     tl.wait("preflight", net.rtt)
     body = encode_event(payload)
     headers = _request(
