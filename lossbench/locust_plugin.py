@@ -33,6 +33,7 @@ from lossbench import TECHNIQUES, __version__
 from lossbench.client import ABORT_KINDS, CLOSE_MODES
 from lossbench.ledger import LedgerWriter, dumps_line
 from lossbench.models import DEFAULT_EXIT_MODEL, DEFAULT_PROFILE, PROFILES, get_exit_model, get_profile
+from lossbench.server import raise_fd_limit
 from lossbench.visits import EventIds, PlayedEvent, VisitSource, play_visit
 
 log = logging.getLogger("lossbench")
@@ -167,6 +168,7 @@ def loopback_address(host: str) -> tuple[str, int]:
 def on_init(environment: Environment, **_: Any) -> None:
     options = options_of(environment)
     STATE.options = options
+    raise_fd_limit()  # every event in flight holds a socket
     get_profile(options.network_profile)  # fail early, with the list of valid names
     get_exit_model(options.exit_model)
     if isinstance(environment.runner, WorkerRunner):
@@ -195,18 +197,13 @@ def default_run_dir() -> Path:
 
 def start_collector(run_dir: Path) -> str:
     """Start the reference collector on a free loopback port; it is stopped when Locust quits."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "lossbench.cli", "collector", "--port", "0", "--out", str(run_dir)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if "listening on" not in line:
-        proc.kill()
-        raise SystemExit(f"lossbench: the collector did not start ({line.strip() or 'no output'})")
-    STATE.collector = proc
-    url = line.split("listening on ", 1)[1].split()[0]
+    from lossbench.runner import RunError
+    from lossbench.runner import start_collector as start
+
+    try:
+        STATE.collector, url = start(run_dir, processes=1)
+    except RunError as exc:
+        raise SystemExit(f"lossbench: {exc}") from None
     log.info("lossbench: started the reference collector at %s (ledgers in %s)", url, run_dir)
     return url
 

@@ -96,29 +96,23 @@ def run(options: RunOptions, say: Say = print) -> tuple[Path, dict[str, Any]]:
 
 
 def start_collector(run_dir: Path, processes: int) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "lossbench.cli",
-            "collector",
-            "--port",
-            "0",
-            "--out",
-            str(run_dir),
-            "--processes",
-            str(processes),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    """Start ``lossbench collector`` on a free loopback port; its stderr goes to ``collector.log``."""
+    log_path = run_dir / "collector.log"
+    with log_path.open("a") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "lossbench.cli", "collector", "--port", "0", "--out", str(run_dir),
+             "--processes", str(processes)],
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+        )  # fmt: skip
     assert proc.stdout is not None
     line = proc.stdout.readline()
     if "listening on " not in line:
         proc.kill()
-        _, err = proc.communicate()
-        raise RunError(f"the collector did not start: {err.strip() or line.strip() or 'no output'}")
+        proc.wait()
+        said = log_path.read_text().strip()[-1500:] or line.strip() or "no output"
+        raise RunError(f"the collector did not start: {said}")
     return proc, line.split("listening on ", 1)[1].split()[0]
 
 
