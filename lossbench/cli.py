@@ -161,7 +161,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         run_id=args.run_id,
         duration=args.duration,
         users=args.users,
-        spawn_rate=args.spawn_rate or max(10.0, args.users / 3),
+        spawn_rate=args.spawn_rate or float(args.users),
         profile=args.profile,
         exit_model=args.exit_model,
         abort=args.abort,
@@ -257,7 +257,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--users", type=int, default=defaults.users, help="browser tabs (default: %(default)s)")
     p.add_argument(
-        "--spawn-rate", type=float, default=0.0, help="users started per second (default: users/3)"
+        "--spawn-rate", type=float, default=0.0, help="users started per second (default: all at once)"
     )
     p.add_argument("--profile", default=DEFAULT_PROFILE, help="network profile (default: %(default)s)")
     p.add_argument("--exit-model", default=DEFAULT_EXIT_MODEL, help="exit model (default: %(default)s)")
@@ -266,7 +266,12 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--seed", type=int, default=1, help="random seed (default: 1)")
     p.add_argument("--techniques", default=",".join(defaults.techniques), help="comma-separated techniques")
-    p.add_argument("--processes", type=int, default=1, help="Locust processes (master + workers when > 1)")
+    p.add_argument(
+        "--processes",
+        type=int,
+        default=defaults.processes,
+        help="Locust worker processes; 1 runs a single local process (default: %(default)s)",
+    )
     p.add_argument("--collector-processes", type=int, default=1, help="collector processes sharing the port")
     p.add_argument("--scenario", default="", help="locustfile (default: scenarios/all.py)")
     p.add_argument("--real-time", action="store_true", help="keep idle gaps real (slow)")

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import platform
+import random
 import signal
 import subprocess
 import sys
@@ -260,6 +261,9 @@ def _locust_version() -> str:
 # -- the user ------------------------------------------------------------------------------------------
 
 
+START_JITTER = 3.0  # seconds over which tabs started together spread their first visit
+
+
 class LossbenchUser(User):
     """A browser tab: plays visits back to back, each with every technique side by side."""
 
@@ -284,6 +288,8 @@ class LossbenchUser(User):
         )
         self.close_mode = options.close_mode
         self.real_time = bool(options.real_time)
+        # Tabs started in one spawn burst would fire their page views together: spread them out.
+        gevent.sleep(START_JITTER * random.Random(_seed(user_seed)).random())
 
     @task
     def visit(self) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -32,14 +33,14 @@ class RunOptions:
     out: Path = Path("results")
     run_id: str = ""
     duration: float = 90.0
-    users: int = 300
+    users: int = 400
     spawn_rate: float = 100.0
     profile: str = DEFAULT_PROFILE
     exit_model: str = DEFAULT_EXIT_MODEL
     abort: str = "unload"
     seed: int = 1
     techniques: tuple[str, ...] = TECHNIQUES
-    processes: int = 1
+    processes: int = 2
     collector_processes: int = 1
     scenario: Path | None = None
     real_time: bool = False
@@ -128,8 +129,17 @@ def locust_command(options: RunOptions, scenario: Path, run_dir: Path, url: str)
     if options.real_time:
         command.append("--real-time")
     if options.processes > 1:
-        command += ["--processes", str(options.processes)]
+        port = str(free_port())  # the master's port on loopback, not Locust's default *:5557
+        command += ["--processes", str(options.processes), "--master-bind-host", "127.0.0.1",
+                    "--master-bind-port", port, "--master-host", "127.0.0.1",
+                    "--master-port", port]  # fmt: skip
     return command
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def run_locust(options: RunOptions, scenario: Path, run_dir: Path, url: str, say: Say) -> None:
@@ -145,9 +155,13 @@ def run_locust(options: RunOptions, scenario: Path, run_dir: Path, url: str, say
     stats = collector_stats(url)
     if stats is not None:
         say(f"load finished: the collector received {sum(stats.get('events', {}).values()):,} events")
-    if proc.returncode not in (0, 1):  # 1: Locust counted failures (lost events), which is what we measure
+    sent = list((run_dir / "sent").glob("*.jsonl"))
+    # Exit 1 is Locust counting failures, i.e. lost events: what we measure. Anything else is trouble.
+    if proc.returncode not in (0, 1) or not sent:
         tail = log_path.read_text()[-2000:]
-        raise RunError(f"Locust exited with {proc.returncode}; see {log_path}:\n{tail}")
+        raise RunError(
+            f"Locust exited with {proc.returncode} and wrote {len(sent)} ledger(s); see {log_path}:\n{tail}"
+        )
 
 
 def watch(proc: subprocess.Popen[str], url: str, duration: float, say: Say, every: float = 10.0) -> None:

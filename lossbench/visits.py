@@ -87,7 +87,8 @@ class VisitSource:
     def __iter__(self) -> Iterator[Visit]:
         while True:
             drawn = sample_visits(self.profile, self.exit_model, self.abort, self.rng, events=self.batch)
-            yield from drawn.visits()
+            for i in range(len(drawn)):  # one at a time: a tab starting up does not pay for the whole batch
+                yield drawn.visit_at(i)
 
 
 Spawn = Callable[[Callable[[], None]], Any]
