@@ -48,6 +48,7 @@ class LedgerWriter:
         name: str | None = None,
         max_bytes: int = 0,
         extra_header: dict[str, Any] | None = None,
+        buffer_bytes: int = 0,
     ) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -61,6 +62,9 @@ class LedgerWriter:
         self.bytes_in_part = 0
         self.fd = -1
         self.path: Path | None = None
+        self.buffer_bytes = buffer_bytes  # 0: each append reaches the kernel at once (the collector)
+        self._buffer: list[bytes] = []
+        self._buffered = 0
         self._open_next_part()
 
     def _open_next_part(self) -> None:
@@ -92,10 +96,35 @@ class LedgerWriter:
         self.append_raw(dumps_line(record), 1)
 
     def append_raw(self, data: bytes, lines: int) -> None:
-        """Write ``lines`` already-encoded lines in one system call (group commit)."""
+        """Write ``lines`` already-encoded lines in one system call (group commit).
+
+        With ``buffer_bytes`` set (the load generator's sent ledger), lines wait in memory until that many
+        bytes or the next ``flush()``: a killed process loses at most that much, never a partial line
+        before the last.
+        """
+        if self.buffer_bytes:
+            self._buffer.append(data)
+            self._buffered += len(data)
+            self.lines_in_part += lines
+            self.lines_total += lines
+            if self._buffered >= self.buffer_bytes:
+                self.flush()
+            return
         self._write(data)
         self.lines_in_part += lines
         self.lines_total += lines
+        self._rotate_if_full()
+
+    def flush(self) -> None:
+        """Hand buffered lines to the kernel."""
+        if self._buffer and self.fd >= 0:
+            data = b"".join(self._buffer)
+            self._buffer.clear()
+            self._buffered = 0
+            self._write(data)
+            self._rotate_if_full()
+
+    def _rotate_if_full(self) -> None:
         if self.max_bytes and self.bytes_in_part >= self.max_bytes:
             self._close_part()
             self._open_next_part()
@@ -103,6 +132,11 @@ class LedgerWriter:
     def _close_part(self) -> None:
         if self.fd < 0:
             return
+        if self._buffer:
+            data = b"".join(self._buffer)
+            self._buffer.clear()
+            self._buffered = 0
+            self._write(data)
         try:
             self._write(dumps_line({"ledger_end": True, "events": self.lines_in_part, "ended": time.time()}))
         finally:

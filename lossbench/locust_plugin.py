@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 import gevent
 from locust import User, constant, events, task
 from locust.env import Environment
-from locust.runners import MasterRunner, WorkerRunner
+from locust.runners import STATE_MISSING, MasterRunner, WorkerRunner
 
 from lossbench import TECHNIQUES, __version__
 from lossbench.client import ABORT_KINDS, CLOSE_MODES
@@ -340,8 +340,21 @@ def ids() -> EventIds:
 def sent_ledger() -> LedgerWriter | None:
     if STATE.ledger is None:
         run_dir = Path(STATE.options.run_dir)
-        STATE.ledger = LedgerWriter(run_dir / "sent", "sent", extra_header={"salt": f"{ids().salt:06x}"})
+        STATE.ledger = LedgerWriter(
+            run_dir / "sent", "sent", extra_header={"salt": f"{ids().salt:06x}"}, buffer_bytes=LEDGER_BUFFER
+        )
+        gevent.spawn(_flush_ledger_periodically, STATE.ledger)
     return STATE.ledger
+
+
+LEDGER_BUFFER = 256 * 1024  # sent lines held in memory at most this long or FLUSH_EVERY seconds
+FLUSH_EVERY = 0.25
+
+
+def _flush_ledger_periodically(ledger: LedgerWriter) -> None:
+    while ledger.fd >= 0:
+        gevent.sleep(FLUSH_EVERY)
+        ledger.flush()
 
 
 def record(environment: Environment, played: PlayedEvent) -> None:
@@ -350,7 +363,7 @@ def record(environment: Environment, played: PlayedEvent) -> None:
     if ledger is None or ledger.fd < 0:
         STATE.late_events += 1
         return
-    ledger.append(played.record())
+    ledger.append_raw(played.record_line(), 1)
     STATE.events_recorded += 1
     result = played.result
     if result.written:
@@ -394,13 +407,16 @@ def _on_worker_stopped(environment: Environment, msg: Any, **_: Any) -> None:
 
 def _stop_workers(runner: MasterRunner, timeout: float = 60.0) -> None:
     """Master: Locust's quit waits only 0.5 s for final reports; ask each worker to stop and wait for it."""
-    workers = {client.id for client in runner.clients.all}
-    for worker in workers:
+
+    def alive() -> set[str]:  # a worker that died (missed heartbeats) will never answer
+        return {client.id for client in runner.clients.all if client.state != STATE_MISSING}
+
+    for worker in alive():
         runner.send_message("lossbench_stop", None, client_id=worker)
     deadline = time.monotonic() + timeout
-    while not workers <= STATE.workers_stopped and time.monotonic() < deadline:
+    while not alive() <= STATE.workers_stopped and time.monotonic() < deadline:
         gevent.sleep(0.05)
-    missing = workers - STATE.workers_stopped
+    missing = alive() - STATE.workers_stopped
     if missing:
         log.warning(
             "lossbench: %d worker(s) sent no final report; the loss table still reads every ledger",

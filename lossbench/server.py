@@ -21,9 +21,11 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 
-from lossbench.collector import Collector, CollectorConfig, CollectorProtocol
+from lossbench.collector import Collector, CollectorConfig, validate_config
+from lossbench.protocol import CollectorProtocol
 
 SHUTDOWN_GRACE = 5.0
+BACKLOG = 4096  # the kernel caps it at net.core.somaxconn
 
 
 def raise_fd_limit() -> int:
@@ -36,7 +38,7 @@ def raise_fd_limit() -> int:
     return soft
 
 
-def listen_socket(host: str, port: int, *, reuse_port: bool, backlog: int = 4096) -> socket.socket:
+def listen_socket(host: str, port: int, *, reuse_port: bool, backlog: int = BACKLOG) -> socket.socket:
     """A listening TCP socket; ``reuse_port`` lets sibling processes bind the same port."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -66,10 +68,12 @@ async def serve(
     stop: asyncio.Event,
     on_ready: Callable[[Collector], None] | None = None,
 ) -> Collector:
-    """Serve on ``sock`` until ``stop`` is set, then drain in-flight requests and close the ledger."""
+    """Serve on ``sock`` until ``stop`` is set, then shut down gracefully (see ``drain``)."""
     loop = asyncio.get_running_loop()
     collector = Collector(config)
-    server = await loop.create_server(lambda: CollectorProtocol(collector), sock=sock)
+    # create_server listens again with its own backlog (100 by default): keep the socket's, or bursts of
+    # connections overflow the accept queue and their SYNs are retried a second later.
+    server = await loop.create_server(lambda: CollectorProtocol(collector), sock=sock, backlog=BACKLOG)
     sweep_every = max(0.02, min(1.0, config.header_timeout, config.body_timeout, config.idle_timeout) / 5)
 
     async def sweeper() -> None:
@@ -83,22 +87,44 @@ async def serve(
     try:
         await stop.wait()
     finally:
-        collector.accepting = False
-        server.close()
-        deadline = time.monotonic() + SHUTDOWN_GRACE
-        while any(c.state != 0 for c in collector.connections) and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
-        sweep_task.cancel()
-        collector.close()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(server.wait_closed(), 1.0)
+        try:
+            await drain(collector, server)
+        finally:
+            sweep_task.cancel()
+            collector.problems = collector.close()
+            for problem in collector.problems:
+                print(f"lossbench collector: {problem}", file=sys.stderr, flush=True)
     return collector
+
+
+async def drain(collector: Collector, server: asyncio.AbstractServer) -> None:
+    """Stop accepting, finish what is in flight, then let every connection go.
+
+    The listening socket closes first (new connections are refused by the kernel). Idle keep-alive
+    connections are closed at once: nothing is in flight on them. A request already begun (headers or
+    body arriving) may finish within SHUTDOWN_GRACE — its answer says ``Connection: close`` — and the
+    header and body timeouts still apply meanwhile. Answers are given a moment to flush; whatever is left
+    after the grace is aborted by ``Collector.close``, which then writes the ledger's footer.
+    """
+    collector.accepting = False
+    server.close()
+    collector.close_idle()
+    deadline = time.monotonic() + SHUTDOWN_GRACE
+    while time.monotonic() < deadline and collector.in_flight():
+        await asyncio.sleep(0.01)
+    collector.close_idle()
+    flushed = min(deadline, time.monotonic() + 1.0)
+    while collector.connections and time.monotonic() < flushed:
+        await asyncio.sleep(0.01)
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(server.wait_closed(), 1.0)
 
 
 def run_process(
     config: CollectorConfig, sock: socket.socket, announce: Callable[[Collector], None] | None
-) -> None:
-    """Serve in this process until SIGTERM or SIGINT; exits normally after a clean drain."""
+) -> int:
+    """Serve in this process until SIGTERM or SIGINT; returns 0 after a clean shutdown, 1 when the
+    ledger could not be closed cleanly (its events are safe, but it has no footer)."""
     raise_fd_limit()
     loop = new_event_loop(config.uvloop)
     asyncio.set_event_loop(loop)
@@ -106,24 +132,30 @@ def run_process(
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     try:
-        loop.run_until_complete(serve(config, sock, stop, announce))
+        collector = loop.run_until_complete(serve(config, sock, stop, announce))
     finally:
         loop.close()
+    return 1 if collector.problems else 0
 
 
 def _child(config: CollectorConfig, port: int, ready: multiprocessing.synchronize.Event) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent forwards Ctrl-C as SIGTERM
     sock = listen_socket(config.host, port, reuse_port=True)
-    run_process(config, sock, lambda _c: ready.set())
+    sys.exit(run_process(config, sock, lambda _c: ready.set()))
 
 
 def run_collector(config: CollectorConfig, announce: Callable[[str], None] = print) -> int:
     """The ``lossbench collector`` command: one or several processes; returns the exit status."""
+    try:
+        validate_config(config)
+    except ValueError as exc:
+        print(f"lossbench collector: {exc}", file=sys.stderr)
+        return 2
     raise_fd_limit()
     if config.processes <= 1:
         sock = listen_socket(config.host, config.port, reuse_port=False)
         port = sock.getsockname()[1]
-        run_process(
+        return run_process(
             config,
             sock,
             lambda c: announce(
@@ -131,7 +163,6 @@ def run_collector(config: CollectorConfig, announce: Callable[[str], None] = pri
                 f"(pid {os.getpid()}, ledger {c.ledger.path})"
             ),
         )
-        return 0
     holder = socket.socket(socket.AF_INET6 if ":" in config.host else socket.AF_INET)
     holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     holder.bind((config.host.strip("[]"), config.port))  # bound, never listening: holds the port
@@ -151,10 +182,8 @@ def run_collector(config: CollectorConfig, announce: Callable[[str], None] = pri
         f"lossbench collector listening on {url_for(config.host, port)} "
         f"({config.processes} processes, ledgers in {config.out}/received)"
     )
-    stopping = threading.Event()
 
     def forward(signum: int, _frame: object) -> None:
-        stopping.set()
         for proc, _ in children:
             if proc.is_alive() and proc.pid is not None:
                 os.kill(proc.pid, signal.SIGTERM)
@@ -164,7 +193,8 @@ def run_collector(config: CollectorConfig, announce: Callable[[str], None] = pri
     status = 0
     for proc, _ in children:
         proc.join()
-        if proc.exitcode not in (0, None) and not stopping.is_set():
+        if proc.exitcode != 0:  # died, or could not close its ledger cleanly: say so
+            print(f"collector process {proc.pid} exited with {proc.exitcode}", file=sys.stderr)
             status = 1
     return status
 

@@ -14,8 +14,8 @@ the caller, so idle gaps can be compressed without changing how cache ages are d
 
 from __future__ import annotations
 
+import contextlib
 import math
-import select
 import socket
 import threading
 import time
@@ -117,13 +117,17 @@ class KeepAliveChannel:
         """True if the collector already closed it (readable with EOF), as a browser checks before reuse."""
         if self.sock is None:
             return True
+        timeout = self.sock.gettimeout()
         try:
-            readable, _, _ = select.select([self.sock], [], [], 0)
-            if not readable:
-                return False
+            self.sock.settimeout(0.0)  # a non-blocking peek: works for any fd number (select does not)
             return self.sock.recv(1, socket.MSG_PEEK) == b""
+        except BlockingIOError:
+            return False  # nothing to read: open and idle
         except OSError:
             return True
+        finally:
+            with contextlib.suppress(OSError):
+                self.sock.settimeout(timeout)
 
     def discard(self) -> None:
         if self.sock is not None:

@@ -14,6 +14,7 @@ for keep-alive races with the collector's idle timeout.
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import os
 import threading
@@ -56,6 +57,35 @@ class PlayedEvent:
         rest = self.result.as_record()
         del rest["id"], rest["tech"]
         return {**head, **rest, "t0": round(self.fired_wall, 6)}
+
+    def record_line(self) -> bytes:
+        """``record()`` as one compact JSON line, byte for byte, built ~5x faster (hot path: every event)."""
+        r, net = self.result, self.visit.net
+        error = f',"error":{json.dumps(r.error, ensure_ascii=False)}' if r.error else ""
+        return (
+            f'{{"id":{_str(r.id)},"tech":"{r.tech}","type":"{self.event_type}","rtt":{_num(net.rtt)},'
+            f'"dns":{_num(net.dns)},"A":{_num(self.exit_after)},"abort":"{self.visit.abort}",'
+            f'"stage":"{r.stage}","written":{_bool(r.written)},"t_written":{_num(r.t_written)},'
+            f'"acked":{_bool(r.acked)},"retried":{_bool(r.retried)},"requests":{r.requests},'
+            f'"connections":{r.connections},"plan":{_times(r.plan)},"real":{_times(r.real)}{error},'
+            f'"t0":{_num(self.fired_wall)}}}\n'
+        ).encode()
+
+
+def _num(x: float | None) -> str:
+    return "null" if x is None or math.isinf(x) else repr(round(x, 6))
+
+
+def _bool(x: bool) -> str:
+    return "true" if x else "false"
+
+
+def _str(x: str) -> str:
+    return f'"{x}"' if x.isalnum() and x.isascii() else json.dumps(x, ensure_ascii=False)
+
+
+def _times(stages: dict[str, float]) -> str:
+    return "{" + ",".join(f'"{k}":{round(v, 6)!r}' for k, v in stages.items()) + "}"
 
 
 class EventIds:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import itertools
 import json
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from support import wait_until
+from support import free_port, master_on_a_free_port, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
@@ -95,6 +94,7 @@ def test_distributed_totals_match_the_ledgers(tmp_path):
     run_dir = tmp_path / "dist"
     result = locust(
         "-f", "scenarios/all.py", "--headless", "--processes", "2", "-u", "40", "-r", "40", "-t", "8s",
+        *master_on_a_free_port(),
         "--run-dir", str(run_dir), "--exit-model", "fixed:0.6", "--json-file", str(tmp_path / "dist"),
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
@@ -109,14 +109,8 @@ def test_distributed_totals_match_the_ledgers(tmp_path):
     assert table_sent == lines
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_web_ui_mode_shows_each_technique(tmp_path):
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "locust", "-f", "scenarios/pixel.py", "--web-host", "127.0.0.1",
          "--web-port", str(port), "--autostart", "--autoquit", "2", "-u", "5", "-r", "5", "-t", "6s",

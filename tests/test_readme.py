@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from support import master_on_a_free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
 pytestmark = pytest.mark.slow
@@ -71,6 +73,8 @@ def test_readme_locust_commands_are_accepted(tmp_path):
     """The inline Locust examples: same flags, 4 seconds."""
     for n, command in enumerate(re.findall(r"`(locust -f scenarios/\S+ --headless[^`]*)`", README)):
         args = [*shorten(command, tmp_path), "--run-dir", str(tmp_path / f"locust-{n}")]
+        if "--processes" in args:
+            args += master_on_a_free_port()
         result = subprocess.run(
             [sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True, timeout=180
         )

@@ -1,0 +1,34 @@
+"""The reference load generator for benchmarks/loadgen.py: a bare Locust user that opens a socket, writes
+one pixel GET and closes, as fast as it can. No emulation, no ledger, no statistics beyond Locust's own."""
+
+import itertools
+import os
+import socket
+import struct
+from urllib.parse import urlsplit
+
+from locust import User, constant, task
+
+from lossbench.events import encode_pixel_param
+
+_LINGER_ZERO = struct.pack("ii", 1, 0)
+_counter = itertools.count()
+_salt = os.getpid() & 0xFFFF
+
+
+class BarePixelUser(User):
+    wait_time = constant(0)
+
+    def on_start(self) -> None:
+        url = urlsplit(self.host)
+        self.address = (url.hostname, url.port)
+
+    @task
+    def fire(self) -> None:
+        event_id = f"bare-{_salt:04x}-{next(_counter)}"
+        d = encode_pixel_param({"id": event_id, "tech": "pixel", "type": "click"})
+        request = f"GET /p.gif?d={d} HTTP/1.1\r\nHost: collector.lossbench.test\r\n\r\n".encode()
+        sock = socket.create_connection(self.address)
+        sock.sendall(request)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_ZERO)  # RST: no TIME_WAIT
+        sock.close()

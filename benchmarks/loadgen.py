@@ -1,0 +1,102 @@
+"""Load generator throughput: a lossbench pixel tab against a bare Locust user, side by side.
+
+Goal: a lossbench pixel user with no emulated delay and no cuts reaches at least 0.8x the events/s of a
+bare Locust user that opens a socket, writes one GET and closes, on the same collector, with the same
+process count. Both generators run in alternating rounds against one collector process; the rate is read
+from the collector's own counters over the steady part of each round (after a warm-up, before the end).
+
+    python benchmarks/loadgen.py [--rounds 3] [--seconds 20] [--users 50]
+
+Prints each round, then the median ratio last; exits 1 when it is below the goal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+GOAL = 0.8
+WARMUP = 3.0
+
+
+def stats(url: str) -> dict:
+    with urllib.request.urlopen(f"{url}/stats", timeout=5) as response:
+        return json.loads(response.read())
+
+
+def events(url: str) -> int:
+    return sum(stats(url)["events"].values())
+
+
+def start_collector(out: Path) -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lossbench.cli", "collector", "--port", "0", "--out", str(out)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    return proc, line.split("listening on ", 1)[1].split()[0]
+
+
+def measure(command: list[str], url: str, seconds: float) -> float:
+    """Events per second the collector received during the steady part of one Locust run."""
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(WARMUP)
+        first, t_first = events(url), time.monotonic()
+        time.sleep(seconds - WARMUP - 1.0)
+        last, t_last = events(url), time.monotonic()
+    finally:
+        proc.wait(seconds + 60)
+    return (last - first) / (t_last - t_first)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--users", type=int, default=50)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="lossbench-loadgen-"))
+    collector, url = start_collector(work / "collector")
+    common = ["--headless", "-u", str(args.users), "-r", str(args.users), "-t", f"{args.seconds:g}s",
+              "--host", url, "--only-summary"]  # fmt: skip
+    bare = [sys.executable, "-m", "locust", "-f", "benchmarks/bare_locustfile.py", *common]
+    ratios = []
+    try:
+        for n in range(args.rounds):
+            lossbench = [
+                sys.executable, "-m", "locust", "-f", "scenarios/pixel.py", *common, "--techniques", "pixel",
+                "--network-profile", "loopback", "--exit-model", "none", "--no-summary",
+                "--run-dir", str(work / f"round-{n}"),
+            ]  # fmt: skip
+            bare_rate = measure(bare, url, args.seconds)
+            ours = measure(lossbench, url, args.seconds)
+            ratios.append(ours / bare_rate)
+            line = (
+                f"round {n + 1}: bare Locust {bare_rate:,.0f} events/s, lossbench pixel {ours:,.0f} events/s"
+            )
+            print(f"{line}, ratio {ours / bare_rate:.2f}", flush=True)
+    finally:
+        collector.terminate()
+        collector.wait(30)
+    ratio = statistics.median(ratios)
+    verdict = "meets" if ratio >= GOAL else "MISSES"
+    print(f"lossbench pixel / bare Locust events per second: {ratio:.2f} (median of {len(ratios)}; "
+          f"goal >= {GOAL}: {verdict})")  # fmt: skip
+    return 0 if ratio >= GOAL else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

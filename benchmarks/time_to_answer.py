@@ -1,0 +1,67 @@
+"""Time to answer: `lossbench run` with its defaults must rank the four techniques with 95% intervals no
+wider than +/-0.5 percentage points in at most 120 s of wall time on this machine.
+
+    python benchmarks/time_to_answer.py [--out DIR]
+
+Runs the real command once (its defaults are the point), then prints each technique's interval half-width,
+whether neighbours in the ranking are significantly apart, and the wall time last. Exits 1 on a miss.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+WALL_GOAL = 120.0
+HALF_WIDTH_GOAL = 0.005
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--out", default="", help="parent of the run directory (default: a temporary one)")
+    args = parser.parse_args()
+    out = Path(args.out or tempfile.mkdtemp(prefix="lossbench-tta-"))
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "lossbench.cli", "run", "--out", str(out), "--run-id", "time-to-answer"],
+        capture_output=True,
+        text=True,
+    )
+    wall = time.monotonic() - started
+    if result.returncode != 0:
+        print(result.stdout[-3000:], result.stderr[-3000:], sep="\n")
+        print(f"lossbench run failed with exit code {result.returncode} after {wall:.0f} s")
+        return 1
+    summary = json.loads((out / "time-to-answer" / "summary.json").read_text())
+    rows = sorted(summary["techniques"].items(), key=lambda item: -item[1]["loss"])
+    widest = 0.0
+    for name, row in rows:
+        lo, hi = row["ci95"]
+        half = (hi - lo) / 2
+        widest = max(widest, half)
+        print(f"{name:<16} loss {100 * row['loss']:6.2f}%  95% interval [{100 * lo:.2f}, {100 * hi:.2f}]  "
+              f"+/-{100 * half:.2f} points  (n = {row['sent']:,})")  # fmt: skip
+    for comparison in summary.get("comparisons", []):
+        print(comparison["text"])
+    ranked = all(
+        a["ci95"][0] > b["ci95"][1] or a["lost"] == b["lost"] == 0
+        for (_, a), (_, b) in itertools.pairwise(rows)
+    )
+    ok = wall <= WALL_GOAL and widest <= HALF_WIDTH_GOAL
+    print(f"ranking separated by non-overlapping intervals: {'yes' if ranked else 'no'}")
+    print(f"time to answer: {wall:.0f} s wall (goal <= {WALL_GOAL:.0f} s), widest interval "
+          f"+/-{100 * widest:.2f} points (goal <= {100 * HALF_WIDTH_GOAL:.1f}): "
+          f"{'meets' if ok else 'MISSES'}")  # fmt: skip
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

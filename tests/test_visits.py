@@ -1,0 +1,79 @@
+"""Playing visits: the sent-ledger line, ids, and a whole visit on real sockets."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from lossbench import TECHNIQUES
+from lossbench.client import EventResult
+from lossbench.ledger import LedgerWriter, dumps_line
+from lossbench.models import NetworkDraw, PlannedEvent, Visit, get_exit_model, get_profile
+from lossbench.visits import EventIds, PlayedEvent, VisitSource, play_visit
+from support import received_ids, wait_until
+
+times = st.floats(min_value=0, max_value=1e4, allow_nan=False)
+
+
+@given(
+    written=st.booleans(),
+    t_written=st.none() | times,
+    exit_after=times | st.just(math.inf),
+    plan=st.dictionaries(st.sampled_from(["dns", "connect", "request"]), times),
+    error=st.none() | st.text(),
+    event_id=st.sampled_from(["0123456789abcdef", 'odd "id"\\', "x"]),
+)
+def test_fast_ledger_line_is_the_json_line(written, t_written, exit_after, plan, error, event_id):
+    result = EventResult(
+        id=event_id, tech="pixel", stage="done" if written else "dns", written=written, t_written=t_written,
+        requests=1, connections=1, plan=plan, real=plan, error=error,
+    )  # fmt: skip
+    visit = Visit(NetworkDraw(0.3, 0.4, None), (PlannedEvent("click", 1.0),), 2.0, "drop")
+    played = PlayedEvent(result, "click", visit, exit_after, 1795797837.123456)
+    assert played.record_line() == dumps_line(played.record())
+    assert json.loads(played.record_line())["id"] == event_id
+
+
+def test_event_ids_are_16_hex_and_unique():
+    ids = EventIds(salt=0xABCDEF)
+    drawn = [ids.next() for _ in range(1000)]
+    assert len(set(drawn)) == 1000
+    assert all(len(i) == 16 and int(i, 16) >> 40 == 0xABCDEF for i in drawn)
+
+
+def test_buffered_ledger_loses_nothing_on_close(tmp_path):
+    writer = LedgerWriter(tmp_path, "sent", buffer_bytes=1000, max_bytes=2000)
+    for i in range(100):
+        writer.append_raw(dumps_line({"id": f"{i:016x}", "tech": "pixel"}), 1)
+    writer.close()
+    lines = [
+        json.loads(line) for p in sorted(tmp_path.glob("*.jsonl")) for line in p.read_text().splitlines()
+    ]
+    assert sum("id" in line for line in lines) == 100
+    footers = [line for line in lines if line.get("ledger_end")]
+    assert sum(f["events"] for f in footers) == 100 and len(footers) > 1
+
+
+def test_visit_source_is_seeded():
+    def first(seed):
+        source = iter(VisitSource(get_profile("3G"), get_exit_model("mix"), "unload", seed=seed))
+        return [next(source) for _ in range(5)]
+
+    assert first(3) == first(3)
+    assert first(3) != first(4)
+
+
+@pytest.mark.parametrize("exit_model", ["none", "fixed:0.15"])
+def test_play_visit_on_real_sockets(collector, tmp_path, exit_model):
+    visit = next(iter(VisitSource(get_profile("DSL"), get_exit_model(exit_model), "unload", seed=1)))
+    played: list[PlayedEvent] = []
+    play_visit(visit, ("127.0.0.1", collector.port), TECHNIQUES, EventIds(), played.append)
+    assert len(played) == len(visit.events) * len(TECHNIQUES)
+    written = {p.result.id for p in played if p.result.written}
+    assert wait_until(lambda: set(received_ids(tmp_path)) == written)
+    if exit_model == "none":
+        assert len(written) == len(played)
