@@ -41,3 +41,29 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def connect(port: int, timeout: float = 5.0) -> socket.socket:
+    """A raw TCP connection to a collector on loopback, Nagle off (requests written in pieces stay pieces)."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def read_until_closed(sock: socket.socket) -> bytes:
+    """Everything the collector sends until it closes (an RST ends it too)."""
+    answer = b""
+    try:
+        while chunk := sock.recv(65536):
+            answer += chunk
+    except (TimeoutError, ConnectionResetError):
+        pass
+    return answer
+
+
+def exchange(port: int, raw: bytes, timeout: float = 3.0) -> bytes:
+    """Send raw bytes and half-close; return everything the collector answers until it closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(raw)
+        sock.shutdown(socket.SHUT_WR)
+        return read_until_closed(sock)

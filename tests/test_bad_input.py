@@ -31,23 +31,9 @@ from lossbench.events import (
 )
 from lossbench.server import CollectorThread
 from lossbench.techniques import Network, Tab
-from support import received_ids
+from support import exchange, received_ids
 
 # -- raw HTTP helpers ---------------------------------------------------------------------------------
-
-
-def exchange(port: int, raw: bytes, timeout: float = 3.0) -> bytes:
-    """Send raw bytes and half-close; return everything the collector answers until it closes."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-        sock.sendall(raw)
-        sock.shutdown(socket.SHUT_WR)
-        answer = b""
-        try:
-            while chunk := sock.recv(65536):
-                answer += chunk
-        except (TimeoutError, ConnectionResetError):
-            pass
-        return answer
 
 
 def responses(answer: bytes) -> list[int]:

@@ -15,21 +15,7 @@ import pytest
 
 from lossbench.events import encode_pixel_param
 from lossbench.techniques import Network, Tab
-from support import received_ids, wait_until
-
-
-def exchange(port: int, raw: bytes, timeout: float = 3.0) -> bytes:
-    """Send raw bytes, return everything the collector answers until it closes or goes quiet."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-        sock.sendall(raw)
-        sock.shutdown(socket.SHUT_WR)
-        answer = b""
-        try:
-            while chunk := sock.recv(65536):
-                answer += chunk
-        except (TimeoutError, ConnectionResetError):
-            pass
-        return answer
+from support import exchange, received_ids, wait_until
 
 
 def get(path: str, extra: str = "") -> bytes:

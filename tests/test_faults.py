@@ -29,7 +29,7 @@ from lossbench.compare import compare
 from lossbench.ledger import LedgerWriter, dumps_line
 from lossbench.server import SHUTDOWN_GRACE
 from lossbench.techniques import Network, Tab, event_payload, pixel_request
-from support import received_ids, wait_until
+from support import connect, read_until_closed, received_ids, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 ADDRESS = "127.0.0.1"
@@ -68,22 +68,6 @@ def processes() -> Iterator[list[subprocess.Popen[str]]]:
             if proc.poll() is None:
                 proc.kill()
             proc.communicate()
-
-
-def connect(port: int) -> socket.socket:
-    sock = socket.create_connection((ADDRESS, port), timeout=5)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return sock
-
-
-def read_until_closed(sock: socket.socket) -> bytes:
-    answer = b""
-    try:
-        while chunk := sock.recv(65536):
-            answer += chunk
-    except ConnectionResetError:
-        pass
-    return answer
 
 
 def send_pixel(port: int, event_id: str) -> int:

@@ -25,25 +25,9 @@ from lossbench.collector import HEAD_SLICE, CollectorConfig
 from lossbench.events import encode_event, encode_pixel_param
 from lossbench.server import raise_fd_limit
 from lossbench.techniques import Network, Tab
-from support import received_ids, wait_until
+from support import connect, read_until_closed, received_ids, wait_until
 
 ADDRESS = "127.0.0.1"
-
-
-def connect(port: int, timeout: float = 5.0) -> socket.socket:
-    sock = socket.create_connection((ADDRESS, port), timeout=timeout)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return sock
-
-
-def read_until_closed(sock: socket.socket) -> bytes:
-    answer = b""
-    try:
-        while chunk := sock.recv(65536):
-            answer += chunk
-    except ConnectionResetError:
-        pass
-    return answer
 
 
 def trickle(sock: socket.socket, data: bytes, every: float) -> tuple[bytes, float]:

@@ -19,23 +19,10 @@ from lossbench import TECHNIQUES
 from lossbench.cli import build_parser
 from lossbench.collector import REFUSALS, Collector, CollectorConfig
 from lossbench.events import encode_event, encode_pixel_param
-from support import received_ids
+from support import exchange, received_ids
 
 SHOP = "https://shop.lossbench.test"
 EVIL = "https://evil.example"
-
-
-def exchange(port: int, raw: bytes) -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=3) as sock:
-        sock.sendall(raw)
-        sock.shutdown(socket.SHUT_WR)
-        answer = b""
-        try:
-            while chunk := sock.recv(65536):
-                answer += chunk
-        except ConnectionResetError:
-            pass
-        return answer
 
 
 def head_of(answer: bytes) -> dict[str, str]:
