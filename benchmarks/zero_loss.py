@@ -259,8 +259,10 @@ def run(
     collector_processes: int = 1,
     run_dir: Path | None = None,
     log: Any = print,
+    check_rate: bool = True,
 ) -> Outcome:
-    """The whole control; ``log`` receives progress lines."""
+    """The whole control; ``log`` receives progress lines. ``check_rate=False`` (the short version in the
+    tests) still paces at the target but leaves speed out of the verdict: speed goals are benchmarks'."""
     run_dir = Path(run_dir or tempfile.mkdtemp(prefix="lossbench-zero-loss-"))
     run_dir.mkdir(parents=True, exist_ok=True)
     problems: list[str] = []
@@ -335,7 +337,7 @@ def run(
         problems.append(f"{paced.fired} events fired, {events} intended")
     if paced.acked != paced.fired:
         problems.append(f"{paced.fired - paced.acked} events not acknowledged (errors: {paced.errors})")
-    if achieved < 0.9 * rate:
+    if check_rate and achieved < 0.9 * rate:
         problems.append(f"the generator did not keep the rate: {achieved:,.0f}/s against {rate:,.0f}/s")
 
     # 3. join the ledgers

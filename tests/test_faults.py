@@ -470,10 +470,9 @@ def test_zero_loss_control_short(tmp_path, monkeypatch):
     import zero_loss
 
     outcome = zero_loss.run(20_000, 0.8, capacity_seconds=1.0, processes=2, threads=4, run_dir=tmp_path,
-                            log=lambda line: None)  # fmt: skip
+                            log=lambda line: None, check_rate=False)  # fmt: skip
     assert outcome.ok, outcome.problems
     assert outcome.events == 20_000 and outcome.phantoms == 0
     for tech, row in outcome.rows.items():
         assert row == {"sent": 5000, "received": 5000, "lost": 0, "duplicates": 0}, tech
-    assert 0.7 * outcome.capacity <= outcome.achieved <= 0.9 * outcome.capacity
     assert received_ids(tmp_path).total() == 20_000
