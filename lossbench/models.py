@@ -128,31 +128,28 @@ class NetworkProfile:
         return NetworkBatch(rtt=rtt, dns=dns, uplink_bps=np.full(n, up))
 
 
-def _wpt(name: str, rtt_ms: float, up_kbps: float, spread: float, label: str) -> NetworkProfile:
+def _preset(
+    name: str, rtt_ms: float, uplink_bps: float, spread: float, label: str, source: str
+) -> NetworkProfile:
     return NetworkProfile(
         name=name,
         rtt=rtt_ms / 1000,
         rtt_spread=spread,
         dns_miss_prob=_DNS_MISS_PROB,
         dns_miss_extra=_DNS_MISS_EXTRA,
-        uplink_bps=float(up_kbps * 1000),
-        source=f"{_WPT_SOURCE} [{name}]: {label}. {_DNS_SOURCE}",
+        uplink_bps=float(uplink_bps),
+        source=f"{source}: {label}. {_DNS_SOURCE}",
         description=label,
     )
+
+
+def _wpt(name: str, rtt_ms: float, up_kbps: float, spread: float, label: str) -> NetworkProfile:
+    return _preset(name, rtt_ms, up_kbps * 1000, spread, label, f"{_WPT_SOURCE} [{name}]")
 
 
 def _lh(name: str, rtt_ms: float, up_kbps: float, spread: float, label: str) -> NetworkProfile:
     # Lighthouse counts 1 Kbps as 1024 bit/s (DevTools' bytes/s = Kbps * 1024 / 8).
-    return NetworkProfile(
-        name=name,
-        rtt=rtt_ms / 1000,
-        rtt_spread=spread,
-        dns_miss_prob=_DNS_MISS_PROB,
-        dns_miss_extra=_DNS_MISS_EXTRA,
-        uplink_bps=float(up_kbps * 1024),
-        source=f"{_LH_SOURCE} [throttling.{name}]: {label}. {_DNS_SOURCE}",
-        description=label,
-    )
+    return _preset(name, rtt_ms, up_kbps * 1024, spread, label, f"{_LH_SOURCE} [throttling.{name}]")
 
 
 PROFILES: dict[str, NetworkProfile] = {
