@@ -169,10 +169,6 @@ def open_connection(address: tuple[str, int], timeline: Timeline, stage: str = "
     return sock
 
 
-def send_all(sock: socket.socket, data: bytes) -> None:
-    sock.sendall(data)
-
-
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux; Python does not export it
 
 
