@@ -3,9 +3,11 @@
 Why not aiohttp's web server: its request handler drops a request whose bytes arrived in the same
 read as the client's RST (``connection_lost`` sets ``force_close`` before the queued message is handled),
 and it has no header or body read timeout. Both decide what counts as lost, so the collector is an asyncio
-``Protocol`` on llhttp (``httptools``): an event is counted, and written to the ledger, in the very
-``data_received`` call that completes it, before the response is queued. Everything written to the
-ledger reached the kernel (``write(2)``) before the response: an acknowledged event survives ``kill -9``.
+``Protocol`` on llhttp (``httptools``): an event is counted in the ``data_received`` call that completes
+it, even if the client's RST follows in the same read. Its ledger line reaches the kernel (``write(2)``)
+before its answer is sent, so an acknowledged event survives ``kill -9``: a group commit at the end of each
+turn of the event loop writes the lines of every event completed in that turn, on any connection, with
+one system call, and then sends their answers (``Collector.commit``).
 If the line cannot be written (disk full, file not writable) the event is answered 503, counted in
 ``ledger_errors``, and nothing of it stays in the file (a partial line is cut back off): the ledger holds
 every event answered 2xx and no event answered otherwise, and never a damaged line in its middle.
@@ -37,6 +39,7 @@ A sweeper checks deadlines a few times per shortest timeout instead of arming a 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -52,6 +55,8 @@ from lossbench.responses import CLOSE, GIF, REFUSALS, http_response
 
 if TYPE_CHECKING:
     from lossbench.protocol import CollectorProtocol
+
+Event = tuple[str, str, str, int]  # a valid event waiting for the commit: (id, tech, method, connection)
 
 log = logging.getLogger("lossbench.collector")
 
@@ -142,6 +147,15 @@ def validate_config(config: CollectorConfig) -> None:
             raise ValueError(f"--allow-origin {origin!r}: not a valid origin (scheme://host[:port] or *)")
 
 
+def event_line(event: Event, now: float, stamp: str) -> bytes:
+    """The ledger line of a valid event (docs/FORMATS.md): id first, at a fixed offset. ``stamp`` is
+    ``now`` formatted once per commit."""
+    event_id, tech, method, connection = event
+    if '"' in event_id or "\\" in event_id:  # valid ids are printable ASCII: only these need escaping
+        return dumps_line({"id": event_id, "tech": tech, "m": method, "t": round(now, 6), "c": connection})
+    return f'{{"id":"{event_id}","tech":"{tech}","m":"{method}","t":{stamp},"c":{connection}}}\n'.encode()
+
+
 class ReceivedLedger(LedgerWriter):
     """The collector's ledger: a failed write leaves nothing of itself behind.
 
@@ -224,6 +238,8 @@ class Collector:
         self.ledger_failing = False
         self.problems: list[str] = []  # what went wrong at close (set by the server)
         self.head_limit = config.max_url + config.max_header_bytes + HEAD_SLICE
+        self.commit_queue: list[CollectorProtocol] = []  # connections with answers waiting for the commit
+        self._commit_scheduled = False
         self._responses: dict[tuple[str, bool, str], bytes] = {}
         self._refusals: dict[tuple[str, str], bytes] = {}
 
@@ -299,9 +315,31 @@ class Collector:
         doc["requests_in_flight"] = sum(c.state in (HEADERS, BODY) for c in self.connections)
         return doc
 
+    def queue_commit(self, conn: CollectorProtocol) -> None:
+        """Queue a connection's completed requests for the commit at the end of this loop turn."""
+        self.commit_queue.append(conn)
+        if not self._commit_scheduled:
+            self._commit_scheduled = True
+            asyncio.get_running_loop().call_soon(self.commit)
+
+    def commit(self) -> None:
+        """Group commit: one ``write(2)`` for every event completed in this turn of the event loop, on any
+        connection, then their answers. Every line of the batch carries the commit's time."""
+        self._commit_scheduled = False
+        queue = self.commit_queue
+        if not queue:
+            return
+        self.commit_queue = []
+        now = time.time()
+        stamp = f"{now:.6f}"
+        lines = [event_line(event, now, stamp) for conn in queue for event, _, _ in conn.pending if event]
+        written = not lines or self.write_events(b"".join(lines), len(lines))
+        for conn in queue:
+            conn.answer(written)
+
     def write_events(self, data: bytes, count: int) -> bool:
-        """Group commit: one write(2) for every event completed by one read. False if the disk refused,
-        and then none of these lines is in the ledger."""
+        """Write ``count`` event lines at once. False if the disk refused, and then none of these lines
+        is in the ledger."""
         try:
             self.ledger.append_events(data, count)
         except OSError as exc:
@@ -317,6 +355,7 @@ class Collector:
 
     def sweep(self) -> None:
         """Close connections past their deadline (idle keep-alive, slow headers, slow body, no flush)."""
+        self.commit()  # answers waiting for a commit are not late
         now = time.monotonic()
         for conn in [c for c in self.connections if c.deadline <= now]:
             conn.on_deadline()
@@ -329,6 +368,7 @@ class Collector:
 
     def close_idle(self) -> None:
         """Close every connection with no request in progress (shutdown: they would only wait)."""
+        self.commit()
         for conn in list(self.connections):
             if conn.state == IDLE:
                 conn.close()
@@ -340,6 +380,7 @@ class Collector:
         the events already in the ledger are safe either way, and the caller decides the exit status.
         """
         problems = []
+        self.commit()
         for conn in [*self.connections, *self.refused]:
             conn.abort()
         try:

@@ -8,16 +8,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
 import time
 from urllib.parse import unquote_to_bytes
 
 import httptools
 
-from lossbench.collector import BODY, CLOSE_LINGER, CLOSING, HEAD_SLICE, HEADERS, IDLE, Collector, log
+from lossbench.collector import BODY, CLOSE_LINGER, CLOSING, HEAD_SLICE, HEADERS, IDLE, Collector, Event, log
 from lossbench.events import BadEvent, decode_event_json, decode_pixel_param
-from lossbench.ledger import dumps_line
 from lossbench.responses import LEDGER_FAILED, TIMEOUT, connection_header, http_response
+
+COMMIT_AT_ONCE = 64  # requests completed on one connection that are committed without waiting for the turn
 
 
 class _Refused(Exception):
@@ -49,6 +49,7 @@ class CollectorProtocol(asyncio.Protocol):
         "origin",
         "parser",
         "pending",
+        "queued",
         "refusal",
         "state",
         "stopped",
@@ -67,7 +68,8 @@ class CollectorProtocol(asyncio.Protocol):
         self.tech = ""  # technique of the first request, to attribute connection-seconds
         self.state = IDLE
         self.deadline = float("inf")
-        self.pending: list[tuple[bytes | None, str, bytes]] = []  # (ledger line or None, tech, reply)
+        self.pending: list[tuple[Event | None, str, bytes]] = []  # (event or None, tech, reply)
+        self.queued = False  # waiting in the collector's commit queue
         self.refusal: bytes | None = None
         self.stopped = False  # parsing stopped on purpose after a Connection: close answer
         self.head_bytes = 0
@@ -102,13 +104,7 @@ class CollectorProtocol(asyncio.Protocol):
         self.number = c.next_connection
         self.opened = time.monotonic()
         self.deadline = self.opened + self.config.idle_timeout
-        c.connections.add(self)
-        try:
-            sock = transport.get_extra_info("socket")
-            if sock is not None:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:
-            pass
+        c.connections.add(self)  # TCP_NODELAY: both uvloop and asyncio set it on every TCP transport
 
     def connection_lost(self, exc: Exception | None) -> None:
         c = self.collector
@@ -223,45 +219,44 @@ class CollectorProtocol(asyncio.Protocol):
             self._stop(self.collector.refuse("headers_too_large"))
 
     def _flush(self) -> None:
-        """Write the ledger lines of every request completed in this read, then their answers, in order.
+        """Hand this read's completed requests to the collector's group commit (``Collector.commit``).
 
-        Nothing is acknowledged unless its line reached the kernel: if the ledger write fails, the events
-        of this read get a 503 and the connection closes.
+        Answers wait for the commit, at the end of this turn of the event loop: one ``write(2)`` puts the
+        events of every connection read in this turn in the ledger, and only then are their answers sent.
         """
-        transport = self.transport
-        if transport is None:
-            return
+        if not self.queued and (self.pending or self.refusal is not None or self.state == CLOSING):
+            self.queued = True
+            self.collector.queue_commit(self)
+        if len(self.pending) >= COMMIT_AT_ONCE:
+            # Pipelined requests: commit now, so that a full write buffer pauses reading at once (the
+            # event loop may otherwise read this connection again before the end of its turn).
+            self.collector.commit()
+
+    def answer(self, written: bool) -> None:
+        """Send the answers of the requests queued since the last commit, in order; ``written`` says
+        whether their ledger lines reached the kernel. Nothing is acknowledged unless it did: if the write
+        failed, the first event gets a 503 and the connection closes."""
+        self.queued = False
         pending = self.pending
-        if pending:
-            self.pending = []
-            collector = self.collector
-            if len(pending) == 1:
-                line, tech, reply = pending[0]
-                if line is not None:
-                    if collector.write_events(line, 1):
-                        collector.stats.events[tech] += 1
-                    else:
-                        reply = LEDGER_FAILED
-                        self.refusal = None
-                        self.state = CLOSING
-                transport.write(reply)
+        self.pending = []
+        events = self.collector.stats.events
+        out = []
+        for event, tech, reply in pending:
+            if event is None:
+                out.append(reply)
+            elif written:
+                events[tech] += 1
+                out.append(reply)
             else:
-                lines = [line for line, _, _ in pending if line is not None]
-                ok = not lines or collector.write_events(b"".join(lines), len(lines))
-                out = []
-                events = collector.stats.events
-                for line, tech, reply in pending:
-                    if line is None:
-                        out.append(reply)
-                    elif ok:
-                        events[tech] += 1
-                        out.append(reply)
-                    else:
-                        out.append(LEDGER_FAILED)
-                        self.refusal = None
-                        self.state = CLOSING
-                        break
-                transport.write(b"".join(out))
+                out.append(LEDGER_FAILED)
+                self.refusal = None
+                self.state = CLOSING
+                break
+        transport = self.transport
+        if transport is None:  # the client is gone: its events still count, nobody reads the answers
+            return
+        if out:
+            transport.write(out[0] if len(out) == 1 else b"".join(out))
         if self.refusal is not None:
             transport.write(self.refusal)
             self.refusal = None
@@ -341,8 +336,8 @@ class CollectorProtocol(asyncio.Protocol):
             raise _Stop("closing")
 
     # -- routing --------------------------------------------------------------------------------------
-    def _handle(self, method: bytes, keep_alive: bool) -> tuple[bytes | None, str, bytes]:
-        """Answer one complete request: (ledger line or None, technique, response bytes)."""
+    def _handle(self, method: bytes, keep_alive: bool) -> tuple[Event | None, str, bytes]:
+        """Answer one complete request: (event or None, technique, response bytes)."""
         c = self.collector
         url = self.url
         mark = url.find(b"?")
@@ -385,7 +380,7 @@ class CollectorProtocol(asyncio.Protocol):
             return None, "", http_response("200 OK", headers, body)
         raise _Refused(c.refuse("not_found"))
 
-    def _ajax(self, method: bytes, keep_alive: bool) -> tuple[bytes | None, str, bytes]:
+    def _ajax(self, method: bytes, keep_alive: bool) -> tuple[Event | None, str, bytes]:
         c = self.collector
         origin = c.cors_origin(self.origin)
         if method == b"OPTIONS":
@@ -412,16 +407,11 @@ class CollectorProtocol(asyncio.Protocol):
         if method != allowed:
             raise _Refused(self.collector.refuse("method", allow_header or allowed.decode()))
 
-    def _event(self, event_id: str, tech: str, method: str) -> bytes:
-        """The ledger line of a valid event (docs/FORMATS.md): id first, at a fixed offset."""
+    def _event(self, event_id: str, tech: str, method: str) -> Event:
+        """A valid event, to be written by the next commit (``event_line``)."""
         self.collector.stats.requests[tech] += 1
         self.tech = self.tech or tech
-        if '"' in event_id or "\\" in event_id:  # valid ids are printable ASCII: only these need escaping
-            line = {"id": event_id, "tech": tech, "m": method, "t": round(time.time(), 6), "c": self.number}
-            return dumps_line(line)
-        return (
-            f'{{"id":"{event_id}","tech":"{tech}","m":"{method}","t":{time.time():.6f},"c":{self.number}}}\n'
-        ).encode()
+        return event_id, tech, method, self.number
 
 
 def _query_param(query: bytes, name: bytes) -> bytes:
