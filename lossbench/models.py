@@ -15,7 +15,7 @@ the load generator. Pure numpy and Python: no I/O.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields, replace
 
 import numpy as np
@@ -265,7 +265,20 @@ class VisitBatch:
         return Visit(self.net.draw(i), events, float(self.leave_at[i]), self.abort)
 
     def visits(self) -> list[Visit]:
-        return [self.visit_at(i) for i in range(len(self))]
+        return list(self.iter_visits())
+
+    def iter_visits(self) -> Iterator[Visit]:
+        """The visits one by one, as ``visit_at`` gives them, converting the arrays to Python once."""
+        starts = np.searchsorted(self.visit, np.arange(len(self) + 1)).tolist()
+        types, ats, leave = self.type.tolist(), self.at.tolist(), self.leave_at.tolist()
+        rtt, dns, up = self.net.rtt.tolist(), self.net.dns.tolist(), self.net.uplink_bps.tolist()
+        for i in range(len(self)):
+            lo, hi = starts[i], starts[i + 1]
+            events = tuple(
+                PlannedEvent(EVENT_TYPES[k], t) for k, t in zip(types[lo:hi], ats[lo:hi], strict=True)
+            )
+            draw = NetworkDraw(rtt[i], dns[i], None if math.isinf(up[i]) else up[i])
+            yield Visit(draw, events, leave[i], self.abort)
 
     @classmethod
     def of(cls, visits: Sequence[Visit]) -> VisitBatch:

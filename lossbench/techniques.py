@@ -14,6 +14,7 @@ the caller, so idle gaps can be compressed without changing how cache ages are d
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import math
 import socket
@@ -35,11 +36,13 @@ from lossbench.client import (
     read_response,
     read_response_stamped,
 )
-from lossbench.events import encode_event, encode_pixel_param
+from lossbench.events import encode_event
 
 DNS_TTL = 60.0
 HOST_HEADER = "collector.lossbench.test"
 ORIGIN = "https://shop.lossbench.test"
+PAGE_URL = "https://shop.lossbench.test/catalog/item-4711?utm_source=news"
+REFERRER = "https://www.lossbench.test/"
 BODY_CHUNK_SECONDS = 0.01  # pacing granularity of an uplink-limited POST body
 
 
@@ -73,12 +76,28 @@ def event_payload(event_id: str, tech: str, event_type: str) -> dict[str, Any]:
         "id": event_id,
         "tech": tech,
         "type": event_type,
-        "url": "https://shop.lossbench.test/catalog/item-4711?utm_source=news",
-        "ref": "https://www.lossbench.test/",
+        "url": PAGE_URL,
+        "ref": REFERRER,
         "ts": round(time.time() * 1000),
         "vw": 1280,
         "vh": 720,
     }
+
+
+_SAFE_ID = frozenset("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-_.:")
+
+
+def event_body(event_id: str, tech: str, event_type: str, now_ms: int | None = None) -> bytes:
+    """``encode_event(event_payload(...))``, byte for byte, formatted directly (hot path: every event)."""
+    ts = round(time.time() * 1000) if now_ms is None else now_ms
+    if not _SAFE_ID.issuperset(event_id):
+        payload = event_payload(event_id, tech, event_type)
+        payload["ts"] = ts
+        return encode_event(payload)
+    return (
+        f'{{"id":"{event_id}","tech":"{tech}","type":"{event_type}","url":"{PAGE_URL}","ref":"{REFERRER}",'
+        f'"ts":{ts},"vw":1280,"vh":720}}'
+    ).encode()
 
 
 def _request(method: str, target: str, headers: list[tuple[str, str]]) -> bytes:
@@ -92,8 +111,13 @@ def _request(method: str, target: str, headers: list[tuple[str, str]]) -> bytes:
     return "\r\n".join(lines).encode("latin-1")
 
 
-def pixel_request(payload: dict[str, Any]) -> bytes:
-    return _request("GET", f"/p.gif?d={encode_pixel_param(payload)}", [("Accept", "image/*")])
+_PIXEL_HEAD = b"GET /p.gif?d="
+_PIXEL_TAIL = f" HTTP/1.1\r\nHost: {HOST_HEADER}\r\nAccept: image/*\r\n\r\n".encode()
+
+
+def pixel_request(body: bytes) -> bytes:
+    """The pixel GET carrying ``body`` (an event's JSON) base64url-encoded in its ``d`` parameter."""
+    return _PIXEL_HEAD + base64.urlsafe_b64encode(body).rstrip(b"=") + _PIXEL_TAIL
 
 
 PING_HEADERS = [("Accept", "image/*")]
@@ -262,7 +286,7 @@ class Tab:
         )
         wire = _Wire()
         try:
-            perform(self, timeline, wire, event_payload(event_id, tech, event_type), visit_time)
+            perform(self, timeline, wire, event_body(event_id, tech, event_type), visit_time)
         except Cut as cut:
             if not result.written:
                 result.stage = cut.stage
@@ -294,7 +318,7 @@ def _written(result: EventResult, timeline: Timeline, stage: str) -> None:
     result.t_written = timeline.intended
 
 
-def _ajax(tab: Tab, tl: Timeline, wire: _Wire, payload: dict[str, Any], visit_time: float) -> None:
+def _ajax(tab: Tab, tl: Timeline, wire: _Wire, body: bytes, visit_time: float) -> None:
     net, result = tab.network, tl.result
     tl.wait("dns", tab.dns["ajax"].lookup_wait(visit_time, net.dns))
     wire.sock = open_connection(tab.address, tl)
@@ -317,7 +341,6 @@ def _ajax(tab: Tab, tl: Timeline, wire: _Wire, payload: dict[str, Any], visit_ti
         raise ValueError(f"preflight refused with HTTP {status}")
     tl.acted("preflight", started, arrived)
     tl.wait("preflight", net.rtt)
-    body = encode_event(payload)
     headers = _request(
         "POST",
         "/e",
@@ -340,18 +363,18 @@ def _ajax(tab: Tab, tl: Timeline, wire: _Wire, payload: dict[str, Any], visit_ti
     _read_ack(tl, wire)
 
 
-def _pixel(tab: Tab, tl: Timeline, wire: _Wire, payload: dict[str, Any], visit_time: float) -> None:
-    tech = payload["tech"]
+def _pixel(tab: Tab, tl: Timeline, wire: _Wire, body: bytes, visit_time: float) -> None:
+    tech = tl.result.tech
     tl.wait("dns", tab.dns[tech].lookup_wait(visit_time, tab.network.dns))
-    wire.sock = open_connection(tab.address, tl)
+    wire.sock = open_connection(tab.address, tl, nodelay=False)  # one write, then only reads
     tl.wait("connect", tab.network.rtt)
-    wire.sock.sendall(pixel_request(payload))
+    wire.sock.sendall(pixel_request(body))
     tl.result.requests += 1
     _written(tl.result, tl, "request")
     _read_ack(tl, wire)
 
 
-def _keepalive(tab: Tab, tl: Timeline, wire: _Wire, payload: dict[str, Any], visit_time: float) -> None:
+def _keepalive(tab: Tab, tl: Timeline, wire: _Wire, body: bytes, visit_time: float) -> None:
     channel, result = tab.keepalive, tl.result
     if channel.sock is None and math.isinf(channel.ready_at):
         # No page_load opened it: the first event opens the connection the page will keep.
@@ -374,7 +397,7 @@ def _keepalive(tab: Tab, tl: Timeline, wire: _Wire, payload: dict[str, Any], vis
                 tl.wait("connect", tab.network.rtt)
             wire.sock, wire.kept = channel.sock, True
             assert wire.sock is not None
-            wire.sock.sendall(pixel_request(payload))
+            wire.sock.sendall(pixel_request(body))
             result.requests += 1
             _written(result, tl, "request")
             try:
@@ -401,7 +424,7 @@ def _read_ack(tl: Timeline, wire: _Wire) -> None:
     tl.result.acked = 200 <= read_response(wire.sock, tl, "done") < 300
 
 
-_PERFORM: dict[str, Callable[[Tab, Timeline, _Wire, dict[str, Any], float], None]] = {
+_PERFORM: dict[str, Callable[[Tab, Timeline, _Wire, bytes, float], None]] = {
     "ajax": _ajax,
     "pixel": _pixel,
     "pixel-prewarm": _pixel,

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from lossbench.server import CollectorThread
-from lossbench.techniques import Network, Tab, event_payload, pixel_request
+from lossbench.techniques import Network, Tab, event_body, pixel_request
 from support import received_ids, wait_until
 
 NET = Network(rtt=0.05, dns=0.05)
@@ -126,7 +126,7 @@ def test_get_written_then_rst_at_once_is_counted(collector, tmp_path):
     ids = [f"rst-{i}" for i in range(300)]
     for event_id in ids:
         sock = socket.create_connection(address)
-        sock.sendall(pixel_request(event_payload(event_id, "pixel", "click")))
+        sock.sendall(pixel_request(event_body(event_id, "pixel", "click")))
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         sock.close()
     assert wait_until(lambda: sum(received_ids(tmp_path)[i] for i in ids) == len(ids))

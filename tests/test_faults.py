@@ -28,7 +28,7 @@ from lossbench.client import EventResult
 from lossbench.compare import compare
 from lossbench.ledger import LedgerWriter, dumps_line
 from lossbench.server import SHUTDOWN_GRACE
-from lossbench.techniques import Network, Tab, event_payload, pixel_request
+from lossbench.techniques import Network, Tab, event_body, pixel_request
 from support import connect, read_until_closed, received_ids, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -73,7 +73,7 @@ def processes() -> Iterator[list[subprocess.Popen[str]]]:
 def send_pixel(port: int, event_id: str) -> int:
     """One pixel event on its own connection; the answer's status (0 when there was none)."""
     with closing(connect(port)) as sock:
-        sock.sendall(pixel_request(event_payload(event_id, "pixel", "click")))
+        sock.sendall(pixel_request(event_body(event_id, "pixel", "click")))
         sock.shutdown(socket.SHUT_WR)
         answer = read_until_closed(sock)
     return int(answer.split(b" ", 2)[1]) if answer.startswith(b"HTTP/1.1 ") else 0
@@ -241,7 +241,7 @@ def test_a_ledger_refusing_writes_gets_503_and_nothing_unwritten_is_acknowledged
         assert all(r.written and not r.acked for r in results), results
         answer = b""
         with closing(connect(collector.port)) as sock:
-            sock.sendall(pixel_request(event_payload("full-raw", "pixel", "click")))
+            sock.sendall(pixel_request(event_body("full-raw", "pixel", "click")))
             answer = read_until_closed(sock)
         assert answer.startswith(b"HTTP/1.1 503 Service Unavailable") and b"Retry-After: 1" in answer
         stats = collector.stats()

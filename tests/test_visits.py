@@ -77,3 +77,56 @@ def test_play_visit_on_real_sockets(collector, tmp_path, exit_model):
     assert wait_until(lambda: set(received_ids(tmp_path)) == written)
     if exit_model == "none":
         assert len(written) == len(played)
+
+
+def test_events_overlap_when_the_next_comes_due_in_flight(collector, tmp_path):
+    """The player fires the last technique of each event itself; when the next event comes due while it
+    is still busy, the rest of the visit goes on without waiting (a hand-off), as in the visit."""
+    slow = NetworkDraw(0.4, 0.0, None)  # a pixel takes at least one 0.4 s RTT to connect
+    visit = Visit(slow, (PlannedEvent("pageview", 0.0), PlannedEvent("click", 0.1)), math.inf)
+    played: list[PlayedEvent] = []
+    play_visit(visit, ("127.0.0.1", collector.port), ["pixel"], EventIds(), played.append)
+    assert len(played) == 2 and all(p.result.acked for p in played)
+    first, second = sorted(played, key=lambda p: p.fired_wall)
+    assert first.event_type == "pageview" and second.event_type == "click"
+    assert second.fired_wall - first.fired_wall < 0.3  # fired at its visit time, not after the first
+    assert wait_until(lambda: len(received_ids(tmp_path)) == 2)
+
+
+def test_events_in_sequence_need_no_hand_off(collector, tmp_path):
+    """Idle time is compressed: the next event fires as soon as nothing is in flight."""
+    visit = Visit(
+        NetworkDraw(0.0, 0.0, None), tuple(PlannedEvent("click", 5.0 * i) for i in range(4)), math.inf
+    )
+    played: list[PlayedEvent] = []
+    play_visit(visit, ("127.0.0.1", collector.port), ["pixel", "ajax"], EventIds(), played.append)
+    assert len(played) == 8 and all(p.result.acked for p in played)
+    spread = max(p.fired_wall for p in played) - min(p.fired_wall for p in played)
+    assert spread < 5.0  # 15 s of visit time, compressed
+
+
+def test_a_visit_stops_firing_when_the_run_ends(collector, tmp_path):
+    visit = Visit(
+        NetworkDraw(0.0, 0.0, None), tuple(PlannedEvent("click", 0.01 * i) for i in range(5)), math.inf
+    )
+    played: list[PlayedEvent] = []
+    left = iter([True, True, False])
+    play_visit(
+        visit,
+        ("127.0.0.1", collector.port),
+        ["pixel"],
+        EventIds(),
+        played.append,
+        keep_going=lambda: next(left),
+    )
+    assert len(played) == 2
+
+
+def test_event_body_is_the_encoded_payload():
+    from lossbench.events import encode_event
+    from lossbench.techniques import event_body, event_payload
+
+    for event_id in ["0123456789abcdef", 'we"ird', "sp ace", "x-y_z.1:2", "é"]:
+        payload = event_payload(event_id, "pixel", "click")
+        payload["ts"] = 1795797837123
+        assert event_body(event_id, "pixel", "click", now_ms=1795797837123) == encode_event(payload)
