@@ -5,7 +5,7 @@ bare Locust user that opens a socket, writes one GET and closes, on the same col
 process count. Both generators run in alternating rounds against one collector process; the rate is read
 from the collector's own counters over the steady part of each round (after a warm-up, before the end).
 
-    python benchmarks/loadgen.py [--rounds 3] [--seconds 20] [--users 50]
+    python benchmarks/loadgen.py [--rounds 3] [--seconds 20] [--users 100]
 
 Prints each round, then the median ratio last; exits 1 when it is below the goal.
 """
@@ -66,7 +66,12 @@ def main() -> int:
     )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=20.0)
-    parser.add_argument("--users", type=int, default=50)
+    parser.add_argument(
+        "--users",
+        type=int,
+        default=100,
+        help="tabs in each generator (default: 100: enough to keep a core busy while tabs wait for answers)",
+    )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="lossbench-loadgen-"))
     collector, url = start_collector(work / "collector")
