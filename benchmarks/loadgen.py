@@ -2,7 +2,9 @@
 
 Goal: a lossbench pixel user with no emulated delay and no cuts reaches at least 0.8x the events/s of a
 bare Locust user that opens a socket, writes one GET and closes, on the same collector, with the same
-process count. Both generators run in alternating rounds against one collector process; the rate is read
+process count. Both generators run in alternating rounds against one collector process, each pinned to
+a core of its own and the collector to the other (the issue's one core for the load, one for the server);
+the rate is read
 from the collector's own counters over the steady part of each round (after a warm-up, before the end).
 
     python benchmarks/loadgen.py [--rounds 3] [--seconds 20] [--users 100]
@@ -14,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -36,9 +40,16 @@ def events(url: str) -> int:
     return sum(stats(url)["events"].values())
 
 
+def pinned(cpu: int, command: list[str]) -> list[str]:
+    """One core for the load, one for the collector (with fewer cores, or no taskset, they share)."""
+    if (os.cpu_count() or 1) < 2 or shutil.which("taskset") is None:
+        return command
+    return ["taskset", "-c", str(cpu), *command]
+
+
 def start_collector(out: Path) -> tuple[subprocess.Popen[str], str]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "lossbench.cli", "collector", "--port", "0", "--out", str(out)],
+        pinned(1, [sys.executable, "-m", "lossbench.cli", "collector", "--port", "0", "--out", str(out)]),
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -49,7 +60,9 @@ def start_collector(out: Path) -> tuple[subprocess.Popen[str], str]:
 
 def measure(command: list[str], url: str, seconds: float) -> float:
     """Events per second the collector received during the steady part of one Locust run."""
-    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        pinned(0, command), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         time.sleep(WARMUP)
         first, t_first = events(url), time.monotonic()

@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import math
 import socket
 import threading
 import time
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -180,11 +182,16 @@ class Tab:
         self.close_mode = close_mode
         self.clock = clock or time.monotonic  # looked up now, after any gevent monkey-patching
         self.sleep = sleep or time.sleep
-        self.dns = {tech: DnsCache() for tech in TECHNIQUES}
-        self.keepalive = KeepAliveChannel()
+        self.dns: defaultdict[str, DnsCache] = defaultdict(DnsCache)  # one per technique, made when used
         self.limbo: list[tuple[float, socket.socket]] = []  # silently abandoned sockets
         self.pings_sent = 0
         self.connections_opened = 0
+
+    @functools.cached_property
+    def keepalive(self) -> KeepAliveChannel:
+        """The connection kept open by a ``pixel-keepalive`` tab (made when first used: a lock is not free
+        under gevent, and most tabs never need it)."""
+        return KeepAliveChannel()
 
     # -- page lifecycle ----------------------------------------------------------------------------------
     def page_load(self, techniques: tuple[str, ...] | list[str], visit_time: float = 0.0) -> None:
@@ -223,7 +230,8 @@ class Tab:
 
     def close(self) -> None:
         """The page is gone for good: tear down the kept connection and any abandoned sockets."""
-        self.keepalive.discard()
+        if "keepalive" in self.__dict__:
+            self.keepalive.discard()
         self.release_limbo(0.0)
 
     def release_limbo(self, older_than: float) -> None:

@@ -216,6 +216,9 @@ class _Player:
         self.real_time, self.spawn, self.call_later, self.sleep = real_time, spawn, call_later, sleep
         self.keep_going = keep_going
         self.in_flight = InFlight()
+        self.handoff_lock = (
+            threading.Lock()
+        )  # shared by the visit's hand-offs: one lock per visit, not per event
         self.finished = threading.Event()  # the last event has been fired (or the player failed)
         self.started = time.monotonic()
 
@@ -270,7 +273,7 @@ class _Handoff:
 
     def __init__(self, player: _Player, index: int) -> None:
         self.player, self.index = player, index
-        self.lock = threading.Lock()
+        self.lock = player.handoff_lock
         self.state = "armed"
         due = player.started + player.visit.events[index].at - time.monotonic()
         self.timer = player.call_later(max(0.0, due), self._due)
