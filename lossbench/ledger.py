@@ -11,18 +11,13 @@ joins them by event id, for ``compare``. Lines in the writers' exact shape are r
 
 from __future__ import annotations
 
-import collections
 import concurrent.futures
-import contextlib
 import dataclasses
 import functools
 import itertools
 import json
-import multiprocessing
 import os
 import socket
-import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -30,7 +25,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from lossbench import TECHNIQUES, ledger_fast
+from lossbench import TECHNIQUES, ledger_fast, ledger_parallel
 
 SCHEMA = 1
 
@@ -390,10 +385,14 @@ class Prepared:
     scan: ledger_fast.Scan | None  # what the fast path read (None: every line went through json)
     slow_lines: list[int]  # lines (0-based) of the events read with json, and their rows
     slow_rows: list[tuple]
-    pings: list[tuple[int, str, int, int]]  # (line, technique, requests, connections), in line order
+    pings: list[tuple[int, str, int, int]]  # read with json: (line, technique, requests, connections)
     lines: int  # event and ping lines (blank lines excluded)
     span: int = 0  # lines in the block, the last one counted even without its newline
     size: int = 0  # bytes of the block
+    # all pings, json's and numpy's: how many, and per technique [requests, connections] summed, in order of
+    # first appearance (the order a reading line by line adds them in)
+    ping_count: int = 0
+    ping_tally: dict[str, list[int]] = dataclasses.field(default_factory=dict)
     # assembled by _assemble, still in the worker: the columns, named columns as indices into their names,
     # with those names and the indices present in order of first appearance
     columns: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
@@ -422,6 +421,7 @@ def prepare_exact(block: bytes | ledger_fast.Padded, kind: str) -> Prepared:
     lines = _lines(block if isinstance(block, bytes) else block.tobytes())
     prepared = Prepared(kind, None, [], [], [], 0, len(lines) - (lines[-1] == ""))
     _read_slowly(kind, enumerate(lines), prepared)
+    _tally_pings(prepared, None)
     _assemble(prepared)
     return prepared
 
@@ -438,19 +438,36 @@ def prepare_fast(block: bytes | ledger_fast.Padded, kind: str) -> Prepared:
     _read_slowly(
         kind, ((i, data[starts[i] : ends[i]].tobytes().decode()) for i in scan.others.tolist()), prepared
     )
-    if len(scan.pings):
-        names = ledger_fast.TECH_NAMES
-        c = scan.ping_columns
-        prepared.pings += zip(
-            scan.pings.tolist(),
-            [names[t] for t in c["tech"].tolist()],
-            c["requests"].tolist(),
-            c["connections"].tolist(),
-            strict=True,
-        )
-        prepared.pings.sort()
+    _tally_pings(prepared, scan)
     _assemble(prepared)
     return prepared
+
+
+def _tally_pings(prepared: Prepared, scan: ledger_fast.Scan | None) -> None:
+    """Sum the block's pings per technique: numpy's (``scan``) by technique code, json's one by one.
+
+    Pings are many (one a visit), and only their sums matter; the sums are kept in order of each
+    technique's first ping, as a reading line by line would add them.
+    """
+    tally: dict[str, tuple[int, int, int]] = {}  # technique -> (first line, requests, connections)
+    count = len(prepared.pings)
+    if scan is not None and len(scan.pings):
+        c = scan.ping_columns
+        tech = c["tech"]
+        count += len(tech)
+        for code in np.unique(tech).tolist():
+            mine = tech == code
+            first = int(scan.pings[np.argmax(mine)])
+            requests, connections = int(c["requests"][mine].sum()), int(c["connections"][mine].sum())
+            tally[ledger_fast.TECH_NAMES[code]] = (first, requests, connections)
+    for line, name, requests, connections in prepared.pings:
+        first, r, c = tally.get(name, (line, 0, 0))
+        tally[name] = (min(first, line), r + requests, c + connections)
+    prepared.ping_count = count
+    prepared.ping_tally = {
+        name: [r, c] for name, (_, r, c) in sorted(tally.items(), key=lambda item: item[1][0])
+    }
+    prepared.pings = []  # tallied: nothing left to send back
 
 
 def _valid_utf8(block: bytes | ledger_fast.Padded) -> bool:
@@ -519,12 +536,10 @@ def finish(prepared: Prepared, vocabs: Vocabs) -> Block:
     """A prepared block's columns, names coded through ``vocabs`` (new names in order of first
     appearance, as the exact path codes them line by line); pings tallied."""
     dtypes, named, _, _ = _KINDS[prepared.kind]
-    out = Block(columns={}, lines=prepared.lines, keys=prepared.keys)
-    for _, name, requests, connections in prepared.pings:
-        out.pings += 1
-        if prepared.kind == "sent":
-            out.ping_requests[name] = out.ping_requests.get(name, 0) + requests
-            out.ping_connections[name] = out.ping_connections.get(name, 0) + connections
+    out = Block(columns={}, lines=prepared.lines, keys=prepared.keys, pings=prepared.ping_count)
+    if prepared.kind == "sent":
+        out.ping_requests = {name: r for name, (r, _) in prepared.ping_tally.items()}
+        out.ping_connections = {name: c for name, (_, c) in prepared.ping_tally.items()}
     for name in dtypes:
         column = prepared.columns[name]
         if name in named:
@@ -751,6 +766,8 @@ class _Range:
 class _RangeRead:
     blocks: list[Prepared]
     error: tuple[int, str] | None = None  # (line within the range, reason) of the first bad line
+    # per block, where its columns and keys are while the blocks travel without them (see _to_arena)
+    shared: list[tuple[dict[str, ledger_parallel.Shared], ledger_parallel.Shared | None]] | None = None
 
 
 def _ranges(opened: _Opened, size: int) -> list[_Range]:
@@ -774,8 +791,9 @@ def _ranges(opened: _Opened, size: int) -> list[_Range]:
     return [_Range(opened.path, opened.kind, a, b) for a, b in itertools.pairwise(cuts) if b > a]
 
 
-def _read_range(task: _Range) -> _RangeRead:
-    """Read and prepare a range, block by block (in a worker process or thread)."""
+def _read_range(task: _Range, slot: int | None = None) -> _RangeRead:
+    """Read and prepare a range, block by block (in a worker process or thread); with an arena ``slot``,
+    leave the columns there."""
     prepare = PREPARE[task.kind]
     out = _RangeRead([])
     lines = 0
@@ -786,55 +804,40 @@ def _read_range(task: _Range) -> _RangeRead:
                 prepared = prepare(data)
             except BadLine as e:
                 out.error = (lines + e.index, e.reason)
-                return out
+                break
             prepared.scan, prepared.slow_rows, prepared.slow_lines = None, [], []  # less to send back
             prepared.size = len(data)
             out.blocks.append(prepared)
             lines += prepared.span
             spare.append(data.array)
+    arena = ledger_parallel.worker_arena()
+    if arena is not None and slot is not None:
+        _to_arena(out, arena, slot)
     return out
 
 
-def _in_order(
-    pool: concurrent.futures.Executor | None, tasks: list[_Range], ahead: int
-) -> Iterator[_RangeRead]:
-    """Results of ``_read_range`` over ``tasks``, in order, with up to ``ahead`` of them under way."""
-    if pool is None:
-        yield from map(_read_range, tasks)
+def _to_arena(result: _RangeRead, arena: ledger_parallel.Arena, slot: int) -> None:
+    """Move the blocks' arrays into ``slot`` (in a worker): the pipe then carries only where they are."""
+    arrays = [a for p in result.blocks for a in (*p.columns.values(), *([] if p.keys is None else [p.keys]))]
+    refs = arena.store(slot, arrays)
+    if refs is None:
         return
-    pending: collections.deque[concurrent.futures.Future] = collections.deque()
-    queue = iter(tasks)
-    try:
-        for task in itertools.islice(queue, ahead):
-            pending.append(pool.submit(_read_range, task))
-        while pending:
-            done = pending.popleft()
-            for task in itertools.islice(queue, 1):
-                pending.append(pool.submit(_read_range, task))
-            yield done.result()
-    finally:
-        for future in pending:
-            future.cancel()
+    shared, at = [], iter(refs)
+    for p in result.blocks:
+        shared.append(({name: next(at) for name in p.columns}, None if p.keys is None else next(at)))
+        p.columns, p.keys = {}, None
+    result.shared = shared
 
 
-WORKERS = min(4, os.cpu_count() or 1)
-"""Processes (or threads) reading ledgers at once."""
-
-
-@contextlib.contextmanager
-def _workers(total_bytes: int) -> Iterator[tuple[concurrent.futures.Executor | None, int]]:
-    """Where ranges are read, and the size of a range: this thread for a small run; else worker processes
-    when it is safe to fork (Linux, no other thread alive: about 1.5 times faster than threads), else
-    threads (numpy releases the GIL, but handing it over back and forth costs)."""
-    if WORKERS < 2 or total_bytes <= 2 * BLOCK_BYTES:
-        yield None, 4 * BLOCK_BYTES
-    elif sys.platform.startswith("linux") and threading.active_count() == 1:
-        context = multiprocessing.get_context("fork")
-        with concurrent.futures.ProcessPoolExecutor(WORKERS, mp_context=context) as pool:
-            yield pool, 4 * BLOCK_BYTES
-    else:
-        with concurrent.futures.ThreadPoolExecutor(WORKERS) as pool:
-            yield pool, BLOCK_BYTES
+def _from_arena(result: _RangeRead, arena: ledger_parallel.Arena | None) -> _RangeRead:
+    """Put the blocks' arrays back (in the main process): views of the arena, valid until the next range."""
+    if result.shared is not None and arena is not None:
+        for p, (columns, keys) in zip(result.blocks, result.shared, strict=True):
+            arrays = arena.load([*columns.values(), *([] if keys is None else [keys])])
+            p.columns = dict(zip(columns, arrays[: len(columns)], strict=True))
+            p.keys = None if keys is None else arrays[-1]
+        result.shared = None
+    return result
 
 
 def _read_body(
@@ -880,9 +883,7 @@ def read_ledger_file(path: Path, kind: str, rel: str, vocabs: Vocabs) -> tuple[L
         raise opened.error
     blocks: list[Block] = []
     tasks = _ranges(opened, 4 * BLOCK_BYTES)
-    _read_body(
-        opened, _in_order(None, tasks, 1), len(tasks), vocabs, lambda block, size: blocks.append(block)
-    )
+    _read_body(opened, map(_read_range, tasks), len(tasks), vocabs, lambda block, size: blocks.append(block))
     return opened.info, blocks
 
 
@@ -937,8 +938,9 @@ def read_ledgers(run_dir: str | os.PathLike[str]) -> Ledgers:
     Raises LedgerError when a ledger is missing, empty, not a ledger, or damaged anywhere but its last
     line. Incomplete files and truncated last lines are read as far as they go and reported in ``files``.
 
-    Ranges of the files are read and prepared by worker processes (or threads), several at a time; their
-    results are finished here in file order, so that the columns are as a reading line by line gives them.
+    Ranges of the files are read and prepared by worker processes (``lossbench.ledger_parallel``; this
+    thread for a small run), several at a time; their results are finished here in file order, so that
+    the columns are as a reading line by line gives them.
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -960,9 +962,12 @@ def read_ledgers(run_dir: str | os.PathLike[str]) -> Ledgers:
         for kind in ("sent", "received")
         for path in paths[kind]
     ]
-    with _workers(stores["sent"].total_bytes + stores["received"].total_bytes) as (pool, size):
-        ranges = [_ranges(o, size) if o.error is None else [] for o in opened]
-        results = _in_order(pool, [r for rs in ranges for r in rs], 2 * WORKERS)
+    total = stores["sent"].total_bytes + stores["received"].total_bytes
+    ahead = 2 * ledger_parallel.WORKERS
+    with ledger_parallel.workers(total, BLOCK_BYTES, ahead) as pool:
+        ranges = [_ranges(o, pool.range_bytes) if o.error is None else [] for o in opened]
+        in_order = ledger_parallel.in_order(pool, _read_range, [r for rs in ranges for r in rs], ahead)
+        results = (_from_arena(result, pool.arena) for result in in_order)
         try:
             for o, rs in zip(opened, ranges, strict=True):
                 if o.error is not None:
@@ -970,6 +975,7 @@ def read_ledgers(run_dir: str | os.PathLike[str]) -> Ledgers:
                 _read_body(o, results, len(rs), vocabs, stores[o.kind].add)
         finally:
             results.close()
+            in_order.close()
     sent, sent_keys = stores["sent"].result()
     received, received_keys = stores["received"].result()
     return Ledgers(
@@ -1087,14 +1093,107 @@ def _sort(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def match_received(ledgers: Ledgers) -> Match:
-    """Join received lines to sent events by id (sort + searchsorted: O(n log n), no Python loop).
+    """Join received lines to sent events by id, with numpy only (no Python loop per event).
 
-    Both sides are sorted (in two threads: numpy sorts without the GIL; ids come nearly in order, which its
-    stable sort exploits), so that the search walks the sent keys in order; a received id sent more than
-    once belongs to its first sent line.
+    lossbench's own ids are joined by direct addressing (``_dense_match``, linear time); any other ids,
+    or sent ids that repeat, by sorting both sides (``_sorted_match``). Both give the same result: a
+    received id sent more than once belongs to its first sent line.
     """
     sent_keys, recv_keys = _id_keys(ledgers)
-    return _sorted_match(sent_keys, recv_keys)
+    match = _dense_match(sent_keys, recv_keys) if sent_keys.dtype == np.uint64 else None
+    return match if match is not None else _sorted_match(sent_keys, recv_keys)
+
+
+COUNTER_BITS = 40
+"""lossbench's ids are a process's 24-bit salt then a 40-bit counter from 0 (``visits.EventIds``)."""
+MAX_RUNS = 4096  # more runs of one salt than this: not one salt per load-generating process, so sort instead
+CHUNK = 1 << 20
+"""Rows handled at a time by passes over whole columns (the join, compare's counts): their scratch arrays
+stay small enough for malloc to reuse them, where a fresh array of ten million rows costs more in page
+faults than the arithmetic done on it."""
+
+
+def chunks(n: int) -> Iterator[slice]:
+    """Slices of ``range(n)`` of ``CHUNK`` rows."""
+    return (slice(a, min(a + CHUNK, n)) for a in range(0, n, CHUNK))
+
+
+def _dense_match(sent_keys: np.ndarray, recv_keys: np.ndarray) -> Match | None:
+    """The join by direct addressing: (salt, counter) of a sent id is a slot in a table of about as many
+    slots as events, which holds the event's index; a received id looks its slot up.
+
+    Sorting ten million ids takes seconds; this is a few passes over them, a million at a time (the scratch
+    arrays stay small). None when the ids do not have that shape (many runs of salts, sparse counters) or
+    a sent id repeats: the sorted join decides then.
+    """
+    n, m = len(sent_keys), len(recv_keys)
+    if n == 0:
+        return None
+    shift, mask = np.uint64(COUNTER_BITS), np.uint64((1 << COUNTER_BITS) - 1)
+    ranges: dict[int, tuple[int, int]] = {}  # salt -> lowest and highest counter
+    runs, last = 0, None
+    for part in chunks(n):
+        salt = sent_keys[part] >> shift
+        counter = (sent_keys[part] & mask).view(np.int64)
+        starts = np.flatnonzero(salt[1:] != salt[:-1]) + 1
+        runs += len(starts) + int(last != salt[0])
+        if runs > MAX_RUNS:
+            return None
+        last = salt[-1]
+        for a, b in itertools.pairwise([0, *starts.tolist(), len(salt)]):
+            lo, hi = ranges.get(int(salt[a]), (1 << COUNTER_BITS, -1))
+            ranges[int(salt[a])] = min(lo, int(counter[a:b].min())), max(hi, int(counter[a:b].max()))
+    salts = np.array(sorted(ranges), np.uint64)
+    lo, hi = (np.array([ranges[s][i] for s in sorted(ranges)], np.int64) for i in (0, 1))
+    size = hi - lo + 1
+    if int(size.sum()) > 2 * n + 1024:  # sparse counters: the table would be mostly empty
+        return None
+    base = np.concatenate([[0], np.cumsum(size)[:-1]]) - lo  # table slot = base[salt] + counter
+    table = np.full(int(size.sum()), -1, np.int64)
+    for part in chunks(n):
+        salt = sent_keys[part] >> shift
+        slot = base[_salt_index(salts, salt)] + (sent_keys[part] & mask).view(np.int64)
+        table[slot] = np.arange(part.start, part.stop)
+    if np.count_nonzero(table >= 0) < n:  # a sent id repeats: the first line must win, the sort says which
+        return None
+    index = np.empty(m, np.int64)
+    for part in chunks(m):
+        salt = recv_keys[part] >> shift
+        which = _salt_index(salts, salt)
+        counter = (recv_keys[part] & mask).view(np.int64)
+        found = (salts[which] == salt) & (counter >= lo[which]) & (counter <= hi[which])
+        sent = np.take(table, base[which] + counter, mode="clip")  # meaningless where not found
+        sent[~found] = -1
+        index[part] = sent
+    copies = table[:n]  # the table is done with: it counts the copies now (it has at least n slots)
+    copies[:] = 0
+    for part in chunks(m):
+        sent = index[part]
+        np.add.at(copies, sent[sent >= 0], 1)
+    return _match(copies, index, recv_keys, repeated_sent_ids=0)
+
+
+def _salt_index(salts: np.ndarray, salt: np.ndarray) -> np.ndarray:
+    """Index of each ``salt`` in the sorted ``salts``, or of a neighbour when it is not there (the caller
+    checks): a comparison per salt when they are few (searchsorted pays a binary search per id)."""
+    if len(salts) > 8:
+        return np.minimum(np.searchsorted(salts, salt), len(salts) - 1)
+    which = np.zeros(len(salt), np.intp)
+    for s in salts[:-1]:
+        which += salt > s
+    return which
+
+
+def _match(copies: np.ndarray, index: np.ndarray, recv_keys: np.ndarray, repeated_sent_ids: int) -> Match:
+    """The join's result; received keys matched by no sent line are phantoms."""
+    phantom_keys = recv_keys[index < 0]
+    return Match(
+        copies=copies,
+        received_index=index,
+        phantom_ids=int(np.unique(phantom_keys).size),
+        phantom_lines=int(phantom_keys.size),
+        repeated_sent_ids=repeated_sent_ids,
+    )
 
 
 def _sorted_match(sent_keys: np.ndarray, recv_keys: np.ndarray) -> Match:
@@ -1118,11 +1217,4 @@ def _sorted_match(sent_keys: np.ndarray, recv_keys: np.ndarray) -> Match:
         del matched, found, recv_order
     else:
         copies = np.zeros(0, np.int64)
-    phantom_keys = recv_keys[index < 0]
-    return Match(
-        copies=copies,
-        received_index=index,
-        phantom_ids=int(np.unique(phantom_keys).size),
-        phantom_lines=int(phantom_keys.size),
-        repeated_sent_ids=repeated,
-    )
+    return _match(copies, index, recv_keys, repeated_sent_ids=repeated)

@@ -141,6 +141,7 @@ class Padded:
     def __init__(self, array: np.ndarray, n: int) -> None:
         assert len(array) >= n + PAD
         self.array, self.n = array, n
+        self._ascii: bool | None = None
 
     def __len__(self) -> int:
         return self.n
@@ -149,7 +150,9 @@ class Padded:
         return self.array[: self.n].tobytes()
 
     def isascii(self) -> bool:
-        return not self.n or int(self.array[: self.n].max()) < 0x80
+        if self._ascii is None:  # asked twice per block (UTF-8 check, then the scan)
+            self._ascii = not self.n or int(self.array[: self.n].max()) < 0x80
+        return self._ascii
 
 
 _local = threading.local()
@@ -720,7 +723,12 @@ def _event_lines(b: _Buffer) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     walk.p += 1
     walk.end()
     events = np.flatnonzero(walk.ok)
-    return events, {name: col[events] for name, col in cols.items()}
+    return events, _rows(cols, events, len(walk.ok))
+
+
+def _rows(cols: dict[str, np.ndarray], events: np.ndarray, n: int) -> dict[str, np.ndarray]:
+    """The columns of the lines read; as they are when every line was (a received block, usually)."""
+    return cols if len(events) == n else {name: col[events] for name, col in cols.items()}
 
 
 def _ping_lines(b: _Buffer, lines: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -771,7 +779,7 @@ def scan_received(data: bytes | Padded) -> Scan:
     empty = np.empty(0, np.int64)
     return Scan(
         events,
-        {name: col[events] for name, col in cols.items()},
+        _rows(cols, events, len(walk.ok)),
         empty,
         {},
         _others(len(b.starts), events),

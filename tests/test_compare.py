@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import types
@@ -12,7 +13,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from lossbench.compare import compare, evaluate_fail_if, summary_to_text, write_summary
+from lossbench import TECHNIQUES, ledger
+from lossbench.compare import QUANTILES, compare, evaluate_fail_if, summary_to_text, write_summary
 from lossbench.ledger import LedgerError, LedgerWriter, match_received, read_ledgers
 
 
@@ -413,3 +415,115 @@ def test_a_file_cut_anywhere_after_its_header_is_readable(tmp_path: Path) -> Non
         last = data[:cut].rstrip(b"\n").rsplit(b"\n", 1)[-1]
         assert info.truncated_last_line == (cut > header_end and not last.endswith(b"}")), cut
         assert info.complete == (cut >= len(data) - 1), cut
+
+
+# -- the join and the counts at scale: the same answers as the plain ways -------------------------------
+
+
+def ids(salt: int, counters: np.ndarray) -> np.ndarray:
+    """lossbench ids (24-bit salt, 40-bit counter) as the uint64 keys the reader gives."""
+    return (np.uint64(salt) << np.uint64(40)) | counters.astype(np.uint64)
+
+
+def join_case(name: str, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(sent keys, received keys) of one kind of run: duplicates, and phantoms of an unknown salt, past a
+    salt's counters and in a gap of them."""
+    salts = [0x00AB12, 0x7F0001, 0xFFFFFF, 0x000001]
+    counters = [rng.permutation(500) for _ in salts]
+    counters[2] = counters[2][(counters[2] < 10) | (counters[2] >= 20)]
+    if name == "sparse":
+        counters = [rng.choice(10**6, 500, replace=False) for _ in salts]
+    sent = [ids(salt, c) for salt, c in zip(salts, counters, strict=True)]
+    if name == "many salts":
+        sent = [ids(int(salt), np.arange(30)) for salt in rng.choice(1 << 24, 40, replace=False)]
+    keys = np.concatenate(sent)
+    if name == "repeated":
+        keys[700] = keys[3]
+    if name == "interleaved":
+        keys = rng.permutation(keys)  # a run of one salt per line
+    got = keys[rng.random(len(keys)) < 0.8]
+    phantoms = [
+        ids(0x123456, np.arange(3)),
+        ids(salts[0], np.array([500, 10**9])),
+        ids(salts[2], np.arange(10, 13)),
+    ]
+    received = rng.permutation(np.concatenate([got, got[::7], *phantoms]))
+    return keys, received[:0] if name == "no receipts" else received
+
+
+@pytest.mark.parametrize(
+    ("name", "direct"),
+    [
+        ("plain", True),
+        ("many salts", True),
+        ("no receipts", True),
+        ("repeated", False),
+        ("sparse", False),
+        ("interleaved", False),
+    ],
+)
+def test_direct_join_equals_sorted_join(name: str, direct: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ledger, "CHUNK", 77)  # runs and lookups across chunk boundaries
+    monkeypatch.setattr(ledger, "MAX_RUNS", 64)
+    sent, received = join_case(name, np.random.default_rng(5))
+    fast = ledger._dense_match(sent, received)
+    assert (fast is not None) == direct
+    want = ledger._sorted_match(sent, received)
+    if fast is not None:
+        for field in dataclasses.fields(want):
+            a, b = getattr(fast, field.name), getattr(want, field.name)
+            assert np.array_equal(a, b) and np.asarray(a).dtype == np.asarray(b).dtype, field.name
+    assert want.phantom_lines == (0 if name == "no receipts" else 8)
+
+
+def timing_error(e: dict[str, Any]) -> float:
+    """real − plan at the stage planned to end last, as the reader computes it."""
+    last = max(e["plan"], key=e["plan"].__getitem__)
+    return e["real"][last] - e["plan"][last]
+
+
+def test_counts_equal_a_count_per_event(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """compare's vectorised counts (over chunks of rows) against a plain count over the records."""
+    monkeypatch.setattr(ledger, "CHUNK", 64)
+    rng = np.random.default_rng(11)
+    stages = ["dns", "connect", "tls", "preflight", "request", "done"]
+    sent = []
+    for i in range(1000):
+        t_written = None if rng.random() < 0.3 else round(float(rng.random()), 6)
+        line = event(
+            i,
+            TECHNIQUES[int(rng.integers(4))],
+            stage=stages[int(rng.integers(6))],
+            t_written=t_written,
+            A=round(float(rng.random()), 3),
+            requests=int(rng.integers(0, 2**31 - 1)) if i % 100 == 0 else int(rng.integers(4)),
+            connections=int(rng.integers(3)),
+            error=float(rng.choice([0.0, 0.3])),
+        )
+        sent.append(line)
+    copies = rng.choice([0, 1, 1, 1, 2, 3], len(sent))
+    got = [received(int(e["id"], 16), e["tech"]) for e, k in zip(sent, copies, strict=True) for _ in range(k)]
+    write(tmp_path, "sent", sent)
+    write(tmp_path, "received", [*got, received(5000)])
+    s = compare(tmp_path)
+    for tech, entry in s["techniques"].items():
+        mine = [(e, int(k)) for e, k in zip(sent, copies, strict=True) if e["tech"] == tech]
+        lost = [e for e, k in mine if k == 0]
+        assert (entry["sent"], entry["lost"]) == (len(mine), len(lost))
+        assert entry["duplicates"] == sum(max(k - 1, 0) for _, k in mine)
+        cut = {stage: sum(e["stage"] == stage for e, _ in mine) for stage in entry["cut_by_stage"]}
+        assert entry["cut_by_stage"] == cut
+        assert entry["by_stage"] == {
+            stage: sum(e["stage"] == stage for e in lost) for stage in entry["by_stage"]
+        }
+        assert entry["written_lost"] == sum(e["written"] for e in lost)
+        assert entry["unwritten_received"] == sum(not e["written"] and k > 0 for e, k in mine)
+        assert entry["cost"]["requests"] == sum(e["requests"] for e, _ in mine)  # exact, though large
+        assert entry["cost"]["connections"] == sum(e["connections"] for e, _ in mine)
+        times = [e["t_written"] for e, _ in mine if e["written"]]
+        assert entry["time_to_written"]["p90"] == float(np.quantile(times, 0.9))
+        assert entry["time_to_written"]["quantiles"]["t"] == [float(x) for x in np.quantile(times, QUANTILES)]
+        delivered = [e for e, k in mine if k > 0 and e["written"]]
+        late = sum(e["t_written"] + timing_error(e) >= e["A"] for e in delivered)
+        assert s["timing"]["loss_shift"][tech] == late / len(mine)
+    assert s["phantoms"] == 1
