@@ -89,7 +89,7 @@ def _add_collector(sub: argparse._SubParsersAction) -> None:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from lossbench.compare import compare, write_summary
-    from lossbench.ledger import LedgerError
+    from lossbench.ledger_read import LedgerError
     from lossbench.summary_text import evaluate_fail_if, summary_to_text
 
     try:
@@ -123,7 +123,7 @@ def _fail_if(summary: dict, conditions: list[str], evaluate: Callable[[dict, str
 
 def cmd_report(args: argparse.Namespace) -> int:
     from lossbench.compare import compare, write_summary
-    from lossbench.ledger import LedgerError
+    from lossbench.ledger_read import LedgerError
     from lossbench.report import render_report
 
     run_dir = Path(args.run_dir)
@@ -152,7 +152,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from lossbench.ledger import LedgerError
+    from lossbench.ledger_read import LedgerError
     from lossbench.runner import RunError, RunOptions, run
     from lossbench.summary_text import evaluate_fail_if
 

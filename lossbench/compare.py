@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 
 from lossbench import TECHNIQUES
-from lossbench.ledger import Ledgers, Match, chunks, match_received, read_ledgers
+from lossbench.join import Match, chunks, match_received
+from lossbench.ledger_read import Ledgers, read_ledgers
 from lossbench.stats import ALPHA, format_pct, ratio, ratio_text, two_proportion_test, wilson_interval
 from lossbench.summary_text import evaluate_fail_if, summary_to_text
 
@@ -107,7 +108,7 @@ class _SentFigures:
     runs).
 
     Working technique by technique walks every column of ten million events a dozen times per technique;
-    here each column is read once, a million rows at a time (``ledger.chunks``: small scratch arrays, which
+    here each column is read once, a million rows at a time (``join.chunks``: small scratch arrays, which
     malloc reuses), and counted with bincount: the same integers, for a fraction of the time and memory.
     """
 

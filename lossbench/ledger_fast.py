@@ -1,4 +1,4 @@
-"""Ledger lines read with numpy, a block at a time: the fast path of ``lossbench.ledger``'s reader.
+"""Ledger lines read with numpy, a block at a time: the fast path of ``lossbench.ledger_read``.
 
 ``json`` costs about 9 µs a sent line: 90 s for a run of 10 million events. The writers always write the same
 shape — compact JSON, keys in a fixed order (docs/FORMATS.md, "Key order") — so a block of lines can be
@@ -13,9 +13,9 @@ below 2**53, divided (or multiplied) by an exact power of ten up to 10**22 — o
 operation, the same double ``float()`` gives (Clinger's fast path); any other number is left to json. A
 line of any other shape — a foreign id, an escaped character, a missing, moved or extra key, a number
 written otherwise, damage — is left to the exact JSON parser: the scan says which lines those are, and
-``lossbench.ledger`` reads them one by one. The columns are the same either way; only the time differs.
+``lossbench.ledger_read`` reads them one by one. The columns are the same either way; only the time differs.
 
-Nothing here decides what a line means (pings, defaults, errors): that stays in ``lossbench.ledger``.
+Nothing here decides what a line means (pings, defaults, errors): that stays in ``lossbench.ledger_read``.
 """
 
 from __future__ import annotations

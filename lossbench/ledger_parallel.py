@@ -11,7 +11,7 @@ next range.
 For the same reason each worker keeps the memory it frees for the next block (``_keep_freed_memory``)
 instead of handing it back to the kernel and faulting it in again a moment later.
 
-Nothing here knows what a ledger is: ``lossbench.ledger`` says what a task and its arrays are.
+Nothing here knows what a ledger is: ``lossbench.ledger_read`` says what a task and its arrays are.
 """
 
 from __future__ import annotations

@@ -509,7 +509,7 @@ def _has_footer(path: Path) -> bool:
 def summarize(run_dir: Path) -> tuple[str, bool]:
     """Compare, write summary.json and the report; the loss table as text (or what went wrong)."""
     from lossbench.compare import compare, write_summary
-    from lossbench.ledger import LedgerError
+    from lossbench.ledger_read import LedgerError
     from lossbench.report import render_report
     from lossbench.summary_text import summary_to_text
 

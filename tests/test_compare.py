@@ -13,9 +13,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from lossbench import TECHNIQUES, ledger
+from lossbench import TECHNIQUES, join
 from lossbench.compare import QUANTILES, compare, evaluate_fail_if, summary_to_text, write_summary
-from lossbench.ledger import LedgerError, LedgerWriter, match_received, read_ledgers
+from lossbench.join import match_received
+from lossbench.ledger import LedgerWriter
+from lossbench.ledger_read import LedgerError, read_ledgers
 
 
 def event(
@@ -463,12 +465,12 @@ def join_case(name: str, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarr
     ],
 )
 def test_direct_join_equals_sorted_join(name: str, direct: bool, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(ledger, "CHUNK", 77)  # runs and lookups across chunk boundaries
-    monkeypatch.setattr(ledger, "MAX_RUNS", 64)
+    monkeypatch.setattr(join, "CHUNK", 77)  # runs and lookups across chunk boundaries
+    monkeypatch.setattr(join, "MAX_RUNS", 64)
     sent, received = join_case(name, np.random.default_rng(5))
-    fast = ledger._dense_match(sent, received)
+    fast = join._dense_match(sent, received)
     assert (fast is not None) == direct
-    want = ledger._sorted_match(sent, received)
+    want = join._sorted_match(sent, received)
     if fast is not None:
         for field in dataclasses.fields(want):
             a, b = getattr(fast, field.name), getattr(want, field.name)
@@ -484,7 +486,7 @@ def timing_error(e: dict[str, Any]) -> float:
 
 def test_counts_equal_a_count_per_event(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """compare's vectorised counts (over chunks of rows) against a plain count over the records."""
-    monkeypatch.setattr(ledger, "CHUNK", 64)
+    monkeypatch.setattr(join, "CHUNK", 64)
     rng = np.random.default_rng(11)
     stages = ["dns", "connect", "tls", "preflight", "request", "done"]
     sent = []

@@ -22,9 +22,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lossbench import TECHNIQUES, ledger, ledger_fast
+from lossbench import TECHNIQUES, ledger_fast
+from lossbench import ledger_read as ledger
 from lossbench.client import EventResult
-from lossbench.ledger import BadLine, LedgerWriter, Vocabs, dumps_line, read_ledgers
+from lossbench.join import match_received
+from lossbench.ledger import LedgerWriter, dumps_line
+from lossbench.ledger_read import BadLine, Vocabs, read_ledgers
 from lossbench.models import NetworkDraw, PlannedEvent, Visit
 from lossbench.techniques import Network, Tab
 from lossbench.visits import EventIds, PlayedEvent
@@ -458,11 +461,11 @@ def assert_same_ledgers(run_dir: Path) -> None:
         if a is not None:
             assert a.dtype == np.uint64 and a.tolist() == [int(i, 16) for i in ids.tolist()]
     unkeyed = dataclasses.replace(fast, sent_keys=None, received_keys=None)
-    for name, value in ledger.match_received(unkeyed).__dict__.items():
-        assert np.array_equal(value, getattr(ledger.match_received(fast), name)), name
-    assert ledger.match_received(fast).__dict__.keys() == ledger.match_received(exact).__dict__.keys()
-    for name, value in ledger.match_received(fast).__dict__.items():
-        assert np.array_equal(value, getattr(ledger.match_received(exact), name)), name
+    for name, value in match_received(unkeyed).__dict__.items():
+        assert np.array_equal(value, getattr(match_received(fast), name)), name
+    assert match_received(fast).__dict__.keys() == match_received(exact).__dict__.keys()
+    for name, value in match_received(fast).__dict__.items():
+        assert np.array_equal(value, getattr(match_received(exact), name)), name
     for name in ("tech", "type", "stage", "method"):
         assert getattr(fast.vocabs, name).names == getattr(exact.vocabs, name).names
     assert [f.__dict__ for f in fast.files] == [f.__dict__ for f in exact.files]

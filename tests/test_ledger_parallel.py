@@ -19,9 +19,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from lossbench import TECHNIQUES, ledger, ledger_parallel
+from lossbench import TECHNIQUES, ledger_parallel
+from lossbench import ledger_read as ledger
 from lossbench.compare import compare
-from lossbench.ledger import LedgerError, Ledgers, LedgerWriter
+from lossbench.ledger import LedgerWriter
+from lossbench.ledger_read import LedgerError, Ledgers
 
 STAGES = {"ajax": ["dns", "connect", "preflight", "headers", "body"], "pixel": ["dns", "connect", "request"]}
 
