@@ -347,6 +347,8 @@ def call_later(delay: float, fn: Callable[[], None]) -> Any:
 
 
 class _Timer:
+    """A gevent loop timer with the ``cancel()`` the visit player expects (threading.Timer's)."""
+
     def __init__(self, timer: Any) -> None:
         self.timer = timer
 

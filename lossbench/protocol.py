@@ -195,7 +195,7 @@ class CollectorProtocol(asyncio.Protocol):
                     self.refusal = self.collector.refuse("internal_error")
                 else:
                     self.refusal = self.collector.refuse("bad_http")
-        self._flush()
+        self._queue_for_commit()
 
     def _feed(self, data: bytes) -> None:
         """Feed the parser; count the bytes of an unfinished head, which httptools buffers unseen."""
@@ -218,7 +218,7 @@ class CollectorProtocol(asyncio.Protocol):
         if self.head_bytes > self.collector.head_limit:
             self._stop(self.collector.refuse("headers_too_large"))
 
-    def _flush(self) -> None:
+    def _queue_for_commit(self) -> None:
         """Hand this read's completed requests to the collector's group commit (``Collector.commit``).
 
         Answers wait for the commit, at the end of this turn of the event loop: one ``write(2)`` puts the

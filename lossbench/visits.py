@@ -216,9 +216,7 @@ class _Player:
         self.real_time, self.spawn, self.call_later, self.sleep = real_time, spawn, call_later, sleep
         self.keep_going = keep_going
         self.in_flight = InFlight()
-        self.handoff_lock = (
-            threading.Lock()
-        )  # shared by the visit's hand-offs: one lock per visit, not per event
+        self.handoff_lock = threading.Lock()  # one for all the visit's hand-offs
         self.finished = threading.Event()  # the last event has been fired (or the player failed)
         self.started = time.monotonic()
 
@@ -232,9 +230,7 @@ class _Player:
                 if self.keep_going is not None and not self.keep_going():
                     break
                 event = events[index]
-                _wait_for_visit_time(
-                    event.at, self.started, self.in_flight, self.real_time, self.tabs, self.sleep
-                )
+                self._wait_until(event.at)
                 exit_after = self.visit.exit_time(event)
                 *others, (tech, tab) = self.tabs.items()
                 for other_tech, other_tab in others:
