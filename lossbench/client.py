@@ -11,15 +11,21 @@ the cut is taken on the intended timeline, then the socket is closed — RST by 
 FIN, no TIME_WAIT, the way a closing tab tears down its sockets), FIN or nothing at all ("silent": the
 network vanished; the collector sees no close and must time the connection out) as options.
 
-Only ``socket`` and ``time`` are used, so the same code is cooperative under gevent (Locust monkey-patches
-both) and works from plain threads in tests.
+Sockets are non-blocking and waited on through gevent when gevent has patched ``socket`` (under Locust),
+through ``poll`` otherwise, so the same code is cooperative under Locust and works from plain threads in
+tests.
 """
 
 from __future__ import annotations
 
+import _socket
+import errno
 import math
+import os
+import select
 import socket
 import struct
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -155,30 +161,152 @@ class Timeline:
             self.sleep(delay)
 
 
+# -- the wire ----------------------------------------------------------------------------------------------
+# Sockets are the C type (``_socket.socket``), non-blocking, waited on only when the kernel says EAGAIN. Under
+# gevent, ``socket.socket`` is a Python wrapper (and ``create_connection`` resolves the address again) that
+# costs more per event than the loopback connect, write and read themselves (benchmarks/loadgen.py).
+
+_NONBLOCKING = getattr(_socket, "SOCK_NONBLOCK", 0) | getattr(_socket, "SOCK_CLOEXEC", 0)
+_IN_PROGRESS = (errno.EINPROGRESS, errno.EAGAIN, errno.EALREADY)
+
+
+_gevent_waits: tuple[Callable[..., Any], ...] | None = None
+
+
+def _cooperative_wait() -> tuple[Callable[..., Any], ...] | None:
+    """gevent's (wait_read, wait_write, sleep) once gevent has patched ``socket`` (as under Locust), else
+    None: threads poll."""
+    global _gevent_waits
+    if _gevent_waits is None:
+        monkey = sys.modules.get("gevent.monkey")
+        if monkey is None or not monkey.is_module_patched("socket"):
+            return None
+        from gevent import sleep
+        from gevent.socket import wait_read, wait_write
+
+        _gevent_waits = (wait_read, wait_write, sleep)  # patching is never undone
+    return _gevent_waits
+
+
+def wait_ready(sock: socket.socket, for_write: bool, timeout: float | None) -> None:
+    """Block this thread or greenlet until ``sock`` is readable (or writable); TimeoutError after
+    ``timeout`` seconds (None: no limit)."""
+    cooperative = _cooperative_wait()
+    if cooperative is not None:
+        cooperative[for_write](sock.fileno(), timeout)
+        return
+    poll = select.poll()  # any fd number (select() stops at 1024)
+    poll.register(sock, select.POLLOUT if for_write else select.POLLIN)
+    if not poll.poll(-1 if timeout is None else max(0, math.ceil(timeout * 1000))):
+        raise TimeoutError("timed out")
+
+
+def let_others_run() -> bool:
+    """Under gevent, run the other greenlets that are ready, then come back; False (nothing done) in threads.
+
+    A loopback handshake or the collector's answer is usually complete by then: trying again afterwards is
+    cheaper than a wait (an fd watcher, a timer and a trip through the event loop) for each of them.
+    """
+    cooperative = _cooperative_wait()
+    if cooperative is None:
+        return False
+    cooperative[2](0)
+    return True
+
+
+def _deadline(timeout: float | None) -> float | None:
+    return None if timeout is None else time.monotonic() + timeout
+
+
+def _left(deadline: float | None) -> float | None:
+    if deadline is None:
+        return None
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError("timed out")
+    return left
+
+
+def connect(address: tuple[str, int], timeout: float | None, *, nodelay: bool = True) -> socket.socket:
+    """A connected non-blocking TCP socket. ``nodelay=False`` saves a system call where the client writes
+    once and then only reads (Nagle's algorithm never holds a first write)."""
+    family = _socket.AF_INET6 if ":" in address[0] else _socket.AF_INET
+    sock = _socket.socket(family, _socket.SOCK_STREAM | _NONBLOCKING)
+    try:
+        if not _NONBLOCKING:
+            sock.setblocking(False)
+        if nodelay:
+            sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
+        failed = sock.connect_ex(address)
+        if failed in _IN_PROGRESS and let_others_run():
+            failed = sock.connect_ex(address)  # again: EISCONN once connected, the error if it failed
+            if failed == errno.EISCONN:
+                failed = 0
+        if failed in _IN_PROGRESS:
+            wait_ready(sock, True, timeout)
+            failed = sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_ERROR)
+        if failed:
+            raise OSError(failed, f"connect to {address[0]}:{address[1]}: {os.strerror(failed)}")
+    except BaseException:
+        close(sock, "rst")
+        raise
+    return sock
+
+
+def send_all(sock: socket.socket, data: bytes, timeout: float | None = None) -> None:
+    """Write all of ``data``, waiting for room in the send buffer at most ``timeout`` seconds in all."""
+    try:
+        sent = sock.send(data)
+    except BlockingIOError:
+        sent = 0
+    if sent == len(data):
+        return  # the usual case: a request of a few hundred bytes into an empty send buffer
+    deadline = _deadline(timeout)
+    view = memoryview(data)[sent:]
+    while view:
+        try:
+            view = view[sock.send(view) :]
+        except BlockingIOError:
+            wait_ready(sock, True, _left(deadline))
+
+
+def receive(sock: socket.socket, deadline: float | None, ancillary: int = 0) -> tuple[bytes, list[Any]]:
+    """The next bytes the kernel holds for ``sock`` (and the ancillary data of ``recvmsg``); b"" at EOF."""
+    patient = False
+    while True:
+        try:
+            if ancillary:
+                data, extra, _, _ = sock.recvmsg(65536, ancillary)
+                return data, extra
+            return sock.recv(65536), []
+        except BlockingIOError:
+            if patient or not let_others_run():
+                wait_ready(sock, False, _left(deadline))
+            patient = True
+
+
 def open_connection(
     address: tuple[str, int], timeline: Timeline, stage: str = "connect", *, nodelay: bool = True
 ) -> socket.socket:
-    """A real TCP connect, bounded by the time left before the cut. ``nodelay=False`` saves a system call
-    where the client writes once and then only reads (Nagle's algorithm never holds a first write)."""
+    """A real TCP connect for an event, bounded by the time left before the cut."""
     timeline.check(stage)
-    family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # Without a cut the connect is bounded by the kernel (SYN retries): no timer, which under gevent costs
+    # more than a loopback connect.
+    timeout = None if timeline.cut_after == math.inf else max(timeline.remaining(), 0.0)
     try:
-        if nodelay:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        # Without a cut, connect and the writes after it are bounded by the kernel (SYN retries; a request
-        # of a few hundred bytes never fills an empty send buffer): no timer per operation, which under
-        # gevent costs more than the loopback connect itself. Reads set their own timeout.
-        sock.settimeout(None if timeline.cut_after == math.inf else max(timeline.remaining(), 0.001))
-        sock.connect(address)
+        sock = connect(address, timeout, nodelay=nodelay)
     except TimeoutError:
-        close(sock, "rst")
         raise Cut(stage) from None
-    except OSError:
-        close(sock, "rst")
-        raise
     timeline.result.connections += 1
     return sock
+
+
+def send_before_cut(sock: socket.socket, data: bytes, timeline: Timeline, stage: str) -> None:
+    """Write ``data`` for an event; a send buffer that stays full until the cut is the cut."""
+    try:
+        send_all(sock, data, None if timeline.cut_after == math.inf else max(timeline.remaining(), 0.0))
+    except TimeoutError:
+        raise Cut(stage) from None
 
 
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux; Python does not export it
@@ -194,10 +322,9 @@ def read_response_stamped(sock: socket.socket, timeline: Timeline, stage: str) -
     timeout = min(timeline.remaining(), RESPONSE_TIMEOUT)
     if timeout <= 0:
         raise Cut(stage)
-    sock.settimeout(timeout)
     try:
         sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
-        first, ancillary, _, _ = sock.recvmsg(65536, socket.CMSG_SPACE(16))
+        first, ancillary = receive(sock, _deadline(timeout), socket.CMSG_SPACE(16))
     except TimeoutError:
         raise Cut(stage) from None
     except ConnectionResetError as exc:
@@ -218,7 +345,7 @@ def read_response(sock: socket.socket, timeline: Timeline | None, stage: str, in
     timeout = RESPONSE_TIMEOUT if timeline is None else min(timeline.remaining(), RESPONSE_TIMEOUT)
     if timeout <= 0:
         raise Cut(stage)
-    sock.settimeout(timeout)
+    deadline = _deadline(timeout)
     buf = initial
     try:
         while True:
@@ -229,12 +356,12 @@ def read_response(sock: socket.socket, timeline: Timeline | None, stage: str, in
                 field = head.lower().find(b"\r\ncontent-length:")
                 length = 0 if field < 0 else int(head[field + 17 :].split(b"\r\n", 1)[0])
                 while len(buf) < head_end + 4 + length:
-                    chunk = sock.recv(65536)
+                    chunk = receive(sock, deadline)[0]
                     if not chunk:
                         raise ConnectionResetError("EOF in response body")
                     buf += chunk
                 return status
-            chunk = sock.recv(65536)
+            chunk = receive(sock, deadline)[0]
             if not chunk:
                 if not buf:
                     raise Stale("connection closed before the response")

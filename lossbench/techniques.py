@@ -15,7 +15,6 @@ the caller, so idle gaps can be compressed without changing how cache ages are d
 from __future__ import annotations
 
 import base64
-import contextlib
 import functools
 import math
 import socket
@@ -34,9 +33,12 @@ from lossbench.client import (
     Stale,
     Timeline,
     close,
+    connect,
     open_connection,
     read_response,
     read_response_stamped,
+    send_all,
+    send_before_cut,
 )
 from lossbench.events import encode_event
 
@@ -46,6 +48,7 @@ ORIGIN = "https://shop.lossbench.test"
 PAGE_URL = "https://shop.lossbench.test/catalog/item-4711?utm_source=news"
 REFERRER = "https://www.lossbench.test/"
 BODY_CHUNK_SECONDS = 0.01  # pacing granularity of an uplink-limited POST body
+PING_TIMEOUT = 10.0  # connecting and writing a ping, which no event's cut bounds
 
 
 @dataclass(frozen=True)
@@ -143,17 +146,12 @@ class KeepAliveChannel:
         """True if the collector already closed it (readable with EOF), as a browser checks before reuse."""
         if self.sock is None:
             return True
-        timeout = self.sock.gettimeout()
         try:
-            self.sock.settimeout(0.0)  # a non-blocking peek: works for any fd number (select does not)
-            return self.sock.recv(1, socket.MSG_PEEK) == b""
+            return self.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
         except BlockingIOError:
             return False  # nothing to read: open and idle
         except OSError:
             return True
-        finally:
-            with contextlib.suppress(OSError):
-                self.sock.settimeout(timeout)
 
     def discard(self) -> None:
         if self.sock is not None:
@@ -246,21 +244,14 @@ class Tab:
         self.limbo = keep
 
     def _connect_plain(self) -> socket.socket:
-        family = socket.AF_INET6 if ":" in self.address[0] else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.settimeout(10.0)
-        try:
-            sock.connect(self.address)
-        except OSError:
-            close(sock, "rst")
-            raise
+        """A connection for the page's own requests (pings), outside any event's timeline."""
+        sock = connect(self.address, PING_TIMEOUT)
         self.connections_opened += 1
         return sock
 
     def _ping_on(self, channel: KeepAliveChannel, tech: str) -> None:
         assert channel.sock is not None
-        channel.sock.sendall(ping_request(tech))
+        send_all(channel.sock, ping_request(tech), PING_TIMEOUT)
         self.pings_sent += 1
         read_response(channel.sock, None, "ping")
         channel.last_used = time.monotonic()
@@ -268,7 +259,7 @@ class Tab:
     def _ping_new_connection(self, tech: str) -> None:
         sock = self._connect_plain()
         try:
-            sock.sendall(ping_request(tech))
+            send_all(sock, ping_request(tech), PING_TIMEOUT)
             self.pings_sent += 1
             read_response(sock, None, "ping")
         finally:
@@ -332,7 +323,8 @@ def _ajax(tab: Tab, tl: Timeline, wire: _Wire, body: bytes, visit_time: float) -
     wire.sock = open_connection(tab.address, tl)
     tl.wait("connect", net.rtt)
     started = tl.now()
-    wire.sock.sendall(
+    send_before_cut(
+        wire.sock,
         _request(
             "OPTIONS",
             "/e",
@@ -341,7 +333,9 @@ def _ajax(tab: Tab, tl: Timeline, wire: _Wire, body: bytes, visit_time: float) -
                 ("Access-Control-Request-Method", "POST"),
                 ("Access-Control-Request-Headers", "content-type"),
             ],
-        )
+        ),
+        tl,
+        "preflight",
     )
     result.requests += 1
     status, arrived = read_response_stamped(wire.sock, tl, "preflight")
@@ -356,17 +350,17 @@ def _ajax(tab: Tab, tl: Timeline, wire: _Wire, body: bytes, visit_time: float) -
     )
     result.requests += 1
     if not net.uplink_bps:
-        wire.sock.sendall(headers + body)
+        send_before_cut(wire.sock, headers + body, tl, "body")
         tl.mark("headers")
         _written(result, tl, "body")
     else:
-        wire.sock.sendall(headers)
+        send_before_cut(wire.sock, headers, tl, "headers")
         tl.mark("headers")
         chunk = max(1, int(net.uplink_bps * BODY_CHUNK_SECONDS / 8))
         for offset in range(0, len(body), chunk):
             piece = body[offset : offset + chunk]
             tl.wait("body", len(piece) * 8 / net.uplink_bps)  # on the wire once its transmission time is over
-            wire.sock.sendall(piece)
+            send_before_cut(wire.sock, piece, tl, "body")
         _written(result, tl, "body")
     _read_ack(tl, wire)
 
@@ -376,7 +370,7 @@ def _pixel(tab: Tab, tl: Timeline, wire: _Wire, body: bytes, visit_time: float) 
     tl.wait("dns", tab.dns[tech].lookup_wait(visit_time, tab.network.dns))
     wire.sock = open_connection(tab.address, tl, nodelay=False)  # one write, then only reads
     tl.wait("connect", tab.network.rtt)
-    wire.sock.sendall(pixel_request(body))
+    send_before_cut(wire.sock, pixel_request(body), tl, "request")
     tl.result.requests += 1
     _written(tl.result, tl, "request")
     _read_ack(tl, wire)
@@ -405,7 +399,7 @@ def _keepalive(tab: Tab, tl: Timeline, wire: _Wire, body: bytes, visit_time: flo
                 tl.wait("connect", tab.network.rtt)
             wire.sock, wire.kept = channel.sock, True
             assert wire.sock is not None
-            wire.sock.sendall(pixel_request(body))
+            send_before_cut(wire.sock, pixel_request(body), tl, "request")
             result.requests += 1
             _written(result, tl, "request")
             try:
