@@ -32,6 +32,7 @@ import gevent
 from locust import User, constant, events, task
 from locust.env import Environment
 from locust.runners import STATE_MISSING, MasterRunner, WorkerRunner
+from locust.user.task import LOCUST_STATE_STOPPING
 
 from lossbench import TECHNIQUES, __version__
 from lossbench.client import ABORT_KINDS, CLOSE_MODES
@@ -298,12 +299,24 @@ class LossbenchUser(User):
 
     @task
     def visit(self) -> None:
-        """Play one visit. It runs in a greenlet of its own: when the run ends Locust kills this user's
-        greenlet, and an event cut short by that would be on the wire but in no sent ledger."""
-        spawn_counted(functools.partial(self._play, next(self.visits))).join()
+        """Play visits back to back until the tab is stopped.
+
+        They run in a greenlet of their own, made once per tab: when the run ends Locust kills this
+        user's greenlet, and an event cut short by that would be on the wire but in no sent ledger.
+        """
+        spawn_counted(self._play_visits).join()
 
     def on_stop(self) -> None:
         self.stopping = True  # the visit being played fires no further event
+
+    def keep_going(self) -> bool:
+        """False once the tab is stopped: killed (``on_stop``), or asked to finish gracefully
+        (``--stop-timeout``), in which case Locust waits for this task to return."""
+        return not self.stopping and self._state != LOCUST_STATE_STOPPING
+
+    def _play_visits(self) -> None:
+        while self.keep_going():
+            self._play(next(self.visits))
 
     def _play(self, visit: Visit) -> None:
         STATE.active_visits += 1
@@ -318,7 +331,7 @@ class LossbenchUser(User):
                 real_time=self.real_time,
                 spawn=spawn_counted,
                 call_later=call_later,
-                keep_going=lambda: not self.stopping,
+                keep_going=self.keep_going,
             )
             if pings and not self.real_time:
                 record_pings("pixel-keepalive", pings)

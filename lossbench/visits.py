@@ -175,26 +175,32 @@ def play_visit(
 
 
 class InFlight:
-    """The events of one visit still in flight: the player waits on it instead of on each event."""
+    """The events of one visit still in flight: the player waits on it instead of on each event.
+
+    A lock and an event rather than a condition: under gevent, ``Condition.notify`` yields to the hub
+    (its ownership check is a failed non-blocking acquire), a trip around the event loop per event.
+    """
 
     def __init__(self) -> None:
         self.count = 0
-        self.changed = threading.Condition(threading.Lock())
+        self.lock = threading.Lock()
+        self.idle = threading.Event()
+        self.idle.set()
 
     def add(self) -> None:
-        with self.changed:
+        with self.lock:
             self.count += 1
+            self.idle.clear()
 
     def done(self) -> None:
-        with self.changed:
+        with self.lock:
             self.count -= 1
             if not self.count:
-                self.changed.notify_all()
+                self.idle.set()
 
     def wait(self, timeout: float) -> bool:
         """Until no event is in flight or ``timeout`` seconds passed; True if none is."""
-        with self.changed:
-            return self.changed.wait_for(lambda: not self.count, max(0.0, timeout))
+        return self.idle.wait(max(0.0, timeout))
 
 
 class _Player:

@@ -66,6 +66,25 @@ def test_no_cuts_lose_nothing(tmp_path):
         assert row["lost"] == 0 and row["duplicates"] == 0, (tech, row)
 
 
+def test_graceful_stop_ends_the_tabs_promptly(tmp_path):
+    """With --stop-timeout Locust waits for each tab's task to return: the tab stops firing at once (it
+    does not wait out the stop timeout) and every event it fired is in the sent ledger."""
+    run_dir = tmp_path / "graceful"
+    started = time.monotonic()
+    result = locust(
+        "-f", "scenarios/pixel.py", "--headless", "-u", "20", "-r", "20", "-t", "4s", "--stop-timeout", "60",
+        "--run-dir", str(run_dir), "--network-profile", "loopback", "--exit-model", "none",
+    )  # fmt: skip
+    elapsed = time.monotonic() - started
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert elapsed < 40, f"the run took {elapsed:.0f} s: the tabs waited for the stop timeout"
+    assert "Stopping them" not in result.stderr  # Locust's message when it had to kill them
+    summary = summary_of(run_dir)
+    assert summary["phantoms"] == 0
+    for tech, row in summary["techniques"].items():
+        assert row["sent"] > 50 and row["lost"] == 0, (tech, row)
+
+
 @pytest.mark.parametrize(("scenario", "expected"), [
     ("pixel.py", {"pixel", "pixel-prewarm", "pixel-keepalive"}),
     ("ajax.py", {"ajax"}),
