@@ -199,3 +199,20 @@ def test_compare_names_a_missing_ledger(tmp_path):
     )  # fmt: skip
     assert result.returncode == 2
     assert "empty-run" in result.stderr and "sent" in result.stderr
+
+
+def test_load_generator_benchmark_runs_and_prints_its_figure():
+    """benchmarks/loadgen.py in miniature (its figure needs a quiet machine and longer rounds: only that it
+    measures all three generators and prints the ratio last is checked here)."""
+    result = subprocess.run(
+        [sys.executable, "benchmarks/loadgen.py", "--rounds", "1", "--seconds", "6", "--users", "10",
+         "--raw-reference"],
+        cwd=ROOT, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert result.returncode in (0, 1), result.stderr[-3000:]
+    lines = result.stdout.strip().splitlines()
+    rates = re.findall(r"([\d,]+) events/s \((\d+) us CPU/event\)", result.stdout)
+    assert len(rates) == 3, result.stdout  # bare, lossbench, bare on C sockets
+    assert all(int(rate.replace(",", "")) > 0 and int(cpu) > 0 for rate, cpu in rates), result.stdout
+    last = r"lossbench pixel / bare Locust events per second: \d+\.\d\d .*"
+    assert re.fullmatch(last, lines[-1]), lines[-1]
