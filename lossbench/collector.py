@@ -157,32 +157,11 @@ def event_line(event: Event, now: float, stamp: str) -> bytes:
 
 
 class ReceivedLedger(LedgerWriter):
-    """The collector's ledger: a failed write leaves nothing of itself behind.
-
-    ``LedgerWriter`` loops over ``write(2)`` until a line is out; when the disk fills in the middle of a
-    line, the part already written would stay, and the next successful write would follow it: a damaged
-    line in the middle of the file, which compare refuses to read. Here the file is cut back to its last
-    whole line (``ftruncate`` needs no free space); if even that fails, the part ends there, its damaged
-    line its last one (which compare tolerates and reports), and the next write starts a new part. A part
-    that could not be opened (no room for its header) is removed and retried at the next write.
+    """The collector's ledger: a failed write leaves nothing of itself behind (``LedgerWriter._write``), and
+    the part goes on. If the file could not be cut back, the part ended at the failure and the next write
+    starts a new part. A part that could not be opened (no room for its header) is removed and retried at
+    the next write.
     """
-
-    def _write(self, data: bytes) -> None:
-        view = memoryview(data)
-        done = 0
-        try:
-            while done < len(data):
-                done += os.write(self.fd, view[done:])
-        except OSError:
-            if done:
-                try:
-                    os.ftruncate(self.fd, self.bytes_in_part)
-                except OSError:
-                    # Cannot cut it back: end this part here, its damaged line stays its last one.
-                    os.close(self.fd)
-                    self.fd = -1
-            raise
-        self.bytes_in_part += len(data)
 
     def append_events(self, data: bytes, lines: int) -> None:
         """Write ``lines`` encoded event lines at once; raises OSError with none of them in the file."""
@@ -209,16 +188,6 @@ class ReceivedLedger(LedgerWriter):
                 with contextlib.suppress(OSError):
                     self.path.unlink()
             raise
-
-    def _close_part(self) -> None:
-        if self.fd < 0:
-            return
-        try:
-            self._write(dumps_line({"ledger_end": True, "events": self.lines_in_part, "ended": time.time()}))
-        finally:
-            if self.fd >= 0:
-                os.close(self.fd)
-                self.fd = -1
 
 
 class Collector:

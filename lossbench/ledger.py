@@ -57,6 +57,7 @@ class LedgerWriter:
         self.buffer_bytes = buffer_bytes  # 0: each append reaches the kernel at once (the collector)
         self._buffer: list[bytes] = []
         self._buffered = 0
+        self._buffered_lines = 0
         self._open_next_part()
 
     def _open_next_part(self) -> None:
@@ -77,10 +78,24 @@ class LedgerWriter:
         self._write(dumps_line(header))
 
     def _write(self, data: bytes) -> None:
+        """All of ``data`` or none of it. When the disk fills (or a file size limit is hit) in the middle of
+        a line, the part already written would stay and the next successful write would follow it: a
+        damaged line in the middle of the file, which compare refuses to read. So the file is cut back to
+        its last whole line (``ftruncate`` needs no free space); if even that fails, the part ends there,
+        its damaged line its last one (which compare tolerates and reports)."""
         view = memoryview(data)
-        while view:
-            written = os.write(self.fd, view)
-            view = view[written:]
+        done = 0
+        try:
+            while done < len(data):
+                done += os.write(self.fd, view[done:])
+        except OSError:
+            if done:
+                try:
+                    os.ftruncate(self.fd, self.bytes_in_part)
+                except OSError:
+                    os.close(self.fd)
+                    self.fd = -1
+            raise
         self.bytes_in_part += len(data)
 
     def append(self, record: dict[str, Any]) -> None:
@@ -97,6 +112,7 @@ class LedgerWriter:
         if self.buffer_bytes:
             self._buffer.append(data)
             self._buffered += len(data)
+            self._buffered_lines += lines
             self.lines_in_part += lines
             self.lines_total += lines
             if self._buffered >= self.buffer_bytes:
@@ -107,14 +123,25 @@ class LedgerWriter:
         self.lines_total += lines
         self._rotate_if_full()
 
+    @property
+    def unwritten_lines(self) -> int:
+        """Lines still in memory: after a failed flush, what the file lacks."""
+        return self._buffered_lines
+
     def flush(self) -> None:
-        """Hand buffered lines to the kernel."""
+        """Hand buffered lines to the kernel. On failure (OSError) none of them is in the file and all stay
+        buffered, for the next flush to try again."""
         if self._buffer and self.fd >= 0:
-            data = b"".join(self._buffer)
-            self._buffer.clear()
-            self._buffered = 0
-            self._write(data)
+            self._write_buffer()
             self._rotate_if_full()
+
+    def _write_buffer(self) -> None:
+        if len(self._buffer) > 1:
+            self._buffer[:] = [b"".join(self._buffer)]  # one system call, and one join on a retry
+        self._write(self._buffer[0])
+        self._buffer.clear()
+        self._buffered = 0
+        self._buffered_lines = 0
 
     def _rotate_if_full(self) -> None:
         if self.max_bytes and self.bytes_in_part >= self.max_bytes:
@@ -124,16 +151,14 @@ class LedgerWriter:
     def _close_part(self) -> None:
         if self.fd < 0:
             return
-        if self._buffer:
-            data = b"".join(self._buffer)
-            self._buffer.clear()
-            self._buffered = 0
-            self._write(data)
         try:
+            if self._buffer:
+                self._write_buffer()
             self._write(dumps_line({"ledger_end": True, "events": self.lines_in_part, "ended": time.time()}))
         finally:
-            os.close(self.fd)
-            self.fd = -1
+            if self.fd >= 0:
+                os.close(self.fd)
+                self.fd = -1
 
     def close(self) -> None:
         """Write the footer and close: the file is then known to be complete."""

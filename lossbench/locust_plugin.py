@@ -128,6 +128,8 @@ class PluginState:
     users_started: int = 0
     events_recorded: int = 0
     late_events: int = 0
+    environment: Environment | None = None
+    ledger_error: str | None = None  # the sent ledger could not be written: the run was stopped
 
 
 STATE = PluginState()
@@ -171,6 +173,7 @@ def loopback_address(host: str) -> tuple[str, int]:
 def on_init(environment: Environment, **_: Any) -> None:
     options = options_of(environment)
     STATE.options = options
+    STATE.environment = environment
     raise_fd_limit()  # every event in flight holds a socket
     # Everything loaded so far (Locust, gevent, numpy) lives as long as the process: keep the garbage
     # collector from walking it again at every full collection (a few per cent of each event's cost).
@@ -182,6 +185,7 @@ def on_init(environment: Environment, **_: Any) -> None:
         return  # workers learn the run directory and host from the master at spawn
     if isinstance(environment.runner, MasterRunner):
         environment.runner.register_message("lossbench_stopped", _on_worker_stopped)
+        environment.runner.register_message("lossbench_ledger_failed", _on_worker_ledger_failed)
     run_dir = Path(options.run_dir) if options.run_dir else default_run_dir()
     run_dir.mkdir(parents=True, exist_ok=True)
     options.run_dir = str(run_dir)
@@ -397,9 +401,39 @@ FLUSH_EVERY = 0.25
 
 
 def _flush_ledger_periodically(ledger: LedgerWriter) -> None:
-    while ledger.fd >= 0:
+    while ledger.fd >= 0 and STATE.ledger_error is None:
         gevent.sleep(FLUSH_EVERY)
-        ledger.flush()
+        try:
+            ledger.flush()
+        except OSError as exc:
+            sent_ledger_failed(ledger, exc)
+
+
+def sent_ledger_failed(ledger: LedgerWriter, exc: OSError) -> None:
+    """The sent ledger cannot be written (disk full, file size limit): what the run sends from now on could
+    not be joined, so it is not measured. Say so once, naming the file, and stop the whole run."""
+    if STATE.ledger_error is not None:
+        return
+    STATE.ledger_error = (
+        f"cannot write the sent ledger {ledger.path}: {exc.strerror or exc}. The run was stopped: the events "
+        "it sends could not be joined with the collector's. Free space on that disk (or raise the file size "
+        "limit, ulimit -f) and run again"
+    )
+    log.error("lossbench: %s", STATE.ledger_error)
+    runner = STATE.environment.runner if STATE.environment is not None else None
+    if isinstance(runner, WorkerRunner):
+        runner.send_message("lossbench_ledger_failed", STATE.ledger_error)
+    if runner is not None:
+        gevent.spawn(runner.quit)
+
+
+def _on_worker_ledger_failed(environment: Environment, msg: Any, **_: Any) -> None:
+    """Master: a worker could not write its sent ledger; the run stops with its message."""
+    if STATE.ledger_error is None:
+        STATE.ledger_error = f"worker {msg.node_id}: {msg.data}"
+        log.error("lossbench: %s", STATE.ledger_error)
+        assert environment.runner is not None
+        gevent.spawn(environment.runner.quit)
 
 
 def record(environment: Environment, played: PlayedEvent) -> None:
@@ -408,7 +442,10 @@ def record(environment: Environment, played: PlayedEvent) -> None:
     if ledger is None or ledger.fd < 0:
         STATE.late_events += 1
         return
-    ledger.append_raw(played.record_line(), 1)
+    try:
+        ledger.append_raw(played.record_line(), 1)
+    except OSError as exc:  # the line stays buffered: a later flush may still write it
+        sent_ledger_failed(ledger, exc)
     STATE.events_recorded += 1
     result = played.result
     if result.written:
@@ -430,7 +467,12 @@ def record_pings(tech: str, count: int) -> None:
     """Keep-alive pings the page would have sent during compressed idle time: they count in the cost."""
     ledger = sent_ledger()
     if ledger is not None and ledger.fd >= 0:
-        ledger.append_raw(dumps_line({"ping": tech, "requests": count, "connections": 0, "virtual": True}), 1)
+        try:
+            ledger.append_raw(
+                dumps_line({"ping": tech, "requests": count, "connections": 0, "virtual": True}), 1
+            )
+        except OSError as exc:
+            sent_ledger_failed(ledger, exc)
 
 
 # -- the end of a run ----------------------------------------------------------------------------------
@@ -477,8 +519,17 @@ def on_test_stop(environment: Environment, **_: Any) -> None:
     while (STATE.active_visits > 0 or STATE.events_in_flight > 0) and time.monotonic() < deadline:
         gevent.sleep(0.05)
     if STATE.ledger is not None:
-        STATE.ledger.close()
-        STATE.ledger = None
+        ledger, STATE.ledger = STATE.ledger, None
+        try:
+            ledger.close()
+        except OSError as exc:
+            sent_ledger_failed(ledger, exc)
+            log.error(
+                "lossbench: the sent ledger %s is incomplete: %d line(s) could not be written (%s)",
+                ledger.path,
+                ledger.unwritten_lines,
+                exc.strerror or exc,
+            )
     if STATE.late_events:
         log.warning(
             "lossbench: %d event(s) finished after the sent ledger closed and are not in it; compare will "
@@ -495,6 +546,12 @@ def on_quitting(environment: Environment, **_: Any) -> None:
     stop_collector()
     run_dir = STATE.run_dir
     write_run_json(run_dir, environment, STATE.options, ended=time.time())
+    if STATE.ledger_error is not None:
+        # compare would only say that a sent ledger is incomplete: say why, last, and fail the run.
+        sys.stdout.write(f"\nlossbench: no loss table: {STATE.ledger_error}\n")
+        sys.stdout.flush()
+        environment.process_exit_code = 1
+        return
     if STATE.options.no_summary:
         return
     wait_for_closed_ledgers(run_dir / "sent", timeout=15.0)

@@ -29,7 +29,7 @@ from lossbench.compare import compare
 from lossbench.ledger import LedgerWriter, dumps_line
 from lossbench.server import SHUTDOWN_GRACE
 from lossbench.techniques import Network, Tab, event_body, pixel_request
-from support import connect, read_until_closed, received_ids, wait_until
+from support import connect, master_on_a_free_port, read_until_closed, received_ids, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 ADDRESS = "127.0.0.1"
@@ -478,3 +478,49 @@ def test_zero_loss_control_short(tmp_path, monkeypatch):
     for tech, row in outcome.rows.items():
         assert row == {"sent": 5000, "received": 5000, "lost": 0, "duplicates": 0}, tech
     assert received_ids(tmp_path).total() == 20_000
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_a_sent_ledger_that_cannot_be_written_stops_the_run_and_says_why(tmp_path, processes):
+    """The load generator under a file size limit: its sent ledger stops growing mid-run. The run stops
+    (it does not run on unmeasured), names the file and what to do, exits 1, and the ledger holds whole
+    lines only (the write that crossed the limit was cut back). With workers, the one that failed tells
+    the master, which stops them all and says it."""
+    from lossbench.runner import start_collector
+
+    collector_dir = tmp_path / "collector"
+    collector_dir.mkdir()
+    collector, url = start_collector(collector_dir, processes=1)
+    limit = 200_000  # a few hundred sent lines; run.json and the log fit
+
+    def limit_file_size() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    run_dir = tmp_path / "run"
+    started = time.monotonic()
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "locust", "-f", "scenarios/pixel.py", "--headless", "-u", "20", "-r", "20",
+             "-t", "60s", "--host", url, "--run-dir", str(run_dir), "--network-profile", "loopback",
+             "--exit-model", "none",
+             *(["--processes", str(processes), *master_on_a_free_port()] if processes > 1 else [])],
+            cwd=ROOT, capture_output=True, text=True, timeout=120, preexec_fn=limit_file_size,
+        )  # fmt: skip
+    finally:
+        collector.terminate()
+        collector.wait(30)
+    elapsed = time.monotonic() - started
+    ledgers = sorted((run_dir / "sent").glob("*.jsonl"))
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert elapsed < 45, f"the run went on for {elapsed:.0f} s after its ledger failed"
+    said = result.stdout + result.stderr
+    assert 1 <= len(ledgers) <= processes  # a worker whose tabs had not fired yet has none
+    assert any(f"cannot write the sent ledger {sent}" in said for sent in ledgers), said[-3000:]
+    assert "File too large" in said and "Free space" in result.stdout.splitlines()[-1], said[-3000:]
+    # Lines are written in batches, all or nothing: what did not fit is counted, not half-written.
+    assert re.search(r"is incomplete: [1-9][\d,]* line\(s\) could not be written", said), said[-3000:]
+    for sent in ledgers:  # the one that failed, and any other worker's, stopped with it
+        body = sent.read_bytes()
+        assert len(body) <= limit and body.endswith(b"\n")
+        lines = [json.loads(line) for line in body.splitlines()]  # every line whole
+        assert lines[0]["ledger"] == "sent"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 import pytest
 from hypothesis import given
@@ -56,6 +57,30 @@ def test_buffered_ledger_loses_nothing_on_close(tmp_path):
     assert sum("id" in line for line in lines) == 100
     footers = [line for line in lines if line.get("ledger_end")]
     assert sum(f["events"] for f in footers) == 100 and len(footers) > 1
+
+
+def test_buffered_ledger_keeps_its_lines_through_a_failed_flush(tmp_path):
+    """A flush that fails (here: the descriptor pointed at /dev/full, ENOSPC) writes nothing and keeps
+    every buffered line; once writes succeed again the next flush writes them all, in order."""
+    writer = LedgerWriter(tmp_path, "sent", buffer_bytes=1 << 20)
+    for i in range(10):
+        writer.append_raw(dumps_line({"id": f"{i:016x}", "tech": "pixel"}), 1)
+    saved, full = os.dup(writer.fd), os.open("/dev/full", os.O_WRONLY)
+    try:
+        os.dup2(full, writer.fd)
+        with pytest.raises(OSError):
+            writer.flush()
+        assert writer.unwritten_lines == 10
+    finally:
+        os.dup2(saved, writer.fd)
+        os.close(saved)
+        os.close(full)
+    writer.flush()
+    assert writer.unwritten_lines == 0
+    writer.close()
+    lines = [json.loads(line) for line in writer.path.read_text().splitlines()]
+    assert [line["id"] for line in lines if "id" in line] == [f"{i:016x}" for i in range(10)]
+    assert lines[-1]["ledger_end"] and lines[-1]["events"] == 10
 
 
 def test_visit_source_is_seeded():
