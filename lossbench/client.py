@@ -167,7 +167,7 @@ class Timeline:
 # costs more per event than the loopback connect, write and read themselves (benchmarks/loadgen.py).
 
 _NONBLOCKING = getattr(_socket, "SOCK_NONBLOCK", 0) | getattr(_socket, "SOCK_CLOEXEC", 0)
-_IN_PROGRESS = (errno.EINPROGRESS, errno.EAGAIN, errno.EALREADY)
+_IN_PROGRESS = (errno.EINPROGRESS, errno.EALREADY)  # for TCP, EAGAIN from connect is a failure (no port)
 
 
 _gevent_waits: tuple[Callable[..., Any], ...] | None = None
@@ -237,13 +237,14 @@ def connect(address: tuple[str, int], timeout: float | None, *, nodelay: bool = 
             sock.setblocking(False)
         if nodelay:
             sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
+        deadline = _deadline(timeout)
         failed = sock.connect_ex(address)
         if failed in _IN_PROGRESS and let_others_run():
-            failed = sock.connect_ex(address)  # again: EISCONN once connected, the error if it failed
+            failed = sock.connect_ex(address)  # again: 0 or EISCONN once connected, the error if it failed
             if failed == errno.EISCONN:
                 failed = 0
         if failed in _IN_PROGRESS:
-            wait_ready(sock, True, timeout)
+            wait_ready(sock, True, _left(deadline))
             failed = sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_ERROR)
         if failed:
             raise OSError(failed, f"connect to {address[0]}:{address[1]}: {os.strerror(failed)}")

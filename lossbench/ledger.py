@@ -75,7 +75,13 @@ class LedgerWriter:
             "started": time.time(),
             **self.extra_header,
         }
-        self._write(dumps_line(header))
+        try:
+            self._write(dumps_line(header))
+        except OSError:
+            if self.fd >= 0:
+                os.close(self.fd)
+                self.fd = -1
+            raise
 
     def _write(self, data: bytes) -> None:
         """All of ``data`` or none of it. When the disk fills (or a file size limit is hit) in the middle of

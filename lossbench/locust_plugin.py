@@ -9,6 +9,7 @@ the loss table.
 
 from __future__ import annotations
 
+import errno
 import functools
 import gc
 import ipaddress
@@ -18,6 +19,7 @@ import os
 import platform
 import random
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -130,6 +132,8 @@ class PluginState:
     late_events: int = 0
     environment: Environment | None = None
     ledger_error: str | None = None  # the sent ledger could not be written: the run was stopped
+    ledger_closed: bool = False  # at the end of a test: an event finishing later is late, not recorded
+    ledgers_opened: int = 0  # one per test (the web UI can run several in one process)
 
 
 STATE = PluginState()
@@ -387,13 +391,32 @@ def ids() -> EventIds:
 
 
 def sent_ledger() -> LedgerWriter | None:
-    if STATE.ledger is None:
-        run_dir = Path(STATE.options.run_dir)
-        STATE.ledger = LedgerWriter(
-            run_dir / "sent", "sent", extra_header={"salt": f"{ids().salt:06x}"}, buffer_bytes=LEDGER_BUFFER
-        )
+    """This process's sent ledger, opened at the test's first event; None once the test's ledger is closed,
+    or when it could not be opened (the run is then stopping)."""
+    if STATE.ledger is None and not STATE.ledger_closed and STATE.ledger_error is None:
+        directory = Path(STATE.options.run_dir) / "sent"
+        name = f"{socket.gethostname()}-{os.getpid()}"
+        if STATE.ledgers_opened:  # a later test in the same process: never truncate an earlier one's
+            name += f"-test{STATE.ledgers_opened + 1}"
+        STATE.ledgers_opened += 1
+        try:
+            STATE.ledger = LedgerWriter(
+                directory,
+                "sent",
+                name=name,
+                extra_header={"salt": f"{ids().salt:06x}"},
+                buffer_bytes=LEDGER_BUFFER,
+            )
+        except OSError as exc:
+            sent_ledger_failed(directory / f"{name}.0.jsonl", exc)
+            return None
         gevent.spawn(_flush_ledger_periodically, STATE.ledger)
     return STATE.ledger
+
+
+@events.test_start.add_listener
+def on_test_start(environment: Environment, **_: Any) -> None:
+    STATE.ledger_closed = False  # a new test (web UI): its events go to a new sent ledger
 
 
 LEDGER_BUFFER = 256 * 1024  # sent lines held in memory at most this long or FLUSH_EVERY seconds
@@ -406,18 +429,25 @@ def _flush_ledger_periodically(ledger: LedgerWriter) -> None:
         try:
             ledger.flush()
         except OSError as exc:
-            sent_ledger_failed(ledger, exc)
+            sent_ledger_failed(ledger.path, exc)
 
 
-def sent_ledger_failed(ledger: LedgerWriter, exc: OSError) -> None:
-    """The sent ledger cannot be written (disk full, file size limit): what the run sends from now on could
-    not be joined, so it is not measured. Say so once, naming the file, and stop the whole run."""
+_OUT_OF_ROOM = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+
+
+def sent_ledger_failed(path: Path, exc: OSError) -> None:
+    """The sent ledger cannot be written (disk full, file size limit, no such folder): what the run sends
+    from now on could not be joined, so it is not measured. Say so once, naming the file, and stop the
+    whole run."""
     if STATE.ledger_error is not None:
         return
+    if exc.errno in _OUT_OF_ROOM:
+        advice = "Free space on that disk (or raise the file size limit, ulimit -f) and run again"
+    else:
+        advice = f"Check that {path.parent} is a folder this process can write to, and run again"
     STATE.ledger_error = (
-        f"cannot write the sent ledger {ledger.path}: {exc.strerror or exc}. The run was stopped: the events "
-        "it sends could not be joined with the collector's. Free space on that disk (or raise the file size "
-        "limit, ulimit -f) and run again"
+        f"cannot write the sent ledger {path}: {exc.strerror or exc}. The run was stopped: the events "
+        f"it sends could not be joined with the collector's. {advice}"
     )
     log.error("lossbench: %s", STATE.ledger_error)
     runner = STATE.environment.runner if STATE.environment is not None else None
@@ -439,13 +469,14 @@ def _on_worker_ledger_failed(environment: Environment, msg: Any, **_: Any) -> No
 def record(environment: Environment, played: PlayedEvent) -> None:
     """One event into the sent ledger and into Locust's statistics (failures are lost events)."""
     ledger = sent_ledger()
-    if ledger is None or ledger.fd < 0:
-        STATE.late_events += 1
+    if ledger is None:
+        if STATE.ledger_error is None:
+            STATE.late_events += 1  # finished after the test's ledger closed
         return
     try:
         ledger.append_raw(played.record_line(), 1)
     except OSError as exc:  # the line stays buffered: a later flush may still write it
-        sent_ledger_failed(ledger, exc)
+        sent_ledger_failed(ledger.path, exc)
     STATE.events_recorded += 1
     result = played.result
     if result.written:
@@ -466,13 +497,13 @@ def record(environment: Environment, played: PlayedEvent) -> None:
 def record_pings(tech: str, count: int) -> None:
     """Keep-alive pings the page would have sent during compressed idle time: they count in the cost."""
     ledger = sent_ledger()
-    if ledger is not None and ledger.fd >= 0:
+    if ledger is not None:
         try:
             ledger.append_raw(
                 dumps_line({"ping": tech, "requests": count, "connections": 0, "virtual": True}), 1
             )
         except OSError as exc:
-            sent_ledger_failed(ledger, exc)
+            sent_ledger_failed(ledger.path, exc)
 
 
 # -- the end of a run ----------------------------------------------------------------------------------
@@ -518,17 +549,18 @@ def on_test_stop(environment: Environment, **_: Any) -> None:
     deadline = time.monotonic() + 35.0
     while (STATE.active_visits > 0 or STATE.events_in_flight > 0) and time.monotonic() < deadline:
         gevent.sleep(0.05)
+    STATE.ledger_closed = True
     if STATE.ledger is not None:
         ledger, STATE.ledger = STATE.ledger, None
         try:
             ledger.close()
         except OSError as exc:
-            sent_ledger_failed(ledger, exc)
+            sent_ledger_failed(ledger.path, exc)
+        if ledger.unwritten_lines:
             log.error(
-                "lossbench: the sent ledger %s is incomplete: %d line(s) could not be written (%s)",
+                "lossbench: the sent ledger %s is incomplete: %d line(s) could not be written",
                 ledger.path,
                 ledger.unwritten_lines,
-                exc.strerror or exc,
             )
     if STATE.late_events:
         log.warning(

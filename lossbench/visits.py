@@ -237,6 +237,8 @@ class _Player:
                     break
                 event = events[index]
                 self._wait_until(event.at)
+                if self.keep_going is not None and not self.keep_going():
+                    break  # the run ended during the wait (minutes, in real time)
                 exit_after = self.visit.exit_time(event)
                 *others, (tech, tab) = self.tabs.items()
                 for other_tech, other_tab in others:

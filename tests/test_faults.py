@@ -524,3 +524,70 @@ def test_a_sent_ledger_that_cannot_be_written_stops_the_run_and_says_why(tmp_pat
         assert len(body) <= limit and body.endswith(b"\n")
         lines = [json.loads(line) for line in body.splitlines()]  # every line whole
         assert lines[0]["ledger"] == "sent"
+
+
+LATE_EVENT_SCRIPT = """
+import json, sys, types
+from pathlib import Path
+import lossbench.locust_plugin as plugin
+from lossbench.client import EventResult
+from lossbench.models import NetworkDraw, PlannedEvent, Visit
+from lossbench.visits import PlayedEvent
+
+plugin.STATE.options = types.SimpleNamespace(run_dir=sys.argv[1])
+reported = []
+request = types.SimpleNamespace(fire=lambda **kw: reported.append(kw))
+env = types.SimpleNamespace(events=types.SimpleNamespace(request=request), runner=None)
+visit = Visit(NetworkDraw(0.0, 0.0, None), (PlannedEvent("click", 0.0),), float("inf"), "unload")
+
+def played(n):
+    result = EventResult(id=f"{n:016x}", tech="pixel", written=True, t_written=0.0)
+    return PlayedEvent(result, "click", visit, float("inf"), 0.0)
+
+plugin.record(env, played(1))
+plugin.on_test_stop(env)  # the test ends: its sent ledger is closed
+plugin.record(env, played(2))  # an event that finished later
+plugin.on_test_start(env)  # a second test in the same process (the web UI)
+plugin.record(env, played(3))
+plugin.on_test_stop(env)
+print(json.dumps({"late": plugin.STATE.late_events, "reported": len(reported)}))
+"""
+
+
+def test_an_event_finishing_after_the_ledger_closed_is_late_and_truncates_nothing(tmp_path):
+    """An event that ends after its test's sent ledger was closed is counted late (and warned about); it
+    must not reopen the ledger, which would truncate it. A second test in the same process (web UI) gets
+    a sent ledger of its own."""
+    result = subprocess.run(
+        [sys.executable, "-c", LATE_EVENT_SCRIPT, str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(result.stdout.splitlines()[-1]) == {"late": 1, "reported": 2}
+    assert "1 event(s) finished after the sent ledger closed" in result.stderr
+    ledgers = sorted((tmp_path / "sent").glob("*.jsonl"), key=lambda path: "-test2" in path.name)
+    assert len(ledgers) == 2 and "-test2" in ledgers[1].name
+    for path, event_id in zip(ledgers, [f"{1:016x}", f"{3:016x}"], strict=True):
+        lines = [json.loads(line) for line in path.read_text().splitlines()]
+        assert [line["id"] for line in lines if "id" in line] == [event_id], path
+        assert lines[-1]["ledger_end"] and lines[-1]["events"] == 1
+
+
+def test_a_sent_ledger_that_cannot_be_opened_stops_the_run_and_says_why(tmp_path):
+    """``sent`` in the run directory is a file, not a folder: no sent ledger can be opened. The run stops
+    at the first event with a message naming the path, instead of failing each event on its own."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "sent").write_text("not a folder\n")
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "locust", "-f", "scenarios/pixel.py", "--headless", "-u", "5", "-r", "5",
+         "-t", "60s", "--run-dir", str(run_dir), "--network-profile", "loopback", "--exit-model", "none"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert time.monotonic() - started < 45
+    last = result.stdout.splitlines()[-1]
+    assert f"cannot write the sent ledger {run_dir / 'sent'}" in last, last
+    assert f"Check that {run_dir / 'sent'} is a folder this process can write to" in last, last
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
