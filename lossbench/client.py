@@ -29,7 +29,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 CLOSE_MODES = ("rst", "fin", "silent")
 ABORT_KINDS = ("unload", "drop")
@@ -170,12 +170,17 @@ _NONBLOCKING = getattr(_socket, "SOCK_NONBLOCK", 0) | getattr(_socket, "SOCK_CLO
 _IN_PROGRESS = (errno.EINPROGRESS, errno.EALREADY)  # for TCP, EAGAIN from connect is a failure (no port)
 
 
-_gevent_waits: tuple[Callable[..., Any], ...] | None = None
+class _GeventWaits(NamedTuple):
+    read: Callable[..., Any]
+    write: Callable[..., Any]
+    sleep: Callable[[float], None]
 
 
-def _cooperative_wait() -> tuple[Callable[..., Any], ...] | None:
-    """gevent's (wait_read, wait_write, sleep) once gevent has patched ``socket`` (as under Locust), else
-    None: threads poll."""
+_gevent_waits: _GeventWaits | None = None
+
+
+def _cooperative_wait() -> _GeventWaits | None:
+    """gevent's waits once gevent has patched ``socket`` (as under Locust), else None: threads poll."""
     global _gevent_waits
     if _gevent_waits is None:
         monkey = sys.modules.get("gevent.monkey")
@@ -184,7 +189,7 @@ def _cooperative_wait() -> tuple[Callable[..., Any], ...] | None:
         from gevent import sleep
         from gevent.socket import wait_read, wait_write
 
-        _gevent_waits = (wait_read, wait_write, sleep)  # patching is never undone
+        _gevent_waits = _GeventWaits(wait_read, wait_write, sleep)  # patching is never undone
     return _gevent_waits
 
 
@@ -193,7 +198,7 @@ def wait_ready(sock: socket.socket, for_write: bool, timeout: float | None) -> N
     ``timeout`` seconds (None: no limit)."""
     cooperative = _cooperative_wait()
     if cooperative is not None:
-        cooperative[for_write](sock.fileno(), timeout)
+        (cooperative.write if for_write else cooperative.read)(sock.fileno(), timeout)
         return
     poll = select.poll()  # any fd number (select() stops at 1024)
     poll.register(sock, select.POLLOUT if for_write else select.POLLIN)
@@ -210,7 +215,7 @@ def let_others_run() -> bool:
     cooperative = _cooperative_wait()
     if cooperative is None:
         return False
-    cooperative[2](0)
+    cooperative.sleep(0)
     return True
 
 

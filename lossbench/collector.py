@@ -180,10 +180,7 @@ class ReceivedLedger(LedgerWriter):
         try:
             super()._open_next_part()
         except OSError:
-            # No room for the header: leave no headerless file behind (compare would refuse the run).
-            if self.fd >= 0:
-                os.close(self.fd)
-                self.fd = -1
+            # No room for the header (the writer closed the file): leave no headerless file behind.
             if self.path is not None:
                 with contextlib.suppress(OSError):
                     self.path.unlink()

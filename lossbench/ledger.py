@@ -25,6 +25,11 @@ def dumps_line(record: dict[str, Any]) -> bytes:
     return (_dumps(record) + "\n").encode()
 
 
+def default_ledger_name() -> str:
+    """``<host>-<pid>``: one ledger per process, named so that processes on several hosts never collide."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
 class LedgerWriter:
     """Appends lines to ``<directory>/<host>-<pid>.<part>.jsonl``, rotating to a new part past ``max_bytes``.
 
@@ -45,7 +50,7 @@ class LedgerWriter:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.kind = kind
-        self.name = name or f"{socket.gethostname()}-{os.getpid()}"
+        self.name = name or default_ledger_name()
         self.max_bytes = max_bytes
         self.extra_header = extra_header or {}
         self.part = -1

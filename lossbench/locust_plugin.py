@@ -19,7 +19,6 @@ import os
 import platform
 import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -38,7 +37,7 @@ from locust.user.task import LOCUST_STATE_STOPPING
 
 from lossbench import TECHNIQUES, __version__
 from lossbench.client import ABORT_KINDS, CLOSE_MODES
-from lossbench.ledger import LedgerWriter, dumps_line
+from lossbench.ledger import LedgerWriter, default_ledger_name, dumps_line
 from lossbench.models import DEFAULT_EXIT_MODEL, DEFAULT_PROFILE, PROFILES, Visit, get_exit_model, get_profile
 from lossbench.server import raise_fd_limit
 from lossbench.visits import EventIds, PlayedEvent, VisitSource, play_visit
@@ -395,7 +394,7 @@ def sent_ledger() -> LedgerWriter | None:
     or when it could not be opened (the run is then stopping)."""
     if STATE.ledger is None and not STATE.ledger_closed and STATE.ledger_error is None:
         directory = Path(STATE.options.run_dir) / "sent"
-        name = f"{socket.gethostname()}-{os.getpid()}"
+        name = default_ledger_name()
         if STATE.ledgers_opened:  # a later test in the same process: never truncate an earlier one's
             name += f"-test{STATE.ledgers_opened + 1}"
         STATE.ledgers_opened += 1
