@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: setup test lint demo clean
+.PHONY: setup test check lint demo clean
 
 $(BIN)/lossbench: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,9 +16,14 @@ setup: $(BIN)/lossbench
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 test: setup lint
 	$(BIN)/pytest -q
+
+# The quick loop while working: lint and the unit tests (no real collector, no Locust run).
+check: setup lint
+	$(BIN)/pytest -q -m 'not slow'
 
 demo: setup
 	$(BIN)/lossbench run

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from gevent.socket import wait_write
 from locust import User, constant, task
 
-from lossbench.events import encode_pixel_param
+from lossbench.contract.events import encode_pixel_param
 
 _LINGER_ZERO = struct.pack("ii", 1, 0)
 _counter = itertools.count()

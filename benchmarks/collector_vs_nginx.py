@@ -33,7 +33,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from lossbench.events import encode_pixel_param
+from lossbench.contract.events import encode_pixel_param
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -13,9 +13,9 @@ is the control every loss figure rests on. The script
 2. starts a fresh collector and fires ``--events`` events at ``--load`` (80%) of that capacity, paced on a
    fixed schedule, the four techniques in turn (ajax with its preflight, pixel, pixel with pre-warm ping,
    pixel on a kept-alive connection), from ``--processes`` processes of ``--threads`` threads, each thread
-   a browser tab (``lossbench.techniques.Tab``) on a zero-delay network that never leaves the page;
+   a browser tab (``lossbench.loadgen.techniques.Tab``) on a zero-delay network that never leaves the page;
 3. writes the sent ledgers as the Locust scenarios do, stops the collector with SIGTERM, and joins the
-   ledgers with ``lossbench.compare``.
+   ledgers with ``lossbench.analysis.compare``.
 
 It prints sent, received, duplicates and phantoms per technique and exits 1 on any mismatch: an event
 not acknowledged, received != sent, a duplicate, a phantom, an incomplete ledger, or a collector that did
@@ -40,12 +40,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lossbench import TECHNIQUES, __version__
-from lossbench.compare import compare, write_summary
-from lossbench.ledger import LedgerWriter, dumps_line
-from lossbench.server import raise_fd_limit
-from lossbench.techniques import Network, Tab
-from lossbench.visits import EventIds
+from lossbench import __version__
+from lossbench.analysis.compare import compare, write_summary
+from lossbench.contract.ledger import LedgerWriter, dumps_line
+from lossbench.contract.techniques import TECHNIQUES
+from lossbench.loadgen.player import EventIds
+from lossbench.loadgen.techniques import Network, Tab
+from lossbench.system import raise_fd_limit
 
 FLUSH_EVERY = 500  # sent lines buffered per thread before one write(2)
 

@@ -12,8 +12,8 @@ from lossbench import __version__
 
 
 def cmd_collector(args: argparse.Namespace) -> int:
-    from lossbench.collector import CollectorConfig
-    from lossbench.server import run_collector
+    from lossbench.collector.server import run_collector
+    from lossbench.collector.state import CollectorConfig
 
     if args.host not in ("127.0.0.1", "::1", "[::1]", "localhost") and not args.allow_remote:
         print(
@@ -88,9 +88,9 @@ def _add_collector(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from lossbench.compare import compare, write_summary
-    from lossbench.ledger_read import LedgerError
-    from lossbench.summary_text import evaluate_fail_if, summary_to_text
+    from lossbench.analysis.compare import compare, write_summary
+    from lossbench.analysis.read import LedgerError
+    from lossbench.report.text import evaluate_fail_if, summary_to_text
 
     try:
         summary = compare(Path(args.run_dir), reference=args.reference)
@@ -122,9 +122,9 @@ def _fail_if(summary: dict, conditions: list[str], evaluate: Callable[[dict, str
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from lossbench.compare import compare, write_summary
-    from lossbench.ledger_read import LedgerError
-    from lossbench.report import render_report
+    from lossbench.analysis.compare import compare, write_summary
+    from lossbench.analysis.read import LedgerError
+    from lossbench.report.html import render_report
 
     run_dir = Path(args.run_dir)
     summary_path = run_dir / "summary.json"
@@ -152,9 +152,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from lossbench.ledger_read import LedgerError
+    from lossbench.analysis.read import LedgerError
+    from lossbench.report.text import evaluate_fail_if
     from lossbench.runner import RunError, RunOptions, run
-    from lossbench.summary_text import evaluate_fail_if
 
     options = RunOptions(
         out=Path(args.out),
@@ -181,7 +181,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from lossbench.models import EXIT_MODELS, PROFILES
+    from lossbench.model.exits import EXIT_MODELS
+    from lossbench.model.profiles import PROFILES
 
     print("network profiles (--profile):")
     for profile in PROFILES.values():
@@ -235,7 +236,8 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_run(sub: argparse._SubParsersAction) -> None:
-    from lossbench.models import DEFAULT_EXIT_MODEL, DEFAULT_PROFILE
+    from lossbench.model.exits import DEFAULT_EXIT_MODEL
+    from lossbench.model.profiles import DEFAULT_PROFILE
     from lossbench.runner import RunOptions
 
     defaults = RunOptions()
@@ -273,7 +275,11 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
         help="Locust worker processes; 1 runs a single local process (default: %(default)s)",
     )
     p.add_argument("--collector-processes", type=int, default=1, help="collector processes sharing the port")
-    p.add_argument("--scenario", default="", help="locustfile (default: scenarios/all.py)")
+    p.add_argument(
+        "--scenario",
+        default="",
+        help="locustfile: a path, or a scenario shipped in the package (default: all.py)",
+    )
     p.add_argument("--real-time", action="store_true", help="keep idle gaps real (slow)")
     p.add_argument("--fail-if", action="append", default=[], metavar="EXPR", help="as in compare")
     p.set_defaults(func=cmd_run)

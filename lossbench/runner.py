@@ -20,8 +20,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from lossbench import TECHNIQUES
-from lossbench.models import DEFAULT_EXIT_MODEL, DEFAULT_PROFILE, get_exit_model, get_profile
+from lossbench.contract.techniques import TECHNIQUES
+from lossbench.model.exits import DEFAULT_EXIT_MODEL, get_exit_model
+from lossbench.model.profiles import DEFAULT_PROFILE, get_profile
 
 Say = Callable[[str], None]
 
@@ -51,14 +52,13 @@ class RunError(Exception):
 
 
 def find_scenario(name: str = "all.py") -> Path:
-    """scenarios/<name> next to the package (a checkout) or in the working directory."""
-    for base in (Path(__file__).resolve().parent.parent, Path.cwd()):
-        candidate = base / "scenarios" / name
+    """A scenario shipped in the package (``lossbench/loadgen/locust/scenarios``), or a locustfile path."""
+    from lossbench.loadgen.locust import scenarios
+
+    for candidate in (Path(scenarios.__file__).parent / name, Path(name)):
         if candidate.is_file():
             return candidate
-    raise RunError(
-        f"scenarios/{name} not found next to the lossbench package or in {Path.cwd()}; pass --scenario"
-    )
+    raise RunError(f"scenario {name} not found in the package or as a file; pass --scenario PATH")
 
 
 def validate(options: RunOptions) -> None:
@@ -209,9 +209,9 @@ def stop_process(proc: subprocess.Popen[str], timeout: float = 20.0) -> None:
 
 def finish(run_dir: Path, say: Say) -> dict[str, Any]:
     """Compare, write summary.json, render the report; print the table and where the report is."""
-    from lossbench.compare import compare, write_summary
-    from lossbench.report import render_report
-    from lossbench.summary_text import summary_to_text
+    from lossbench.analysis.compare import compare, write_summary
+    from lossbench.report.html import render_report
+    from lossbench.report.text import summary_to_text
 
     say("comparing ledgers ...")
     summary = compare(run_dir)

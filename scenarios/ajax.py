@@ -1,10 +1,5 @@
-"""CORS Ajax POST alone: DNS, connect, preflight round trip, then headers and body.
+"""Thin locustfile for `locust -f scenarios/ajax.py` from a checkout; the scenario lives in the package."""
 
-locust -f scenarios/ajax.py
-"""
+from lossbench.loadgen.locust.scenarios.ajax import AjaxTechnique
 
-from lossbench.locust_plugin import LossbenchUser
-
-
-class AjaxTechnique(LossbenchUser):
-    techniques = ("ajax",)
+__all__ = ["AjaxTechnique"]

@@ -1,14 +1,5 @@
-"""The four techniques side by side under the same conditions: the fair comparison.
+"""Thin locustfile for `locust -f scenarios/all.py` from a checkout; the scenario lives in the package."""
 
-    locust -f scenarios/all.py --headless -u 200 -t 60s
+from lossbench.loadgen.locust.scenarios.all import AllTechniques
 
-With no --host it starts the reference collector on a free loopback port. Options (also as environment
-variables LOSSBENCH_*): --profile, --exit-model, --abort, --seed, --techniques, --run-dir; see --help.
-"""
-
-from lossbench import TECHNIQUES
-from lossbench.locust_plugin import LossbenchUser
-
-
-class AllTechniques(LossbenchUser):
-    techniques = TECHNIQUES
+__all__ = ["AllTechniques"]

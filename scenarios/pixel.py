@@ -1,10 +1,5 @@
-"""The three pixel techniques side by side: plain, DNS pre-warmed, kept-alive connection.
+"""Thin locustfile for `locust -f scenarios/pixel.py` from a checkout; the scenario lives in the package."""
 
-locust -f scenarios/pixel.py
-"""
+from lossbench.loadgen.locust.scenarios.pixel import PixelTechniques
 
-from lossbench.locust_plugin import LossbenchUser
-
-
-class PixelTechniques(LossbenchUser):
-    techniques = ("pixel", "pixel-prewarm", "pixel-keepalive")
+__all__ = ["PixelTechniques"]

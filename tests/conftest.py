@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from lossbench.collector import CollectorConfig
-from lossbench.server import CollectorThread
+from lossbench.collector.server import CollectorThread
+from lossbench.collector.state import CollectorConfig
 
 
 @pytest.fixture

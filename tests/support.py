@@ -9,6 +9,9 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parent.parent
+"""The repository's root: scenarios, benchmarks and the README live there."""
+
 
 def received_ids(run_dir: Path) -> Counter[str]:
     """Event ids in every received ledger under run_dir, with their multiplicity."""

@@ -1,0 +1,471 @@
+"""compare: join a run's sent and received ledgers into ``summary.json`` (schema "lossbench.summary/1").
+
+This module is the authoritative writer of that document (docs/FORMATS.md shows its shape); every table,
+chart and page renders from it, so everything a reader needs to judge a number is in it: counts, 95%
+intervals, the model's prediction, significance against a reference, the generator's timing error and
+warnings that say what looks wrong and what to do.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lossbench.analysis.join import Match, chunks, match_received
+from lossbench.analysis.read import Ledgers, read_ledgers
+from lossbench.analysis.stats import (
+    ALPHA,
+    format_pct,
+    ratio,
+    ratio_text,
+    two_proportion_test,
+    wilson_interval,
+)
+from lossbench.contract.techniques import STAGES, TECHNIQUES
+from lossbench.report.text import evaluate_fail_if, summary_to_text
+
+__all__ = ["SCHEMA", "compare", "evaluate_fail_if", "summary_to_text", "write_summary"]
+
+SCHEMA = "lossbench.summary/1"
+QUANTILES = [round(i * 0.05, 2) for i in range(21)]
+"""Points of the time-to-written CDF kept in the summary (enough for a chart, small enough to read)."""
+
+
+def compare(
+    run_dir: str | os.PathLike[str], *, reference: str = "ajax", predict_events: int = 200_000
+) -> dict:
+    """Build the summary document of a run directory (raises LedgerError when its ledgers can't be read).
+
+    ``reference`` is the technique every other is compared against; when it is not in the run, the
+    technique with the highest loss is used. ``predict_events`` is the Monte Carlo size of the prediction.
+    """
+    run_dir = Path(run_dir)
+    ledgers = read_ledgers(run_dir)
+    warnings = _ledger_warnings(ledgers)
+    run = _read_run(run_dir, warnings)
+    names = ledgers.techniques
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        # the join runs beside what needs the sent ledgers only (numpy lets go of the GIL): on two cores,
+        # the quantiles and the prediction of a large run then cost little more than the join itself
+        joining = pool.submit(match_received, ledgers)
+        figures = _SentFigures.of(ledgers)
+        prediction = _predict(run, [names[c] for c in figures.codes], predict_events)
+        match = joining.result()
+    counts = _Counts.of(ledgers, match)
+    conn_seconds = _conn_seconds(ledgers.collector_stats)
+    techniques = {names[c]: _technique(ledgers, figures, counts, c, conn_seconds) for c in figures.codes}
+    if not techniques:
+        warnings.append("no events in the sent ledgers: nothing to measure — did the load run long enough?")
+    for name in run.get("techniques") or []:
+        if name not in techniques:
+            warnings.append(f"{name}: listed in run.json but no event of it was sent")
+    _add_predictions(techniques, prediction, warnings)
+    if reference not in techniques and techniques:
+        if reference not in TECHNIQUES:
+            warnings.append(f"reference {reference!r} is not a technique; comparing against the highest loss")
+        reference = max(techniques, key=lambda t: techniques[t]["loss"])
+    timing = _timing(figures, counts, techniques, names)
+    warnings += _match_warnings(ledgers, match, techniques)
+    warnings += _timing_warnings(timing, figures.median_rtt)
+    return {
+        "schema": SCHEMA,
+        "run": run,
+        "reference": reference,
+        "techniques": techniques,
+        "phantoms": match.phantom_ids,
+        "comparisons": _comparisons(techniques, reference),
+        "timing": timing,
+        "ledgers": [info.as_dict() for info in ledgers.files],
+        "warnings": warnings,
+    }
+
+
+def write_summary(summary: dict, run_dir: str | os.PathLike[str]) -> Path:
+    """Write ``<run_dir>/summary.json`` (strict JSON: a NaN would be a bug, so it raises)."""
+    path = Path(run_dir) / "summary.json"
+    path.write_text(json.dumps(summary, indent=1, ensure_ascii=False, allow_nan=False) + "\n")
+    return path
+
+
+def _quantiles(x: np.ndarray, q: list[float], *, scratch: bool = False) -> list[float] | None:
+    """Quantiles of ``x``; ``scratch``: x is a temporary that may be reordered (saves numpy's copy)."""
+    return [float(v) for v in np.quantile(x, q, overwrite_input=scratch)] if x.size else None
+
+
+TIME_TO_WRITTEN = [0.5, 0.9, 0.99, *QUANTILES]  # one partition for all: the same values as one call each
+
+
+@dataclasses.dataclass
+class _SentFigures:
+    """What the sent ledgers say without the join, per technique code (so it is worked out while the join
+    runs).
+
+    Working technique by technique walks every column of ten million events a dozen times per technique;
+    here each column is read once, a million rows at a time (``join.chunks``: small scratch arrays, which
+    malloc reuses), and counted with bincount: the same integers, for a fraction of the time and memory.
+    """
+
+    codes: list[int]  # techniques with sent events, in code order
+    requests: list[int]
+    connections: list[int]
+    time_to_written: list[list[float] | None]  # per technique: TIME_TO_WRITTEN of its written events
+    timing: list[float] | None  # p50, p90, p99 of the timing error
+    median_rtt: float
+
+    @classmethod
+    def of(cls, ledgers: Ledgers) -> _SentFigures:
+        s = ledgers.sent
+        n_codes = len(ledgers.techniques)
+        events = np.zeros(n_codes, np.int64)
+        sums = [[0] * n_codes for _ in range(2)]
+        times: list[list[np.ndarray]] = [[] for _ in range(n_codes)]
+        for part in chunks(len(s["tech"])):
+            tech = s["tech"][part]
+            events += np.bincount(tech, minlength=n_codes)
+            _add_sums(sums, tech, (s["requests"][part], s["connections"][part]))
+            timed = s["written"][part] & np.isfinite(s["t_written"][part])
+            t_written, timed_tech = s["t_written"][part][timed], tech[timed]
+            for c in np.flatnonzero(np.bincount(timed_tech, minlength=n_codes)).tolist():
+                times[c].append(t_written[timed_tech == c])
+        error, rtt = s["timing_error"], s["rtt"]
+        rtt = rtt[np.isfinite(rtt)]
+        return cls(
+            codes=np.flatnonzero(events).tolist(),
+            requests=sums[0],
+            connections=sums[1],
+            time_to_written=[_quantiles(_joined(t), TIME_TO_WRITTEN, scratch=True) for t in times],
+            timing=_quantiles(error[np.isfinite(error)], [0.5, 0.9, 0.99], scratch=True),
+            median_rtt=float(np.median(rtt, overwrite_input=True)) if rtt.size else 0.0,
+        )
+
+
+@dataclasses.dataclass
+class _Counts:
+    """What the join adds, per technique code, counted as ``_SentFigures`` are."""
+
+    by: np.ndarray  # events by (technique, written, received, stage at the cut)
+    copies: list[int]  # received lines per technique (duplicates included)
+    late: list[int]  # delivered events whose bytes reached the wire after their page had gone (real time)
+
+    @classmethod
+    def of(cls, ledgers: Ledgers, match: Match) -> _Counts:
+        s = ledgers.sent
+        n_codes, n_stages = len(ledgers.techniques), len(ledgers.vocabs.stage.names)
+        by = np.zeros(n_codes * 4 * n_stages, np.int64)
+        sums = [[0] * n_codes for _ in range(2)]
+        for part in chunks(len(s["tech"])):
+            tech, copies, written = s["tech"][part], match.copies[part], s["written"][part]
+            got = copies > 0
+            key = tech.astype(np.intp)
+            for column, size in ((written, 2), (got, 2), (s["stage"][part], n_stages)):
+                key *= size
+                key += column
+            by += np.bincount(key, minlength=len(by))
+            with np.errstate(invalid="ignore"):
+                late = s["t_written"][part] + np.nan_to_num(s["timing_error"][part]) >= s["A"][part]
+            late &= got & written
+            _add_sums(sums, tech, (copies, late))
+        return cls(by=by.reshape(n_codes, 2, 2, n_stages), copies=sums[0], late=sums[1])
+
+
+def _joined(parts: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(parts) if parts else np.empty(0)
+
+
+def _add_sums(sums: list[list[int]], codes: np.ndarray, columns: tuple[np.ndarray, ...]) -> None:
+    """Add each column's sum per code to ``sums``. bincount adds in floating point: exact for a chunk
+    (2**20 values below 2**31), and chunks add as Python ints."""
+    for total, column in zip(sums, columns, strict=True):
+        for c, x in enumerate(np.bincount(codes, weights=column, minlength=len(total)).tolist()):
+            total[c] += int(x)
+
+
+def _stage_keys(tech: str, seen: list[str]) -> list[str]:
+    keys = list(STAGES.get(tech, ()))
+    for stage in seen:
+        if stage in keys or stage == "done":
+            continue
+        if stage == "tls" and "connect" in keys:
+            keys.insert(keys.index("connect") + 1, stage)
+        else:
+            keys.append(stage)
+    return [*keys, "done"]
+
+
+def _technique(
+    ledgers: Ledgers, figures: _SentFigures, counts: _Counts, code: int, conn_seconds: dict
+) -> dict:
+    """One technique's entry: counts, interval, stages at the cut, time to written, cost."""
+    name = ledgers.techniques[code]
+    by = counts.by[code]  # (written, received, stage)
+    cut = by.sum(axis=(0, 1))
+    lost_cut = by[:, 0].sum(axis=0)
+    n = int(cut.sum())
+    received = int(by[:, 1].sum())
+    lost = n - received
+    stage_names = ledgers.vocabs.stage.names
+    keys = _stage_keys(name, [stage_names[i] for i in np.flatnonzero(cut)])
+    index = {stage: i for i, stage in enumerate(stage_names)}
+
+    def by_stage(counts: np.ndarray) -> dict[str, int]:
+        return {k: int(counts[index[k]]) if k in index else 0 for k in keys}
+
+    pcts = figures.time_to_written[code]
+    pct = pcts[:3] if pcts else None
+    requests = figures.requests[code] + ledgers.ping_requests.get(name, 0)
+    connections = figures.connections[code] + ledgers.ping_connections.get(name, 0)
+    cs = conn_seconds.get(name)
+
+    def per_delivered(total: float | None) -> float | None:
+        return None if total is None or received == 0 else total / received
+
+    return {
+        "sent": n,
+        "received": received,
+        "lost": lost,
+        "loss": lost / n,
+        "ci95": list(wilson_interval(lost, n)),
+        "predicted_loss": None,
+        "predicted_ci95": None,
+        "duplicates": counts.copies[code] - received,  # every copy of a received event but its first
+        "by_stage": by_stage(lost_cut),
+        "cut_by_stage": by_stage(cut),
+        "written_lost": int(by[1, 0].sum()),
+        "unwritten_received": int(by[0, 1].sum()),
+        "time_to_written": {
+            "p50": pct[0] if pct else None,
+            "p90": pct[1] if pct else None,
+            "p99": pct[2] if pct else None,
+            "quantiles": {"q": QUANTILES, "t": pcts[3:] if pcts else None},
+        },
+        "cost": {
+            "requests": requests,
+            "connections": connections,
+            "conn_seconds": cs,
+            "requests_per_delivered": per_delivered(requests),
+            "connections_per_delivered": per_delivered(connections),
+            "conn_seconds_per_delivered": per_delivered(cs),
+        },
+    }
+
+
+def _conn_seconds(stats: list[dict]) -> dict[str, float]:
+    """Connection-seconds per technique summed over collector processes (absent: no cost figure)."""
+    total: dict[str, float] = {}
+    for doc in stats:
+        per_tech = doc.get("conn_seconds")
+        if isinstance(per_tech, dict):
+            for tech, secs in per_tech.items():
+                if isinstance(secs, int | float):
+                    total[tech] = total.get(tech, 0.0) + float(secs)
+    return total
+
+
+def _read_run(run_dir: Path, warnings: list[str]) -> dict[str, Any]:
+    path = run_dir / "run.json"
+    try:
+        run = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        warnings.append("run.json: not found, so no predicted loss — runs made by `lossbench run` have one")
+        return {}
+    except (OSError, ValueError) as e:
+        warnings.append(f"run.json: unreadable ({e}), so no predicted loss")
+        return {}
+    if not isinstance(run, dict):
+        warnings.append("run.json: not a JSON object, so no predicted loss")
+        return {}
+    return run
+
+
+def _predict(run: dict, names: list[str], events: int) -> dict | str | None:
+    """The run model's predicted loss per technique (model.predict); a warning when it cannot be had;
+    None when there is nothing to predict."""
+    if not run or not names:
+        return None
+    missing = [k for k in ("profile", "exit_model", "abort", "seed") if k not in run]
+    if missing:
+        return f"run.json lacks {', '.join(missing)}: no predicted loss"
+    try:
+        from lossbench.model.exits import get_exit_model
+        from lossbench.model.predict import predict_loss
+        from lossbench.model.profiles import get_profile
+
+        return predict_loss(
+            get_profile(run["profile"]),
+            get_exit_model(run["exit_model"]),
+            run["abort"],
+            names,
+            seed=int(run["seed"]),
+            events=events,
+        )
+    except (ImportError, ValueError, KeyError) as e:
+        return f"predicted loss not computed: {e}"
+
+
+def _add_predictions(
+    techniques: dict[str, dict], predictions: dict | str | None, warnings: list[str]
+) -> None:
+    """The predicted loss beside the measured one, and where measurement disagrees with it."""
+    if predictions is None or isinstance(predictions, str):
+        warnings += [predictions] if predictions else []
+        return
+    for name, entry in techniques.items():
+        pred = predictions.get(name)
+        if pred is None:
+            continue
+        entry["predicted_loss"] = float(pred.loss)
+        entry["predicted_ci95"] = [float(x) for x in pred.ci95]
+        (lo, hi), (plo, phi) = entry["ci95"], entry["predicted_ci95"]
+        if lo <= phi and plo <= hi:
+            continue
+        side = (
+            "more than the model explains; look at collector saturation, keep-alive races or port exhaustion"
+            if lo > phi
+            else "less than the model predicts; check that the load generator really cuts at the exit time "
+            "and that run.json names the profile and exit model that ran"
+        )
+        warnings.append(
+            f"{name}: measured loss {format_pct(entry['loss'])} {_pct_interval(entry['ci95'])} vs predicted "
+            f"{format_pct(entry['predicted_loss'])} {_pct_interval(entry['predicted_ci95'])}: {side}"
+        )
+
+
+def _pct_interval(ci: list[float]) -> str:
+    return f"[{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
+
+
+def _comparisons(techniques: dict[str, dict], reference: str) -> list[dict]:
+    """Every technique against the reference: ratio of losses, two-sided p-value, the sentence."""
+    if reference not in techniques:
+        return []
+    ref = techniques[reference]
+    out = []
+    for name, entry in techniques.items():
+        if name == reference:
+            continue
+        p = two_proportion_test(entry["lost"], entry["sent"], ref["lost"], ref["sent"])
+        factor, direction = ratio(entry["loss"], ref["loss"])
+        out.append(
+            {
+                "technique": name,
+                "reference": reference,
+                "ratio": factor,
+                "direction": direction,
+                "p_value": p,
+                "significant": p < ALPHA,
+                "text": ratio_text(name, reference, entry["loss"], ref["loss"], p),
+            }
+        )
+    return out
+
+
+LAG_FLAG_SHARE = 0.1  # p90 lag above this share of the median RTT distorts the schedule the collector sees
+
+
+def _timing(figures: _SentFigures, counts: _Counts, techniques: dict[str, dict], names: list[str]) -> dict:
+    """The generator's timing error (real − plan at the last stage reached) and what it could have cost.
+
+    The client decides every stage on its intended timeline (deadlines, kernel-stamped preflight answers),
+    so oversleeping does not change which events are delivered. What it changes is the real schedule: the
+    collector sees bytes later than intended. ``loss_shift`` is what an emulator deciding on real time
+    would have added to each loss (delivered events whose bytes reached the wire after their page had
+    gone); ``flagged`` says the lag is large against stage times, so the collector's view (arrival
+    pattern, connection-seconds) is distorted.
+    """
+    pct, median_rtt = figures.timing, figures.median_rtt
+    shifts = {
+        name: counts.late[names.index(name)] / max(entry["sent"], 1) for name, entry in techniques.items()
+    }
+    flagged = bool(pct and median_rtt > 0 and pct[1] > LAG_FLAG_SHARE * median_rtt)
+    return {
+        "p50": pct[0] if pct else None,
+        "p90": pct[1] if pct else None,
+        "p99": pct[2] if pct else None,
+        "decided_on": "intended",
+        "max_loss_shift": max(shifts.values(), default=0.0),
+        "loss_shift": shifts,
+        "flagged": flagged,
+    }
+
+
+def _ms(seconds: float) -> str:
+    return f"{1000 * seconds:.0f} ms" if abs(seconds) >= 0.01 else f"{1000 * seconds:.1f} ms"
+
+
+def _timing_warnings(timing: dict, median_rtt: float) -> list[str]:
+    if not timing["flagged"]:
+        return []
+    return [
+        f"load generator lagging: p90 timing error {_ms(timing['p90'])} against stage times of "
+        f"~{_ms(median_rtt)}. Losses are decided on the intended timeline and stand (deciding "
+        f"on real time would have added up to {100 * timing['max_loss_shift']:.1f} points), but the "
+        "collector saw a late schedule, so its cost figures are distorted; lower --users or add --processes"
+    ]
+
+
+def _ledger_warnings(ledgers: Ledgers) -> list[str]:
+    """Files that were not closed cleanly or whose footer disagrees with what was read."""
+    out = []
+    for info in ledgers.files:
+        if not info.complete:
+            why = "no footer"
+            if info.truncated_last_line:
+                why += "; its last line was cut short and skipped"
+            effect = (
+                "events fired after its last whole line are unaccounted for (they may show up as phantoms)"
+                if info.kind == "sent"
+                else "the collector process was killed; every event it answered is still in the file"
+            )
+            out.append(f"{info.path}: incomplete ledger ({why}) — {effect}")
+        elif info.footer_events is not None and info.footer_events != info.body_lines:
+            out.append(
+                f"{info.path}: footer says {info.footer_events} lines were written but {info.body_lines} "
+                "were found — lines went missing or were added; treat this file's counts with care"
+            )
+    return out + ledgers.problems
+
+
+def _match_warnings(ledgers: Ledgers, match: Match, techniques: dict[str, dict]) -> list[str]:
+    out = []
+    if match.phantom_ids:
+        incomplete = [i.path for i in ledgers.files if i.kind == "sent" and not i.complete]
+        cause = (
+            f"the incomplete sent ledger{'s' if len(incomplete) > 1 else ''} {', '.join(incomplete)} may "
+            "explain them"
+            if incomplete
+            else "a sent ledger is missing from sent/, or something else posts to this collector"
+        )
+        ids, lines = match.phantom_ids, match.phantom_lines
+        out.append(
+            f"{ids} received event id{'s' if ids > 1 else ''} ({lines} line{'s' if lines > 1 else ''}) "
+            f"never sent: {cause}; not counted as delivered"
+        )
+    for name, entry in techniques.items():
+        if n := entry["duplicates"]:
+            out.append(
+                f"{name}: {n} duplicate receipt{'s' if n > 1 else ''} (an id received more than once) — "
+                "a client retry after a cut connection, or a collector writing twice; counted once"
+            )
+    if match.repeated_sent_ids:
+        out.append(
+            f"{match.repeated_sent_ids} sent event ids repeat: two load-generating processes shared an id "
+            "salt; the repeats count as lost — give each process its own salt"
+        )
+    wrong = 0
+    for part in chunks(len(match.received_index)):  # a million rows at a time: see _SentFigures
+        index = match.received_index[part]
+        hit = index >= 0
+        labels = ledgers.received["tech"][part][hit]
+        wrong += int(np.count_nonzero(labels != ledgers.sent["tech"][index[hit]]))
+    if wrong:
+        out.append(
+            f"{wrong} received lines name another technique than their sent event: the client labels "
+            "events wrongly or the collector parses the label wrongly"
+        )
+    return out

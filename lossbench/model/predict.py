@@ -1,0 +1,243 @@
+"""The model's predicted loss: P(A < T) for each technique, by Monte Carlo over the same visits.
+
+The client performs each technique stage by stage ("act, then wait"); T is the time, counted from the moment
+the event fires, at which the event's data has been completely written. :func:`stage_durations` states the
+model event by event; it is the reference. :func:`predict_loss` computes the same thing with numpy over
+hundreds of thousands of events (tests hold the two to agree).
+
+Stage durations, d being the DNS wait (below) and r the visit's RTT:
+
+- ``ajax``: dns d, connect r, preflight r (OPTIONS round trip), headers 0, body = bytes * 8 / uplink.
+- ``pixel``: dns d, connect r, request 0 (the GET is written at once after the handshake).
+- ``pixel-prewarm``: as pixel; an empty ping at visit time 0 started a lookup that fills the cache at
+  visit time ``dns``.
+- ``pixel-keepalive``: connect = waiting for the connection opened at visit time 0 (lookup then handshake,
+  ready at ``dns + r``), request 0.
+
+DNS cache (one per technique's tab, entries live ``DNS_TTL`` s of visit time, as Chrome's host cache): with no
+fresh entry an event does a full lookup (d = dns) and fills the cache when it ends; with a fresh entry,
+d = 0, or the rest of the lookup still in flight. A cache hit does not extend the entry's life.
+
+The cut: ``unload`` loses an event iff A < T; ``drop`` iff A - r/2 < T (bytes of the last one-way delay are
+lost too). Events never cut (A = inf) are delivered.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from lossbench.contract.techniques import ABORTS, DONE, STAGES, TECHNIQUES
+from lossbench.model.exits import ExitModel, get_exit_model
+from lossbench.model.profiles import NetworkProfile, get_profile
+from lossbench.model.visits import Visit, VisitBatch, sample_visits
+
+AJAX_BODY_BYTES = 180
+"""A typical event as JSON (id, type, page, referrer, a few properties), the POST body ajax paces uplink."""
+
+DNS_TTL = 60.0
+"""Seconds a host-cache entry stays fresh (Chrome's host cache keeps an entry 60 s)."""
+
+
+# --------------------------------------------------------------------------- the model, event by event
+
+
+class _DnsCache:
+    """One tab's host cache for the collector's name."""
+
+    def __init__(self, filled_at: float = -math.inf) -> None:
+        self.filled_at = filled_at  # visit time the entry was (or will be) filled; -inf: no entry
+
+    def wait(self, at: float, lookup: float) -> float:
+        """DNS wait of an event firing at visit time ``at``; a full lookup refills the cache."""
+        if at < self.filled_at + DNS_TTL:
+            return max(0.0, self.filled_at - at)
+        self.filled_at = at + lookup
+        return lookup
+
+
+def _body_time(uplink_bps: float | None) -> float:
+    return 0.0 if uplink_bps is None else AJAX_BODY_BYTES * 8 / uplink_bps
+
+
+def _check_technique(technique: str) -> None:
+    if technique not in STAGES:
+        raise ValueError(f"unknown technique {technique!r}; valid: {', '.join(TECHNIQUES)}")
+
+
+def stage_durations(visit: Visit, technique: str) -> list[dict[str, float]]:
+    """For each event of the visit, in order: seconds spent in each stage (in stage order) until written."""
+    _check_technique(technique)
+    net = visit.net
+    rtt = net.rtt
+    if technique == "pixel-keepalive":
+        ready = net.dns + rtt
+        return [{"connect": max(0.0, ready - e.at), "request": 0.0} for e in visit.events]
+    cache = _DnsCache(filled_at=net.dns if technique == "pixel-prewarm" else -math.inf)
+    plans = []
+    for event in visit.events:
+        d = cache.wait(event.at, net.dns)
+        if technique == "ajax":
+            body = _body_time(net.uplink_bps)
+            plans.append({"dns": d, "connect": rtt, "preflight": rtt, "headers": 0.0, "body": body})
+        else:
+            plans.append({"dns": d, "connect": rtt, "request": 0.0})
+    return plans
+
+
+def data_written_times(visit: Visit, technique: str) -> list[float]:
+    """T for each event of the visit, in order: seconds from firing until its data is completely written."""
+    return [sum(plan.values()) for plan in stage_durations(visit, technique)]
+
+
+def stage_at(plan: dict[str, float], t: float) -> str:
+    """The stage the client is in ``t`` seconds after the event fired (``done`` once all is written)."""
+    end = 0.0
+    for stage, duration in plan.items():
+        end += duration
+        if t < end:
+            return stage
+    return DONE
+
+
+def is_lost(exit_time: float, written: float, rtt: float, abort: str) -> bool:
+    """Whether an event whose data is written at T = ``written`` is lost when the page goes away at A."""
+    cut = exit_time - rtt / 2 if abort == "drop" else exit_time
+    return cut < written
+
+
+# ------------------------------------------------------------------------------- vectorised prediction
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """A technique's predicted loss.
+
+    ``ci95`` is the Wilson interval of the Monte Carlo estimate (events of one visit are treated as
+    independent, so it is a little narrow). ``by_stage``: fraction of all events by the stage the client is
+    in when the page goes away (``done`` includes events never cut), like the sent ledger's ``stage``.
+    ``lost_by_stage``: fraction of all events lost, by that same stage (for ``drop``, ``done`` holds events
+    written in full whose last bytes were still in flight); it sums to ``loss``.
+    """
+
+    loss: float
+    ci95: tuple[float, float]
+    events: int
+    by_stage: dict[str, float]
+    lost_by_stage: dict[str, float]
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def wilson_interval(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    """Wilson score interval for k successes in n trials (95% by default)."""
+    if n <= 0:
+        return (0.0, 1.0)
+    p = k / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def _positions(visit: np.ndarray) -> np.ndarray:
+    """Each event's index within its visit (events ordered by visit)."""
+    return np.arange(len(visit)) - np.searchsorted(visit, visit, side="left")
+
+
+def _dns_waits(batch: VisitBatch, filled_at: np.ndarray) -> np.ndarray:
+    """Vectorised :class:`_DnsCache`: the k-th events of all visits at once, for k = 0, 1, ..."""
+    pos = _positions(batch.visit)
+    filled = filled_at.copy()
+    waits = np.empty(batch.events)
+    order = np.argsort(pos, kind="stable")
+    bounds = np.searchsorted(pos[order], np.arange(pos.max(initial=-1) + 2))
+    for k in range(len(bounds) - 1):
+        idx = order[bounds[k] : bounds[k + 1]]
+        v = batch.visit[idx]
+        at = batch.at[idx]
+        f = filled[v]
+        lookup = batch.net.dns[v]
+        fresh = at < f + DNS_TTL
+        waits[idx] = np.where(fresh, np.maximum(0.0, f - at), lookup)
+        filled[v] = np.where(fresh, f, at + lookup)
+    return waits
+
+
+def stage_matrix(batch: VisitBatch, technique: str) -> np.ndarray:
+    """Vectorised :func:`stage_durations`: a row per event, a column per stage of ``STAGES[technique]``."""
+    _check_technique(technique)
+    v = batch.visit
+    rtt = batch.net.rtt[v]
+    dns = batch.net.dns[v]
+    zero = np.zeros(batch.events)
+    if technique == "pixel-keepalive":
+        return np.column_stack([np.maximum(0.0, dns + rtt - batch.at), zero])
+    filled = batch.net.dns.copy() if technique == "pixel-prewarm" else np.full(len(batch), -math.inf)
+    d = _dns_waits(batch, filled)
+    if technique == "ajax":
+        body = AJAX_BODY_BYTES * 8 / batch.net.uplink_bps[v]  # uplink inf -> 0
+        return np.column_stack([d, rtt, rtt, zero, body])
+    return np.column_stack([d, rtt, zero])
+
+
+def _predict_one(batch: VisitBatch, technique: str, n: int) -> Prediction:
+    stages = STAGES[technique]
+    ends = np.cumsum(stage_matrix(batch, technique)[:n], axis=1)
+    written = ends[:, -1]
+    exit_time = batch.exit_times()[:n]
+    cut = exit_time - batch.net.rtt[batch.visit[:n]] / 2 if batch.abort == "drop" else exit_time
+    lost = cut < written
+    # Stage holding time A: the number of stage ends at or before A (zero-length stages are skipped).
+    at_cut = (exit_time[:, None] >= ends).sum(axis=1)
+    names = (*stages, DONE)
+    all_counts = np.bincount(at_cut, minlength=len(names))
+    lost_counts = np.bincount(at_cut[lost], minlength=len(names))
+    k = int(lost.sum())
+    return Prediction(
+        loss=k / n,
+        ci95=wilson_interval(k, n),
+        events=n,
+        by_stage={s: int(c) / n for s, c in zip(names, all_counts, strict=True)},
+        lost_by_stage={s: int(c) / n for s, c in zip(names, lost_counts, strict=True)},
+    )
+
+
+def predict_batch(
+    batch: VisitBatch, techniques: Iterable[str], *, events: int | None = None
+) -> dict[str, Prediction]:
+    """Predictions over given visits (the first ``events`` events; all by default), the same for each
+    technique: the comparison is paired, as in ``scenarios/all.py``."""
+    n = batch.events if events is None else min(events, batch.events)
+    return {t: _predict_one(batch, t, n) for t in techniques}
+
+
+def predict_loss(
+    profile: NetworkProfile | str,
+    exit_model: ExitModel | str,
+    abort: str,
+    techniques: Iterable[str],
+    *,
+    seed: int,
+    events: int = 200_000,
+) -> dict[str, Prediction]:
+    """Predicted loss of each technique under a profile, an exit model and an abort kind.
+
+    Draws whole visits holding ``events`` events (the last visit may be cut short) from ``seed``; every
+    technique is evaluated on the same visits.
+    """
+    if isinstance(profile, str):
+        profile = get_profile(profile)
+    if isinstance(exit_model, str):
+        exit_model = get_exit_model(exit_model)
+    if abort not in ABORTS:
+        raise ValueError(f"unknown abort {abort!r}; valid: {', '.join(ABORTS)}")
+    techniques = list(techniques)
+    for t in techniques:
+        _check_technique(t)
+    batch = sample_visits(profile, exit_model, abort, np.random.default_rng(seed), events=events)
+    return predict_batch(batch, techniques, events=events)

@@ -1,0 +1,526 @@
+"""compare on hand-made ledgers with known answers: counts, stages, duplicates, phantoms, broken files."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from lossbench.analysis import join as join
+from lossbench.analysis.compare import QUANTILES, compare, evaluate_fail_if, summary_to_text, write_summary
+from lossbench.analysis.join import match_received
+from lossbench.analysis.read import LedgerError, read_ledgers
+from lossbench.contract.ledger import LedgerWriter
+from lossbench.contract.techniques import TECHNIQUES
+
+
+def event(
+    i: int,
+    tech: str = "pixel",
+    *,
+    stage: str = "done",
+    t_written: float | None = 0.2,
+    A: float | None = 1.0,
+    requests: int = 1,
+    connections: int = 1,
+    error: float = 0.001,
+    rtt: float = 0.05,
+) -> dict[str, Any]:
+    """A sent-ledger line; an event is written iff it has a t_written."""
+    plan = {"dns": 0.05, "connect": 0.1, "request": t_written} if t_written is not None else {}
+    return {
+        "id": f"{i:016x}",
+        "tech": tech,
+        "type": "click",
+        "rtt": rtt,
+        "dns": 0.05,
+        "A": A,
+        "abort": "unload",
+        "stage": stage,
+        "written": t_written is not None,
+        "t_written": t_written,
+        "acked": t_written is not None,
+        "retried": False,
+        "requests": requests,
+        "connections": connections,
+        "plan": plan,
+        "real": {k: v + error for k, v in plan.items()},
+        "t0": 1764250000.0 + i,
+    }
+
+
+def received(i: int, tech: str = "pixel") -> dict[str, Any]:
+    return {"id": f"{i:016x}", "tech": tech, "m": "GET", "t": 1764250000.5 + i, "c": 1}
+
+
+def write(folder: Path, kind: str, lines: list[dict], *, name: str = "box-1", close: bool = True) -> Path:
+    writer = LedgerWriter(folder / kind, kind, name=name)
+    for line in lines:
+        writer.append(line)
+    if close:
+        writer.close()
+    assert writer.path is not None
+    return writer.path
+
+
+def make_run(tmp_path: Path) -> Path:
+    """pixel: 10 sent, 8 received (one twice), 2 lost (dns, connect); ajax: 10 sent, 5 received; 1 phantom."""
+    sent = [event(i) for i in range(8)]
+    sent += [event(8, stage="dns", t_written=None), event(9, stage="connect", t_written=None)]
+    sent += [event(100 + i, "ajax", requests=2) for i in range(5)]
+    sent += [event(105 + i, "ajax", stage="preflight", t_written=None, requests=1) for i in range(5)]
+    sent.append({"ping": "pixel", "connections": 1, "requests": 1, "t0": 1764250000.0})
+    write(tmp_path, "sent", sent)
+    got = [received(i) for i in range(8)] + [received(3)] + [received(100 + i, "ajax") for i in range(5)]
+    got.append(received(999))
+    write(tmp_path, "received", got)
+    stats = {"events": {"pixel": 9, "ajax": 5}, "conn_seconds": {"pixel": 1.6, "ajax": 2.5, "": 0.1}}
+    (tmp_path / "received" / "box-1.stats.json").write_text(json.dumps(stats))
+    return tmp_path
+
+
+def test_counts_stages_duplicates_phantoms_cost(tmp_path: Path) -> None:
+    s = compare(make_run(tmp_path))
+    assert s["schema"] == "lossbench.summary/1"
+    assert s["reference"] == "ajax"
+    assert list(s["techniques"]) == ["ajax", "pixel"]
+    pixel, ajax = s["techniques"]["pixel"], s["techniques"]["ajax"]
+    assert (pixel["sent"], pixel["received"], pixel["lost"], pixel["loss"]) == (10, 8, 2, 0.2)
+    assert (ajax["sent"], ajax["received"], ajax["lost"], ajax["loss"]) == (10, 5, 5, 0.5)
+    assert ajax["ci95"] == pytest.approx([0.2366, 0.7634], abs=1e-4)
+    assert pixel["duplicates"] == 1 and ajax["duplicates"] == 0
+    assert pixel["by_stage"] == {"dns": 1, "connect": 1, "request": 0, "done": 0}
+    assert pixel["cut_by_stage"] == {"dns": 1, "connect": 1, "request": 0, "done": 8}
+    assert ajax["by_stage"] == {"dns": 0, "connect": 0, "preflight": 5, "headers": 0, "body": 0, "done": 0}
+    assert pixel["written_lost"] == 0 and pixel["unwritten_received"] == 0
+    assert pixel["time_to_written"]["p50"] == pytest.approx(0.2)
+    assert pixel["time_to_written"]["quantiles"]["q"][:3] == [0.0, 0.05, 0.1]
+    assert len(pixel["time_to_written"]["quantiles"]["t"]) == 21
+    # 10 event requests + 1 ping over 8 delivered; conn_seconds from the collector's stats
+    assert pixel["cost"]["requests_per_delivered"] == pytest.approx(11 / 8)
+    assert pixel["cost"]["connections_per_delivered"] == pytest.approx(11 / 8)
+    assert pixel["cost"]["conn_seconds_per_delivered"] == pytest.approx(1.6 / 8)
+    assert ajax["cost"]["requests_per_delivered"] == pytest.approx(15 / 5)
+    assert s["phantoms"] == 1
+    [c] = s["comparisons"]
+    assert (c["technique"], c["reference"], c["direction"]) == ("pixel", "ajax", "less")
+    assert c["ratio"] == pytest.approx(2.5)
+    assert c["text"].startswith("pixel and ajax lose the same within noise")  # 2/10 vs 5/10 is noise
+    assert not c["significant"]
+    assert any("never sent" in w for w in s["warnings"])
+    assert any(w.startswith("pixel: 1 duplicate") for w in s["warnings"])
+    assert s["ledgers"][0] == {
+        "path": "sent/box-1.0.jsonl",
+        "kind": "sent",
+        "lines": 20,
+        "complete": True,
+        "truncated_last_line": False,
+    }
+    # the document is strict JSON (no NaN) and survives a round trip
+    path = write_summary(s, tmp_path)
+    assert json.loads(path.read_text()) == json.loads(json.dumps(s))
+
+
+def test_written_lost_and_unwritten_received(tmp_path: Path) -> None:
+    write(tmp_path, "sent", [event(1), event(2), event(3, stage="connect", t_written=None)])
+    write(tmp_path, "received", [received(1), received(3)])
+    pixel = compare(tmp_path)["techniques"]["pixel"]
+    assert (pixel["written_lost"], pixel["unwritten_received"], pixel["lost"]) == (1, 1, 1)
+    assert pixel["by_stage"]["done"] == 1
+
+
+def test_many_files_and_rotated_parts(tmp_path: Path) -> None:
+    for p in range(3):
+        write(tmp_path, "sent", [event(p * 1000 + i) for i in range(50)], name=f"gen-{p}")
+    writer = LedgerWriter(tmp_path / "received", "received", name="col-1", max_bytes=2000)
+    for p in range(3):
+        for i in range(0, 50, 2):
+            writer.append(received(p * 1000 + i))
+    writer.close()
+    ledgers = read_ledgers(tmp_path)
+    assert sum(1 for f in ledgers.files if f.kind == "received") > 1  # rotated
+    assert all(f.complete for f in ledgers.files)
+    pixel = compare(tmp_path)["techniques"]["pixel"]
+    assert (pixel["sent"], pixel["received"], pixel["lost"]) == (150, 75, 75)
+
+
+def test_foreign_ids_join_as_bytes(tmp_path: Path) -> None:
+    ids = ["short", "a-much-longer-id-than-sixteen", "0123456789abcdef"]
+    write(tmp_path, "sent", [{**event(0), "id": i} for i in ids])
+    write(tmp_path, "received", [{**received(0), "id": i} for i in (*ids[1:], "ghost")])
+    ledgers = read_ledgers(tmp_path)
+    assert ledgers.sent["id"].dtype.itemsize >= 16
+    match = match_received(ledgers)
+    assert match.copies.tolist() == [0, 1, 1]
+    assert (match.phantom_ids, match.phantom_lines) == (1, 1)
+
+
+def test_truncated_last_line_is_tolerated_and_reported(tmp_path: Path) -> None:
+    write(tmp_path, "sent", [event(i) for i in range(4)])
+    path = write(tmp_path, "received", [received(i) for i in range(3)], close=False)
+    with open(path, "ab") as f:
+        f.write(b'{"id":"0000000000000003","te')  # killed in the middle of a line
+    s = compare(tmp_path)
+    assert s["techniques"]["pixel"]["received"] == 3
+    info = next(f for f in s["ledgers"] if f["kind"] == "received")
+    assert info["truncated_last_line"] and not info["complete"] and info["lines"] == 3
+    assert any("received/box-1.0.jsonl" in w and "cut short" in w for w in s["warnings"])
+
+
+def test_incomplete_ledger_is_warned(tmp_path: Path) -> None:
+    write(tmp_path, "sent", [event(i) for i in range(4)], close=False)
+    write(tmp_path, "received", [received(i) for i in range(4)])
+    s = compare(tmp_path)
+    assert s["techniques"]["pixel"]["lost"] == 0
+    [warning] = [w for w in s["warnings"] if "incomplete ledger" in w]
+    assert warning.startswith("sent/box-1.0.jsonl: incomplete ledger (no footer)")
+
+
+def test_footer_disagreeing_with_lines_is_warned(tmp_path: Path) -> None:
+    path = write(tmp_path, "sent", [event(i) for i in range(4)])
+    lines = path.read_bytes().splitlines(keepends=True)
+    path.write_bytes(b"".join(lines[:2] + lines[3:]))  # a line vanished
+    write(tmp_path, "received", [])
+    assert any("footer says 4 lines" in w for w in compare(tmp_path)["warnings"])
+
+
+def test_invalid_line_in_the_middle_names_file_and_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "sent", [event(i) for i in range(4)])
+    lines = path.read_bytes().splitlines(keepends=True)
+    lines[2] = b'{"id": "00000000000000\n'
+    path.write_bytes(b"".join(lines))
+    write(tmp_path, "received", [])
+    with pytest.raises(LedgerError, match=r"sent/box-1\.0\.jsonl:3: invalid JSON"):
+        read_ledgers(tmp_path)
+
+
+def test_event_without_technique_names_file_and_line(tmp_path: Path) -> None:
+    bad = event(1)
+    del bad["tech"]
+    write(tmp_path, "sent", [event(0), bad, event(2)])
+    write(tmp_path, "received", [])
+    with pytest.raises(LedgerError, match=r"box-1\.0\.jsonl:3: event line without 'tech'"):
+        read_ledgers(tmp_path)
+
+
+def test_missing_directories_say_what_to_do(tmp_path: Path) -> None:
+    with pytest.raises(LedgerError, match="no such run directory"):
+        read_ledgers(tmp_path / "nope")
+    with pytest.raises(
+        LedgerError, match=r"sent: no sent ledger \(\*\.jsonl\) found — was the load generator"
+    ):
+        read_ledgers(tmp_path)
+    write(tmp_path, "sent", [event(0)])
+    (tmp_path / "received").mkdir()
+    with pytest.raises(LedgerError, match=r"received: no received ledger .* collector run with --run-dir"):
+        read_ledgers(tmp_path)
+
+
+def test_empty_file_and_non_ledger_files_are_named(tmp_path: Path) -> None:
+    write(tmp_path, "sent", [event(0)])
+    write(tmp_path, "received", [received(0)])
+    empty = tmp_path / "received" / "zz.jsonl"
+    empty.write_bytes(b"")
+    with pytest.raises(LedgerError, match=r"zz\.jsonl: empty file"):
+        read_ledgers(tmp_path)
+    empty.write_bytes(b'{"id": "0000000000000000"}\n')
+    with pytest.raises(LedgerError, match=r"zz\.jsonl: line 1 is not a ledger header"):
+        read_ledgers(tmp_path)
+    empty.write_bytes(b'{"ledger": "sent", "schema": 1}\n')
+    with pytest.raises(LedgerError, match=r"zz\.jsonl: a 'sent' ledger in received/"):
+        read_ledgers(tmp_path)
+
+
+def test_header_only_file_is_an_incomplete_empty_ledger(tmp_path: Path) -> None:
+    write(tmp_path, "sent", [event(0)])
+    path = write(tmp_path, "received", [], close=False)
+    ledgers = read_ledgers(tmp_path)
+    info = next(f for f in ledgers.files if f.kind == "received")
+    assert (info.lines, info.complete, info.truncated_last_line) == (0, False, False)
+    assert path.name == "box-1.0.jsonl"
+
+
+def test_no_run_json_means_no_prediction(tmp_path: Path) -> None:
+    s = compare(make_run(tmp_path))
+    assert s["run"] == {}
+    assert s["techniques"]["pixel"]["predicted_loss"] is None
+    assert any("run.json: not found" in w for w in s["warnings"])
+
+
+@dataclass
+class FakePrediction:
+    loss: float
+    ci95: tuple[float, float]
+
+
+def test_prediction_and_disagreement(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple] = []
+
+    def predict_loss(profile, exit_model, abort, techniques, *, seed, events=200_000):
+        calls.append((profile, exit_model, abort, list(techniques), seed, events))
+        return {"pixel": FakePrediction(0.01, (0.009, 0.011)), "ajax": FakePrediction(0.5, (0.49, 0.51))}
+
+    monkeypatch.setattr("lossbench.model.profiles.get_profile", lambda name: f"profile:{name}")
+    monkeypatch.setattr("lossbench.model.exits.get_exit_model", lambda spec: f"exit:{spec}")
+    monkeypatch.setattr("lossbench.model.predict.predict_loss", predict_loss)
+    run = {
+        "profile": "3G",
+        "exit_model": "mix",
+        "abort": "unload",
+        "seed": 7,
+        "techniques": ["ajax", "pixel"],
+    }
+    (make_run(tmp_path) / "run.json").write_text(json.dumps(run))
+    s = compare(tmp_path, predict_events=1000)
+    assert calls == [("profile:3G", "exit:mix", "unload", ["ajax", "pixel"], 7, 1000)]
+    assert s["run"] == run
+    assert s["techniques"]["pixel"]["predicted_loss"] == 0.01
+    assert s["techniques"]["ajax"]["predicted_ci95"] == [0.49, 0.51]
+    [w] = [w for w in s["warnings"] if "predicted" in w]
+    assert w.startswith("pixel: measured loss 20.0% [5.7, 51.0] vs predicted 1.0% [0.9, 1.1]: more than")
+    text = summary_to_text(s)
+    assert "1.0% [0.9, 1.1]" in text
+
+
+def test_large_timing_error_is_flagged_with_what_real_time_decisions_would_cost(tmp_path: Path) -> None:
+    # every event delivered 50 ms before its cut (intended), while the generator ran 100 ms late
+    write(tmp_path, "sent", [event(i, t_written=0.3, A=0.35, error=0.1, rtt=0.3) for i in range(100)])
+    write(tmp_path, "received", [received(i) for i in range(100)])
+    s = compare(tmp_path)
+    timing = s["timing"]
+    assert timing["p90"] == pytest.approx(0.1)
+    assert timing["max_loss_shift"] == pytest.approx(1.0)
+    assert timing["flagged"]
+    [w] = [w for w in s["warnings"] if "lagging" in w]
+    assert w.startswith("load generator lagging: p90 timing error 100 ms against stage times of ~300 ms.")
+    assert "would have added up to 100.0 points" in w and w.endswith("lower --users or add --processes")
+
+
+def test_small_timing_error_is_not_flagged(tmp_path: Path) -> None:
+    write(tmp_path, "sent", [event(i, error=0.001) for i in range(100)])
+    write(tmp_path, "received", [received(i) for i in range(100)])
+    timing = compare(tmp_path)["timing"]
+    assert timing["p50"] == pytest.approx(0.001)
+    assert (timing["max_loss_shift"], timing["flagged"]) == (0.0, False)
+
+
+def test_reference_falls_back_to_the_highest_loss(tmp_path: Path) -> None:
+    sent = [event(i, "pixel") for i in range(10)] + [event(100 + i, "pixel-keepalive") for i in range(10)]
+    write(tmp_path, "sent", sent)
+    write(tmp_path, "received", [received(i) for i in range(2)] + [received(100, "pixel-keepalive")])
+    s = compare(tmp_path)
+    assert s["reference"] == "pixel-keepalive"
+    assert [c["technique"] for c in s["comparisons"]] == ["pixel"]
+
+
+def test_mislabelled_receipts_are_warned(tmp_path: Path) -> None:
+    write(tmp_path, "sent", [event(0), event(1)])
+    write(tmp_path, "received", [received(0), received(1, "ajax")])
+    assert any("another technique" in w for w in compare(tmp_path)["warnings"])
+
+
+def test_summary_to_text_is_an_aligned_table(tmp_path: Path) -> None:
+    text = summary_to_text(compare(make_run(tmp_path)))
+    lines = text.splitlines()
+    assert lines[0].split() == ["technique", "sent", "lost", "loss", "95%", "interval", "predicted"]
+    assert lines[1].split()[:4] == ["ajax", "10", "5", "50.0%"]
+    assert lines[2].split()[:4] == ["pixel", "10", "2", "20.0%"]
+    assert lines[0].index("loss") + 4 == lines[1].index("50.0%") + 5  # right-aligned numbers
+    assert "pixel and ajax lose the same within noise (p = " in text
+    assert "warnings:" in text
+
+
+@pytest.fixture
+def summary(tmp_path: Path) -> dict:
+    s = compare(make_run(tmp_path))
+    s["techniques"]["pixel-keepalive"] = {**s["techniques"]["pixel"], "loss": 0.03}
+    return s
+
+
+@pytest.mark.parametrize(
+    ("expr", "expected"),
+    [
+        ("pixel.loss > 0.02", True),
+        ("pixel.loss > 0.5", False),
+        ("ajax.ci95[1] >= 0.5", True),
+        ("ajax.ci95[0] >= 0.5", False),
+        ("phantoms > 0", True),
+        ("phantoms > 0 and pixel.loss > 0.5", False),
+        ("phantoms > 5 or pixel.loss > 0.02", True),
+        ("not phantoms", False),
+        ("pixel-keepalive.loss > 0.02", True),
+        ("pixel-keepalive.loss>0.05 or ajax.loss - pixel.loss > 0.25", True),
+        ("pixel.by_stage['dns'] == 1", True),
+        ("timing.flagged", False),
+        ("pixel.predicted_loss == None", True),
+        ("0.1 < pixel.loss < 0.3", True),
+    ],
+)
+def test_fail_if(summary: dict, expr: str, expected: bool) -> None:
+    assert evaluate_fail_if(summary, expr) is expected
+
+
+@pytest.mark.parametrize(
+    ("expr", "message"),
+    [
+        ("pixl.loss > 0", "unknown name 'pixl'"),
+        ("pixel-prewarm.loss > 0", "technique 'pixel-prewarm' is not in this run"),
+        ("foo-bar.loss > 0", "unknown name 'foo-bar'"),
+        ("pixel.los > 0", "pixel has no field 'los'"),
+        ("ajax.ci95[2] > 0", r"ajax.ci95\[2\] does not exist"),
+        ("__import__('os').system('true')", "Call is not allowed"),
+        ("pixel.loss > ", "not a valid expression"),
+        ("pixel.predicted_loss > 0.1", "cannot compare None with 0.1"),
+        ("pixel", "not a condition"),
+        ("[1] == [1]", "List is not allowed"),
+        ("pixel.loss.__class__", "has no field '__class__'"),
+    ],
+)
+def test_fail_if_errors(summary: dict, expr: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        evaluate_fail_if(summary, expr)
+
+
+def test_columns_are_numpy(tmp_path: Path) -> None:
+    ledgers = read_ledgers(make_run(tmp_path))
+    sent = ledgers.sent
+    assert sent["id"].dtype == np.dtype("S16") and len(sent["id"]) == 20
+    assert ledgers.techniques[:2] == ["ajax", "pixel"]
+    assert sent["written"].dtype == bool and int(sent["written"].sum()) == 13
+    assert np.isnan(sent["t_written"][8]) and np.isnan(sent["timing_error"][8])
+    assert sent["timing_error"][0] == pytest.approx(0.001)
+    assert ledgers.ping_requests == {"pixel": 1} and ledgers.ping_connections == {"pixel": 1}
+    assert ledgers.received["method"].tolist() == [0] * 15
+    assert len(ledgers.collector_stats) == 1
+
+
+def test_a_file_cut_anywhere_after_its_header_is_readable(tmp_path: Path) -> None:
+    path = write(tmp_path, "received", [received(i) for i in range(5)])
+    write(tmp_path, "sent", [event(0)])
+    data = path.read_bytes()
+    header_end = data.index(b"\n") + 1
+    ends = [i for i in range(len(data)) if data[i : i + 1] == b"\n"][1:6]  # where each event line ends
+    for cut in range(header_end, len(data) + 1):
+        path.write_bytes(data[:cut])
+        [info] = [f for f in read_ledgers(tmp_path).files if f.kind == "received"]
+        assert info.lines == sum(end <= cut for end in ends), cut
+        last = data[:cut].rstrip(b"\n").rsplit(b"\n", 1)[-1]
+        assert info.truncated_last_line == (cut > header_end and not last.endswith(b"}")), cut
+        assert info.complete == (cut >= len(data) - 1), cut
+
+
+# -- the join and the counts at scale: the same answers as the plain ways -------------------------------
+
+
+def ids(salt: int, counters: np.ndarray) -> np.ndarray:
+    """lossbench ids (24-bit salt, 40-bit counter) as the uint64 keys the reader gives."""
+    return (np.uint64(salt) << np.uint64(40)) | counters.astype(np.uint64)
+
+
+def join_case(name: str, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(sent keys, received keys) of one kind of run: duplicates, and phantoms of an unknown salt, past a
+    salt's counters and in a gap of them."""
+    salts = [0x00AB12, 0x7F0001, 0xFFFFFF, 0x000001]
+    counters = [rng.permutation(500) for _ in salts]
+    counters[2] = counters[2][(counters[2] < 10) | (counters[2] >= 20)]
+    if name == "sparse":
+        counters = [rng.choice(10**6, 500, replace=False) for _ in salts]
+    sent = [ids(salt, c) for salt, c in zip(salts, counters, strict=True)]
+    if name == "many salts":
+        sent = [ids(int(salt), np.arange(30)) for salt in rng.choice(1 << 24, 40, replace=False)]
+    keys = np.concatenate(sent)
+    if name == "repeated":
+        keys[700] = keys[3]
+    if name == "interleaved":
+        keys = rng.permutation(keys)  # a run of one salt per line
+    got = keys[rng.random(len(keys)) < 0.8]
+    phantoms = [
+        ids(0x123456, np.arange(3)),
+        ids(salts[0], np.array([500, 10**9])),
+        ids(salts[2], np.arange(10, 13)),
+    ]
+    received = rng.permutation(np.concatenate([got, got[::7], *phantoms]))
+    return keys, received[:0] if name == "no receipts" else received
+
+
+@pytest.mark.parametrize(
+    ("name", "direct"),
+    [
+        ("plain", True),
+        ("many salts", True),
+        ("no receipts", True),
+        ("repeated", False),
+        ("sparse", False),
+        ("interleaved", False),
+    ],
+)
+def test_direct_join_equals_sorted_join(name: str, direct: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(join, "CHUNK", 77)  # runs and lookups across chunk boundaries
+    monkeypatch.setattr(join, "MAX_RUNS", 64)
+    sent, received = join_case(name, np.random.default_rng(5))
+    fast = join._dense_match(sent, received)
+    assert (fast is not None) == direct
+    want = join._sorted_match(sent, received)
+    if fast is not None:
+        for field in dataclasses.fields(want):
+            a, b = getattr(fast, field.name), getattr(want, field.name)
+            assert np.array_equal(a, b) and np.asarray(a).dtype == np.asarray(b).dtype, field.name
+    assert want.phantom_lines == (0 if name == "no receipts" else 8)
+
+
+def timing_error(e: dict[str, Any]) -> float:
+    """real − plan at the stage planned to end last, as the reader computes it."""
+    last = max(e["plan"], key=e["plan"].__getitem__)
+    return e["real"][last] - e["plan"][last]
+
+
+def test_counts_equal_a_count_per_event(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """compare's vectorised counts (over chunks of rows) against a plain count over the records."""
+    monkeypatch.setattr(join, "CHUNK", 64)
+    rng = np.random.default_rng(11)
+    stages = ["dns", "connect", "tls", "preflight", "request", "done"]
+    sent = []
+    for i in range(1000):
+        t_written = None if rng.random() < 0.3 else round(float(rng.random()), 6)
+        line = event(
+            i,
+            TECHNIQUES[int(rng.integers(4))],
+            stage=stages[int(rng.integers(6))],
+            t_written=t_written,
+            A=round(float(rng.random()), 3),
+            requests=int(rng.integers(0, 2**31 - 1)) if i % 100 == 0 else int(rng.integers(4)),
+            connections=int(rng.integers(3)),
+            error=float(rng.choice([0.0, 0.3])),
+        )
+        sent.append(line)
+    copies = rng.choice([0, 1, 1, 1, 2, 3], len(sent))
+    got = [received(int(e["id"], 16), e["tech"]) for e, k in zip(sent, copies, strict=True) for _ in range(k)]
+    write(tmp_path, "sent", sent)
+    write(tmp_path, "received", [*got, received(5000)])
+    s = compare(tmp_path)
+    for tech, entry in s["techniques"].items():
+        mine = [(e, int(k)) for e, k in zip(sent, copies, strict=True) if e["tech"] == tech]
+        lost = [e for e, k in mine if k == 0]
+        assert (entry["sent"], entry["lost"]) == (len(mine), len(lost))
+        assert entry["duplicates"] == sum(max(k - 1, 0) for _, k in mine)
+        cut = {stage: sum(e["stage"] == stage for e, _ in mine) for stage in entry["cut_by_stage"]}
+        assert entry["cut_by_stage"] == cut
+        assert entry["by_stage"] == {
+            stage: sum(e["stage"] == stage for e in lost) for stage in entry["by_stage"]
+        }
+        assert entry["written_lost"] == sum(e["written"] for e in lost)
+        assert entry["unwritten_received"] == sum(not e["written"] and k > 0 for e, k in mine)
+        assert entry["cost"]["requests"] == sum(e["requests"] for e, _ in mine)  # exact, though large
+        assert entry["cost"]["connections"] == sum(e["connections"] for e, _ in mine)
+        times = [e["t_written"] for e, _ in mine if e["written"]]
+        assert entry["time_to_written"]["p90"] == float(np.quantile(times, 0.9))
+        assert entry["time_to_written"]["quantiles"]["t"] == [float(x) for x in np.quantile(times, QUANTILES)]
+        delivered = [e for e, k in mine if k > 0 and e["written"]]
+        late = sum(e["t_written"] + timing_error(e) >= e["A"] for e in delivered)
+        assert s["timing"]["loss_shift"][tech] == late / len(mine)
+    assert s["phantoms"] == 1

@@ -1,0 +1,525 @@
+"""The fast ledger reader (numpy, lossbench.analysis.fast) against the exact one (json): the same columns.
+
+Every test reads the same bytes both ways and wants the same result: the same columns (dtype, values, the
+sign of zero, nan where nan), the same vocabularies, the same pings, or the same error on the same line.
+The writers' own lines must take the fast path: a change to their shape would otherwise only show as a
+slower compare.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from lossbench.analysis import fast as ledger_fast
+from lossbench.analysis import read as ledger
+from lossbench.analysis.join import match_received
+from lossbench.analysis.read import BadLine, Vocabs, read_ledgers
+from lossbench.contract.ledger import LedgerWriter, dumps_line
+from lossbench.contract.techniques import TECHNIQUES
+from lossbench.loadgen.player import EventIds, PlayedEvent
+from lossbench.loadgen.techniques import Network, Tab
+from lossbench.loadgen.timeline import EventResult
+from lossbench.model.profiles import NetworkDraw
+from lossbench.model.visits import PlannedEvent, Visit
+from support import ROOT
+
+STAGES = ("dns", "connect", "tls", "preflight", "headers", "body", "request")
+FAST = {kind: functools.partial(ledger.prepare_fast, kind=kind) for kind in ("sent", "received")}
+EXACT = {kind: functools.partial(ledger.prepare_exact, kind=kind) for kind in FAST}
+
+
+@pytest.fixture(autouse=True)
+def _fast_path_always(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fast path even for the small blocks of these tests (it leaves them to json otherwise)."""
+    monkeypatch.setattr(ledger, "SMALL_BLOCK", 0)
+
+
+# -- reading a block both ways -----------------------------------------------------------------------
+
+
+def read(block: bytes, kind: str, prepare) -> tuple[str, Any]:
+    vocabs = Vocabs()
+    try:
+        prepared = prepare(block)
+        out = ledger.finish(prepared, vocabs)
+    except BadLine as e:
+        return "error", (e.index, e.reason)
+    vocab = {name: getattr(vocabs, name).names for name in ("tech", "type", "stage", "method")}
+    return "ok", (out, vocab, prepared.scan)
+
+
+def same_columns(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> None:
+    assert list(a) == list(b)
+    for name in a:
+        x, y = a[name], b[name]
+        assert x.dtype == y.dtype and x.shape == y.shape, name
+        if x.dtype.kind == "f":
+            assert np.array_equal(x, y, equal_nan=True), (name, x, y)
+            assert np.array_equal(np.signbit(x), np.signbit(y)), name
+        else:
+            assert np.array_equal(x, y), (name, x, y)
+
+
+def check(block: bytes, kind: str = "sent") -> Any:
+    """Read ``block`` both ways; they must agree. Returns the fast path's scan (None on an error)."""
+    fast, exact = read(block, kind, FAST[kind]), read(block, kind, EXACT[kind])
+    assert fast[0] == exact[0], (fast, exact)
+    if fast[0] == "error":
+        assert fast[1] == exact[1]
+        return None
+    (a, va, scan), (b, vb, _) = fast[1], exact[1]
+    assert va == vb
+    assert (a.lines, a.pings) == (b.lines, b.pings)
+    assert list(a.ping_requests.items()) == list(b.ping_requests.items())
+    assert list(a.ping_connections.items()) == list(b.ping_connections.items())
+    same_columns(a.columns, b.columns)
+    assert (a.keys is None) == (b.keys is None) and (a.keys is None or np.array_equal(a.keys, b.keys))
+    return scan
+
+
+def check_each(texts: list[bytes], kind: str = "sent") -> None:
+    """Many lines at once: every line the fast scan accepts reads as json reads it alone (the lines it
+    leaves are read by json itself)."""
+    scan = (ledger_fast.scan_sent if kind == "sent" else ledger_fast.scan_received)(b"\n".join(texts))
+    for row, i in enumerate(scan.events.tolist()):
+        status, result = read(texts[i], kind, EXACT[kind])
+        assert status == "ok", (texts[i], result)
+        out = result[0].columns
+        assert len(out["id"]) == 1, texts[i]
+        assert int(scan.columns["key"][row]) == int(out["id"][0], 16)
+        for name, column in scan.columns.items():
+            if name == "key":
+                continue
+            got, want = column[row], out[name][0]
+            if name in ledger._FAST_NAMES:
+                vocab = result[1]["method" if name == "method" else name]
+                assert ledger._FAST_NAMES[name][got] == vocab[want], (texts[i], name)
+            elif column.dtype.kind == "f":
+                assert (got == want and math.copysign(1, got) == math.copysign(1, want)) or (
+                    math.isnan(got) and math.isnan(want)
+                ), (texts[i], name, got, want)
+            else:
+                assert got == want, (texts[i], name, got, want)
+    for row, i in enumerate(scan.pings.tolist()):
+        status, result = read(texts[i], kind, EXACT[kind])
+        assert status == "ok", (texts[i], result)
+        tech = ledger_fast.TECH_NAMES[scan.ping_columns["tech"][row]]
+        assert result[0].ping_requests == {tech: scan.ping_columns["requests"][row]}, texts[i]
+        assert result[0].ping_connections == {tech: scan.ping_columns["connections"][row]}, texts[i]
+
+
+def lines(*records: dict[str, Any]) -> bytes:
+    return b"".join(dumps_line(r) for r in records)
+
+
+# -- lines as the writers write them -------------------------------------------------------------------
+
+
+def played(
+    i: int = 1,
+    tech: str = "pixel",
+    *,
+    stage: str = "done",
+    plan: dict[str, float] | None = None,
+    real: dict[str, float] | None = None,
+    t_written: float | None = 0.41234567,
+    exit_after: float = 4.25,
+    rtt: float = 0.0512345,
+    dns: float = 0.0623456,
+    fired: float = 1764250000.1234567,
+    error: str | None = None,
+    **fields: Any,
+) -> dict[str, Any]:
+    """A sent line exactly as ``PlayedEvent.record`` builds it."""
+    plan = {"dns": 0.05, "connect": 0.1, "request": 0.1} if plan is None else plan
+    result = EventResult(
+        id=f"{i:016x}",
+        tech=tech,
+        stage=stage,
+        written=t_written is not None,
+        t_written=t_written,
+        acked=t_written is not None,
+        requests=1,
+        connections=1,
+        plan=plan,
+        real={k: v + 0.000321 for k, v in plan.items()} if real is None else real,
+        error=error,
+        **fields,
+    )
+    visit = Visit(NetworkDraw(rtt, dns), (PlannedEvent("click", 1.0),), 5.0)
+    return PlayedEvent(result, "click", visit, exit_after, fired).record()
+
+
+def received(i: int = 1, tech: str = "pixel", method: str = "GET", t: float = 1764250000.456789) -> dict:
+    """A received line as the collector's ``_event`` builds it."""
+    return {"id": f"{i:016x}", "tech": tech, "m": method, "t": round(t, 6), "c": 17}
+
+
+def ping(tech: str = "pixel-keepalive", requests: int = 3) -> dict:
+    """A ping line as ``record_pings`` builds it."""
+    return {"ping": tech, "requests": requests, "connections": 0, "virtual": True}
+
+
+def test_record_line_is_record_and_takes_the_fast_path() -> None:
+    """``PlayedEvent.record_line`` (the load generator's hot path) writes ``record()``'s bytes."""
+    result = EventResult(id="0123456789abcdef", tech="ajax", written=True, t_written=0.4123456, requests=2)
+    result.plan = {"dns": 0.05, "connect": 0.1, "preflight": 2.5e-05}
+    result.real = {"dns": 0.0501, "connect": 0.1002, "preflight": 3.1e-05}
+    visit = Visit(NetworkDraw(0.0512345, 0.0623456), (PlannedEvent("click", 1.0),), 5.0)
+    events = [
+        PlayedEvent(result, "click", visit, a, 1764250000.1234567) for a in (4.25, math.inf, 12345.6789)
+    ]
+    block = b"".join(e.record_line() for e in events)
+    assert block == lines(*(e.record() for e in events))
+    assert len(check(block).events) == 3
+
+
+def test_the_writers_lines_take_the_fast_path() -> None:
+    block = lines(
+        played(1, "ajax", plan={s: 0.1 * k for k, s in enumerate(STAGES[:6])}),
+        played(2, "pixel", stage="connect", plan={"dns": 0.0}, t_written=None),
+        played(3, "pixel-prewarm", exit_after=math.inf, rtt=0.3, dns=0.3),
+        ping(),
+        played(
+            4,
+            "pixel-keepalive",
+            plan={"request": 0.0, "connect": 0.0},
+            real={"request": 3.6e-05, "connect": 0.0},
+        ),
+        played(5, "pixel", plan={}, real={}, t_written=None, stage="dns", exit_after=0.001),
+        played(6, "pixel", exit_after=12345.678901, fired=1764250000.5),
+    )
+    scan = check(block)
+    assert len(scan.events) == 6 and len(scan.pings) == 1 and len(scan.others) == 0
+    scan = check(
+        lines(
+            *(
+                received(i, t, m)
+                for i, (t, m) in enumerate(zip(TECHNIQUES, ["POST", "GET", "GET", "GET"], strict=True))
+            )
+        ),
+        "received",
+    )
+    assert len(scan.events) == 4 and len(scan.others) == 0
+
+
+def test_a_real_client_and_collector(collector_factory, tmp_path: Path) -> None:
+    """Events fired at a real collector: its lines and PlayedEvent.record's all take the fast path."""
+    collector = collector_factory()
+    tab = Tab(("127.0.0.1", collector.port), Network(rtt=0.0, dns=0.0))
+    tab.page_load(list(TECHNIQUES))
+    ids = EventIds()
+    sent = LedgerWriter(tmp_path / "sent", "sent", name="box-1")
+    visit = Visit(NetworkDraw(0.0, 0.0), (PlannedEvent("click", 1.0),), math.inf)
+    for k in range(3):
+        for tech in TECHNIQUES:
+            result = tab.fire(tech, ids.next(), event_type="click", exit_after=math.inf, visit_time=1.0 + k)
+            sent.append(PlayedEvent(result, "click", visit, math.inf, 1764250000.0 + k).record())
+    sent.append(ping())
+    sent.close()
+    tab.close()
+    collector.stop()
+    for kind in ("sent", "received"):
+        for path in (tmp_path / kind).glob("*.jsonl"):
+            body = b"".join(path.read_bytes().splitlines(keepends=True)[1:-1])
+            scan = check(body, kind)
+            assert len(scan.others) == 0, body
+    assert_same_ledgers(tmp_path)
+
+
+# -- odd lines: the fast path leaves them to json, with the same result ----------------------------------
+
+ODD_SENT = [
+    {**played(), "id": "abc"},  # foreign ids of other lengths
+    {**played(), "id": "x" * 40},
+    {**played(), "id": "ABCDEF0123456789"},  # 16 characters, not lowercase hex
+    {**played(), "id": 'q"uote\\back/slash'},  # escaped on the way out
+    {**played(), "id": "caf\u00e9-\u2603-0001"},  # not ASCII
+    {**played(), "id": "\u0000\u0001tab\t"},
+    {k: v for k, v in played().items() if k != "type"},  # missing optional keys
+    {k: v for k, v in played().items() if k not in ("stage", "plan", "real", "requests")},
+    {k: v for k, v in played().items() if k != "real"},
+    played(t_written=None),  # null t_written, A
+    played(exit_after=math.inf),
+    played(error="OSError: [Errno 111] Connection refused"),  # the optional "error" key
+    {**played(), "extra": [1, {"a": None}]},  # extra keys, other orders
+    {"x": 1, **played()},
+    dict(reversed(list(played().items()))),
+    {**played(), "type": "scroll", "stage": "queue", "tech": "beacon"},  # names the fast path does not know
+    {**played(), "type": "", "stage": None},
+    {**played(), "A": 4, "rtt": 1, "t_written": 0},  # numbers spelled otherwise
+    {**played(), "A": -0.0, "rtt": -1.5, "t_written": 1e-07},
+    {**played(), "A": 1.5e300, "rtt": 0.1234567890123, "t_written": 123456789.123456},
+    {**played(), "requests": 2.0, "connections": True, "written": 1, "acked": None, "retried": "yes"},
+    {**played(), "requests": 12345678901},
+    {**played(), "plan": {"dns": 0.1, "connect": 0.3, "request": 0.3}},  # ties: the first max wins
+    {**played(), "plan": {"dns": 0.1, "connect": 0.2}, "real": {"connect": 0.25, "dns": 0.15}},  # other order
+    {**played(), "plan": {"dns": 0.1, "connect": 0.2}, "real": {"dns": 0.15}},  # fewer
+    {**played(), "plan": {"dns": 0.1}, "real": {}},
+    {**played(), "plan": {}, "real": {"dns": 0.1}},
+    {**played(), "plan": {"dns": 0.1, "queue": 0.5}, "real": {"dns": 0.2, "queue": 0.7}},
+    {
+        **played(),
+        "plan": dict.fromkeys((*STAGES, "queue", "x"), 0.5),
+        "real": dict.fromkeys((*STAGES, "queue", "x"), 0.6),
+    },
+    {**played(), "plan": {"dns": 0.5}, "real": {"dns": None}},
+    {**played(), "plan": [1, 2], "real": "x"},
+    {**played(), "plan": {"dns": -0.5, "connect": -0.25}, "real": {"dns": 1e-06, "connect": 5e-05}},
+    {**played(), "t0": 17642500001234.5},
+    {**played(), "t0": 1.5},
+    played(plan={"request": 0.0, "connect": 0.1}, real={"request": 1.23e-05, "connect": 9.9e-05}),
+]
+
+
+@pytest.mark.parametrize("record", ODD_SENT, ids=range(len(ODD_SENT)))
+def test_odd_sent_lines_read_the_same(record: dict) -> None:
+    check(lines(played(7), record, played(8)))
+
+
+def test_odd_sent_lines_in_other_spellings() -> None:
+    spellings = [json.dumps(r).encode() for r in ODD_SENT]  # json's own spacing
+    spellings += [json.dumps(r, ensure_ascii=True, separators=(",", ":")).encode() for r in ODD_SENT]
+    check_each(spellings + [dumps_line(r).rstrip(b"\n") for r in ODD_SENT])
+
+
+ODD_BLOCKS = [
+    b"",
+    b"\n\n",
+    b"   \n\t\n",
+    lines(played(1)) + b"\n" + lines(played(2)),  # a blank line between
+    lines(played(1)).replace(b"\n", b"\r\n"),
+    lines(played(1)).replace(b"}\n", b"} \n"),
+    lines(played(1)).rstrip(b"\n"),  # no newline at the end
+    lines(played(1))[:-40] + b"\n" + lines(played(2)),  # a line cut short in the middle: an error
+    lines(played(1), {"ledger": "sent", "schema": 1}, played(2)),  # a header in the middle
+    lines(played(1), {"ledger_end": True, "events": 1}),  # a footer in the middle
+    lines(played(1), [1, 2], played(2)),  # not an object
+    lines(played(1), {"tech": "pixel"}),  # no id
+    lines({**played(1), "tech": None}),
+    {**played(1)}.__repr__().encode() + b"\n",
+    lines(played(1)) + b"\xff\xfe\n" + lines(played(2)),  # not UTF-8
+    lines(played(1)) + "é\n".encode() + lines(played(2)),
+    lines(ping("pixel-prewarm", 2), played(1), ping("beacon", 1), ping(), played(2)),
+    lines({"ping": "pixel", "connections": 1, "requests": 1, "t0": 1764250000.0}),  # the documented shape
+    lines({"ping": None, **played(1)}, {"ping": 0, "id": "x"}),
+    lines(
+        {**played(1), "tech": "pixel-keepalive"},
+        {**played(2), "tech": "beacon"},
+        {**played(3), "tech": "ajax"},
+    ),
+    lines({**played(1), "stage": "queue"}, played(2, stage="dns"), {**played(3), "type": "scroll"}),
+]
+
+
+@pytest.mark.parametrize("block", ODD_BLOCKS, ids=range(len(ODD_BLOCKS)))
+def test_odd_sent_blocks_read_the_same(block: bytes) -> None:
+    check(block)
+
+
+ODD_RECEIVED = [
+    received(),
+    {**received(), "id": 'a"b\\c/d'},  # the collector escapes what the client sent
+    {**received(), "id": "x" * 128},
+    {**received(), "id": "0123456789abcdef0"},
+    {**received(), "m": "PUT"},
+    {k: v for k, v in received().items() if k != "m"},
+    {k: v for k, v in received().items() if k != "tech"},
+    {**received(), "tech": "beacon"},
+    {**received(), "c": 10**12},
+    {**received(), "t": 5},
+    {"ping": "x"},
+    {**received(), "extra": 1},
+]
+
+
+@pytest.mark.parametrize("record", ODD_RECEIVED, ids=range(len(ODD_RECEIVED)))
+def test_odd_received_lines_read_the_same(record: dict) -> None:
+    check(lines(received(3), record, received(4, "ajax", "POST")), "received")
+
+
+# -- properties -------------------------------------------------------------------------------------------
+
+seconds = st.one_of(
+    st.floats(0, 10),
+    st.floats(0, 1e-4),
+    st.floats(0, 1e7),
+    st.sampled_from([0.0, 1e-06, 5e-05, 9.9e-05, 0.0001, 0.1, 1.0, 10.0, 99999.999999]),
+)
+_stage_lists = st.lists(st.sampled_from(STAGES), unique=True, max_size=7)
+_record_fields = st.fixed_dictionaries(
+    {
+        "i": st.integers(0, 2**64 - 1),
+        "tech": st.sampled_from(TECHNIQUES),
+        "stage": st.sampled_from((*STAGES, "done", "error")),
+        "t_written": st.none() | seconds,
+        "exit_after": st.just(math.inf) | seconds | st.floats(-10, 0),
+        "rtt": seconds,
+        "dns": seconds,
+        "fired": st.floats(1e9, 9.9e9) | st.floats(0, 1e12),
+        "error": st.none() | st.just("OSError: boom"),
+        "retried": st.booleans(),
+        "real_apart": st.booleans(),
+    }
+)
+
+
+@st.composite
+def sent_records(draw: st.DrawFn) -> dict[str, Any]:
+    f = draw(_record_fields)
+    stages = draw(_stage_lists)
+    plan = {s: draw(seconds) for s in stages}
+    real = (
+        {s: draw(seconds) for s in stages} if f.pop("real_apart") else {s: v + 3e-05 for s, v in plan.items()}
+    )
+    return played(f.pop("i"), f.pop("tech"), plan=plan, real=real, **f)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        sent_records() | st.builds(ping, st.sampled_from(TECHNIQUES), st.integers(0, 10**8)), max_size=20
+    )
+)
+def test_written_lines_read_the_same(records: list[dict]) -> None:
+    check(lines(*records))
+
+
+_damages = st.lists(
+    st.tuples(
+        st.integers(0, 1000),
+        st.sampled_from(["replace", "drop", "insert"]),
+        st.sampled_from(b'0123456789.eE-+,:"{}[]ntfalsrux \\\x00\xff') | st.integers(0, 255),
+    ),
+    min_size=1,
+    max_size=2,
+)
+
+
+def damage(line: bytes, data: st.DataObject) -> bytes:
+    out = bytearray(line)
+    for at, how, byte in data.draw(_damages):
+        at %= max(len(out), 1)
+        if how == "replace" and out:
+            out[at] = byte
+        elif how == "drop" and out:
+            del out[at]
+        else:
+            out.insert(at, byte)
+    return bytes(out).replace(b"\n", b" ")
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_damaged_lines_read_the_same(data: st.DataObject) -> None:
+    """A byte or two changed, dropped or added anywhere: json decides, the fast path must agree."""
+    texts = [damage(dumps_line(data.draw(sent_records())).rstrip(), data) for _ in range(16)]
+    texts += [damage(dumps_line(ping()).rstrip(), data) for _ in range(4)]
+    check_each(texts)
+    texts = [
+        damage(dumps_line(received(data.draw(st.integers(0, 2**64 - 1)))).rstrip(), data) for _ in range(16)
+    ]
+    check_each(texts, "received")
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    st.lists(st.floats(allow_nan=False, allow_infinity=False) | st.integers(-(10**20), 10**20), min_size=1)
+)
+def test_numbers_read_the_same(numbers: list[float | int]) -> None:
+    values = numbers + [round(x, 6) for x in numbers if isinstance(x, float)]
+    check(lines(*({**played(), "rtt": x, "A": x, "plan": {"dns": x}, "real": {"dns": x}} for x in values)))
+    check(lines(*({**received(), "t": x} for x in values)), "received")
+    check_each([dumps_line({**played(), "t_written": x, "dns": x, "t0": x}).rstrip() for x in values])
+
+
+# -- whole runs, read in many blocks by several threads -------------------------------------------------
+
+
+def assert_same_ledgers(run_dir: Path) -> None:
+    fast = read_ledgers(run_dir)
+    default = dict(ledger.PREPARE)
+    try:
+        ledger.PREPARE.update(EXACT)
+        exact = read_ledgers(run_dir)
+    finally:
+        ledger.PREPARE.update(default)
+    same_columns(fast.sent, exact.sent)
+    same_columns(fast.received, exact.received)
+    for keys, ids in (("sent_keys", fast.sent["id"]), ("received_keys", fast.received["id"])):
+        a, b = getattr(fast, keys), getattr(exact, keys)
+        assert (a is None) == (b is None) and (a is None or np.array_equal(a, b))
+        if a is not None:
+            assert a.dtype == np.uint64 and a.tolist() == [int(i, 16) for i in ids.tolist()]
+    unkeyed = dataclasses.replace(fast, sent_keys=None, received_keys=None)
+    for name, value in match_received(unkeyed).__dict__.items():
+        assert np.array_equal(value, getattr(match_received(fast), name)), name
+    assert match_received(fast).__dict__.keys() == match_received(exact).__dict__.keys()
+    for name, value in match_received(fast).__dict__.items():
+        assert np.array_equal(value, getattr(match_received(exact), name)), name
+    for name in ("tech", "type", "stage", "method"):
+        assert getattr(fast.vocabs, name).names == getattr(exact.vocabs, name).names
+    assert [f.__dict__ for f in fast.files] == [f.__dict__ for f in exact.files]
+    assert (fast.ping_requests, fast.ping_connections) == (exact.ping_requests, exact.ping_connections)
+
+
+def test_a_run_in_many_blocks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ledger, "BLOCK_BYTES", 4096)
+    valid = [r for r in ODD_SENT if read(lines(r), "sent", EXACT["sent"])[0] == "ok"]
+    valid_received = [r for r in ODD_RECEIVED if read(lines(r), "received", EXACT["received"])[0] == "ok"]
+    sent = LedgerWriter(tmp_path / "sent", "sent", name="box-1")
+    got = LedgerWriter(tmp_path / "received", "received", name="box-2", max_bytes=10_000)
+    for i in range(400):
+        tech = TECHNIQUES[i % 4]
+        odd = valid[i % len(valid)] if i % 7 == 0 else {}
+        sent.append({**played(i, tech), **{k: v for k, v in odd.items() if k not in ("id", "tech")}})
+        if i % 50 == 0:
+            sent.append(ping())
+        if i % 3:
+            got.append(received(i, tech))
+        if i % 41 == 0:
+            got.append(valid_received[i % len(valid_received)])
+    sent.close()
+    got.close()
+    path = next((tmp_path / "sent").glob("*.jsonl"))
+    path.write_bytes(path.read_bytes()[:-30])  # the footer cut short: a truncated last line
+    assert_same_ledgers(tmp_path)
+    assert read_ledgers(tmp_path).files[0].truncated_last_line
+
+
+# -- the benchmark's generator writes the writers' bytes ----------------------------------------------------
+
+
+def test_the_benchmark_generates_the_writers_lines(tmp_path: Path) -> None:
+    spec = importlib.util.spec_from_file_location("compare_scale", ROOT / "benchmarks" / "compare_scale.py")
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules["compare_scale"] = bench
+    spec.loader.exec_module(bench)
+    bench.generate(tmp_path / "run", 4000, seed=3)
+    keys = {"sent": list(played()), "received": list(received()), "ping": list(ping())}
+    for path in sorted((tmp_path / "run").glob("*/*.jsonl")):
+        data = path.read_bytes()
+        for line in data.splitlines(keepends=True)[1:-1]:
+            record = json.loads(line)
+            assert dumps_line(record) == line
+            shape = "ping" if "ping" in record else path.parent.name
+            assert list(record) == keys[shape], line
+        body = b"".join(data.splitlines(keepends=True)[1:-1])
+        assert len(check(body, path.parent.name).others) == 0
+    assert_same_ledgers(tmp_path / "run")
+    assert tuple(keys["sent"]) == ledger_fast.SENT_KEYS
+    assert tuple(keys["received"]) == ledger_fast.RECEIVED_KEYS
+    assert tuple(keys["ping"]) == ledger_fast.PING_KEYS
