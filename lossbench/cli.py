@@ -118,7 +118,7 @@ def _fail_if(summary: Summary, conditions: list[str], evaluate: Callable[[Summar
         try:
             holds = evaluate(summary, condition)
         except ValueError as exc:
-            print(f"lossbench: --fail-if {condition!r}: {exc}", file=sys.stderr)
+            print(f"lossbench: {exc}", file=sys.stderr)  # the message quotes the condition
             return 2
         if holds:
             print(f"lossbench: failing: {condition}", file=sys.stderr)
