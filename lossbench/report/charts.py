@@ -120,8 +120,8 @@ def _note(ax: Any, x: float, y: float, text: str, **kw: Any) -> None:
     ax.annotate(text, (x, y), xytext=(0, 4), textcoords="offset points", **style)
 
 
-def _no_data(ax: Any, x: float, text: str = "no events\nsent") -> None:
-    _note(ax, x, 0, text, fontsize=9, fontweight="normal", color="#555555")
+def _no_data(ax: Any, x: float) -> None:
+    _note(ax, x, 0, "no events\nsent", fontsize=9, fontweight="normal", color="#555555")
 
 
 def _tech_ticks(ax: Any, techs: list[tuple[str, TechniqueFigures]]) -> None:
