@@ -474,10 +474,10 @@ summary = compare(sys.argv[1])
 t2 = time.perf_counter()
 usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
 cpu = sum(u.ru_utime + u.ru_stime for u in usage)
-sent = sum(t["sent"] for t in summary["techniques"].values())
-received = sum(t["received"] for t in summary["techniques"].values())
+sent = sum(t.sent for t in summary.techniques.values())
+received = sum(t.received for t in summary.techniques.values())
 print(json.dumps({"import": t1 - t0, "compare": t2 - t1, "cpu": cpu, "sent": sent, "received": received,
-                  "warnings": summary["warnings"]}))
+                  "warnings": summary.warnings}))
 """
 
 

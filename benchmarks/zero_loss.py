@@ -43,6 +43,7 @@ from typing import Any
 from lossbench import __version__
 from lossbench.analysis.compare import compare, write_summary
 from lossbench.contract.ledger import LedgerWriter, dumps_line
+from lossbench.contract.summary import Summary
 from lossbench.contract.techniques import TECHNIQUES
 from lossbench.loadgen.player import EventIds
 from lossbench.loadgen.techniques import Network, Tab
@@ -247,7 +248,7 @@ class Outcome:
     capacity_cpu_share: float
     rows: dict[str, dict[str, int]]
     phantoms: int
-    summary: dict[str, Any]
+    summary: Summary
 
 
 def run(
@@ -346,18 +347,19 @@ def run(
     write_summary(summary, run_dir)
     rows = {}
     for tech in TECHNIQUES:
-        entry = summary["techniques"].get(tech, {"sent": 0, "received": 0, "lost": 0, "duplicates": 0})
-        rows[tech] = {k: entry[k] for k in ("sent", "received", "lost", "duplicates")}
-        if entry["sent"] == 0:
+        entry = summary.techniques.get(tech)
+        row = (entry.sent, entry.received, entry.lost, entry.duplicates) if entry else (0, 0, 0, 0)
+        rows[tech] = dict(zip(("sent", "received", "lost", "duplicates"), row, strict=True))
+        if row[0] == 0:
             problems.append(f"{tech}: no event sent")
-        if entry["received"] != entry["sent"] or entry["lost"] or entry["duplicates"]:
+        if row[1] != row[0] or row[2] or row[3]:
             problems.append(f"{tech}: {rows[tech]}")
-    if summary["phantoms"]:
-        problems.append(f"{summary['phantoms']} phantom events (received, never sent)")
-    incomplete = [f["path"] for f in summary["ledgers"] if not f["complete"] or f["truncated_last_line"]]
+    if summary.phantoms:
+        problems.append(f"{summary.phantoms} phantom events (received, never sent)")
+    incomplete = [f.path for f in summary.ledgers if not f.complete or f.truncated_last_line]
     if incomplete:
         problems.append(f"incomplete ledgers: {incomplete}")
-    received_lines = sum(f["lines"] for f in summary["ledgers"] if f["kind"] == "received")
+    received_lines = sum(f.lines for f in summary.ledgers if f.kind == "received")
     counted = sum(after["events"].values())
     if counted != received_lines:
         problems.append(f"collector counted {counted} events, its ledgers hold {received_lines} lines")
@@ -371,7 +373,7 @@ def run(
         collector_cpu_share=cpu_share,
         capacity_cpu_share=cap_cpu,
         rows=rows,
-        phantoms=summary["phantoms"],
+        phantoms=summary.phantoms,
         summary=summary,
     )
 

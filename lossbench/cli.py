@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lossbench import __version__
+
+if TYPE_CHECKING:
+    from lossbench.contract.summary import Summary
 
 
 def cmd_collector(args: argparse.Namespace) -> int:
@@ -90,7 +93,9 @@ def _add_collector(sub: argparse._SubParsersAction) -> None:
 def cmd_compare(args: argparse.Namespace) -> int:
     from lossbench.analysis.compare import compare, write_summary
     from lossbench.analysis.read import LedgerError
-    from lossbench.report.text import evaluate_fail_if, summary_to_text
+    from lossbench.contract.summary import summary_json
+    from lossbench.report.fail_if import evaluate_fail_if
+    from lossbench.report.text import summary_to_text
 
     try:
         summary = compare(Path(args.run_dir), reference=args.reference)
@@ -99,21 +104,21 @@ def cmd_compare(args: argparse.Namespace) -> int:
         return 2
     path = write_summary(summary, args.run_dir)
     if args.json:
-        print(json.dumps(summary, indent=1))
+        print(summary_json(summary), end="")
     else:
         print(summary_to_text(summary).rstrip())
         print(f"summary: {path}")
     return _fail_if(summary, args.fail_if, evaluate_fail_if)
 
 
-def _fail_if(summary: dict, conditions: list[str], evaluate: Callable[[dict, str], bool]) -> int:
+def _fail_if(summary: Summary, conditions: list[str], evaluate: Callable[[Summary, str], bool]) -> int:
     """Exit 1 when any --fail-if condition holds (a CI gate); 2 when a condition cannot be read."""
     status = 0
     for condition in conditions:
         try:
             holds = evaluate(summary, condition)
         except ValueError as exc:
-            print(f"lossbench: --fail-if {condition!r}: {exc}", file=sys.stderr)
+            print(f"lossbench: {exc}", file=sys.stderr)  # the message quotes the condition
             return 2
         if holds:
             print(f"lossbench: failing: {condition}", file=sys.stderr)
@@ -124,24 +129,19 @@ def _fail_if(summary: dict, conditions: list[str], evaluate: Callable[[dict, str
 def cmd_report(args: argparse.Namespace) -> int:
     from lossbench.analysis.compare import compare, write_summary
     from lossbench.analysis.read import LedgerError
+    from lossbench.contract.summary import SummaryError, load_summary
     from lossbench.report.html import render_report
 
     run_dir = Path(args.run_dir)
     summary_path = run_dir / "summary.json"
     try:
         if summary_path.exists() and not args.recompare:
-            summary = json.loads(summary_path.read_text())
+            summary = load_summary(summary_path)
         else:
             summary = compare(run_dir)
             write_summary(summary, run_dir)
-    except LedgerError as exc:
+    except (LedgerError, SummaryError) as exc:
         print(f"lossbench report: {exc}", file=sys.stderr)
-        return 2
-    except ValueError as exc:
-        print(
-            f"lossbench report: {summary_path} is not valid JSON ({exc}); rerun with --recompare",
-            file=sys.stderr,
-        )
         return 2
     paths = render_report(run_dir, summary)
     print(f"report: {paths.html}")
@@ -153,7 +153,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from lossbench.analysis.read import LedgerError
-    from lossbench.report.text import evaluate_fail_if
+    from lossbench.report.fail_if import evaluate_fail_if
     from lossbench.runner import RunError, RunOptions, run
 
     options = RunOptions(
@@ -197,7 +197,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_compare(sub: argparse._SubParsersAction) -> None:
+def _add_compare(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "compare",
         help="join a run's ledgers: loss per technique with 95%% intervals",
@@ -223,7 +223,7 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_compare)
 
 
-def _add_report(sub: argparse._SubParsersAction) -> None:
+def _add_report(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "report",
         help="charts, report.html and report.md for a run",

@@ -1,9 +1,9 @@
-"""compare: join a run's sent and received ledgers into ``summary.json`` (schema "lossbench.summary/1").
+"""compare: join a run's sent and received ledgers into a ``Summary``, written as ``summary.json``.
 
-This module is the authoritative writer of that document (docs/FORMATS.md shows its shape); every table,
-chart and page renders from it, so everything a reader needs to judge a number is in it: counts, 95%
-intervals, the model's prediction, significance against a reference, the generator's timing error and
-warnings that say what looks wrong and what to do.
+The document's shape is ``lossbench.contract.summary`` (docs/FORMATS.md lists its fields); this module
+fills it. Every table, chart and page renders from it, so everything a reader needs to judge a number is
+in it: counts, 95% intervals, the model's prediction, significance against a reference, the generator's
+timing error and warnings that say what looks wrong and what to do.
 """
 
 from __future__ import annotations
@@ -12,35 +12,48 @@ import concurrent.futures
 import dataclasses
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import msgspec
 import numpy as np
+import numpy.typing as npt
 
 from lossbench.analysis.join import Match, chunks, match_received
 from lossbench.analysis.read import Ledgers, read_ledgers
-from lossbench.analysis.stats import (
-    ALPHA,
+from lossbench.analysis.stats import ALPHA, ratio, ratio_text, two_proportion_test, wilson_interval
+from lossbench.contract.summary import (
+    Comparison,
+    Cost,
+    LedgerFile,
+    Summary,
+    TechniqueFigures,
+    TimeQuantiles,
+    TimeToWritten,
+    Timing,
     format_pct,
-    ratio,
-    ratio_text,
-    two_proportion_test,
-    wilson_interval,
+    format_pct_interval,
+    summary_json,
 )
 from lossbench.contract.techniques import STAGES, TECHNIQUES
-from lossbench.report.text import evaluate_fail_if, summary_to_text
 
-__all__ = ["SCHEMA", "compare", "evaluate_fail_if", "summary_to_text", "write_summary"]
+if TYPE_CHECKING:
+    from lossbench.model.predict import Prediction
 
-SCHEMA = "lossbench.summary/1"
+__all__ = ["compare", "write_summary"]
+
 QUANTILES = [round(i * 0.05, 2) for i in range(21)]
 """Points of the time-to-written CDF kept in the summary (enough for a chart, small enough to read)."""
+
+Ints = npt.NDArray[np.int64]
+Floats = npt.NDArray[np.float64]
 
 
 def compare(
     run_dir: str | os.PathLike[str], *, reference: str = "ajax", predict_events: int = 200_000
-) -> dict:
-    """Build the summary document of a run directory (raises LedgerError when its ledgers can't be read).
+) -> Summary:
+    """Build the summary of a run directory (raises LedgerError when its ledgers can't be read).
 
     ``reference`` is the technique every other is compared against; when it is not in the run, the
     technique with the highest loss is used. ``predict_events`` is the Monte Carlo size of the prediction.
@@ -65,35 +78,43 @@ def compare(
     for name in run.get("techniques") or []:
         if name not in techniques:
             warnings.append(f"{name}: listed in run.json but no event of it was sent")
-    _add_predictions(techniques, prediction, warnings)
+    techniques = _add_predictions(techniques, prediction, warnings)
     if reference not in techniques and techniques:
         if reference not in TECHNIQUES:
             warnings.append(f"reference {reference!r} is not a technique; comparing against the highest loss")
-        reference = max(techniques, key=lambda t: techniques[t]["loss"])
+        reference = max(techniques, key=lambda t: techniques[t].loss)
     timing = _timing(figures, counts, techniques, names)
     warnings += _match_warnings(ledgers, match, techniques)
     warnings += _timing_warnings(timing, figures.median_rtt)
-    return {
-        "schema": SCHEMA,
-        "run": run,
-        "reference": reference,
-        "techniques": techniques,
-        "phantoms": match.phantom_ids,
-        "comparisons": _comparisons(techniques, reference),
-        "timing": timing,
-        "ledgers": [info.as_dict() for info in ledgers.files],
-        "warnings": warnings,
-    }
+    return Summary(
+        run=run,
+        reference=reference,
+        techniques=techniques,
+        phantoms=match.phantom_ids,
+        comparisons=_comparisons(techniques, reference),
+        timing=timing,
+        ledgers=[
+            LedgerFile(
+                path=info.path,
+                kind="sent" if info.kind == "sent" else "received",
+                lines=info.lines,
+                complete=info.complete,
+                truncated_last_line=info.truncated_last_line,
+            )
+            for info in ledgers.files
+        ],
+        warnings=warnings,
+    )
 
 
-def write_summary(summary: dict, run_dir: str | os.PathLike[str]) -> Path:
+def write_summary(summary: Summary, run_dir: str | os.PathLike[str]) -> Path:
     """Write ``<run_dir>/summary.json`` (strict JSON: a NaN would be a bug, so it raises)."""
     path = Path(run_dir) / "summary.json"
-    path.write_text(json.dumps(summary, indent=1, ensure_ascii=False, allow_nan=False) + "\n")
+    path.write_text(summary_json(summary), encoding="utf-8")
     return path
 
 
-def _quantiles(x: np.ndarray, q: list[float], *, scratch: bool = False) -> list[float] | None:
+def _quantiles(x: Floats, q: list[float], *, scratch: bool = False) -> list[float] | None:
     """Quantiles of ``x``; ``scratch``: x is a temporary that may be reordered (saves numpy's copy)."""
     return [float(v) for v in np.quantile(x, q, overwrite_input=scratch)] if x.size else None
 
@@ -124,7 +145,7 @@ class _SentFigures:
         n_codes = len(ledgers.techniques)
         events = np.zeros(n_codes, np.int64)
         sums = [[0] * n_codes for _ in range(2)]
-        times: list[list[np.ndarray]] = [[] for _ in range(n_codes)]
+        times: list[list[Floats]] = [[] for _ in range(n_codes)]
         for part in chunks(len(s["tech"])):
             tech = s["tech"][part]
             events += np.bincount(tech, minlength=n_codes)
@@ -149,7 +170,7 @@ class _SentFigures:
 class _Counts:
     """What the join adds, per technique code, counted as ``_SentFigures`` are."""
 
-    by: np.ndarray  # events by (technique, written, received, stage at the cut)
+    by: Ints  # events by (technique, written, received, stage at the cut)
     copies: list[int]  # received lines per technique (duplicates included)
     late: list[int]  # delivered events whose bytes reached the wire after their page had gone (real time)
 
@@ -174,11 +195,11 @@ class _Counts:
         return cls(by=by.reshape(n_codes, 2, 2, n_stages), copies=sums[0], late=sums[1])
 
 
-def _joined(parts: list[np.ndarray]) -> np.ndarray:
+def _joined(parts: list[Floats]) -> Floats:
     return np.concatenate(parts) if parts else np.empty(0)
 
 
-def _add_sums(sums: list[list[int]], codes: np.ndarray, columns: tuple[np.ndarray, ...]) -> None:
+def _add_sums(sums: list[list[int]], codes: npt.NDArray[Any], columns: tuple[npt.NDArray[Any], ...]) -> None:
     """Add each column's sum per code to ``sums``. bincount adds in floating point: exact for a chunk
     (2**20 values below 2**31), and chunks add as Python ints."""
     for total, column in zip(sums, columns, strict=True):
@@ -199,9 +220,10 @@ def _stage_keys(tech: str, seen: list[str]) -> list[str]:
 
 
 def _technique(
-    ledgers: Ledgers, figures: _SentFigures, counts: _Counts, code: int, conn_seconds: dict
-) -> dict:
-    """One technique's entry: counts, interval, stages at the cut, time to written, cost."""
+    ledgers: Ledgers, figures: _SentFigures, counts: _Counts, code: int, conn_seconds: dict[str, float]
+) -> TechniqueFigures:
+    """One technique's entry, without its prediction: counts, interval, stages at the cut, time to
+    written, cost."""
     name = ledgers.techniques[code]
     by = counts.by[code]  # (written, received, stage)
     cut = by.sum(axis=(0, 1))
@@ -213,11 +235,10 @@ def _technique(
     keys = _stage_keys(name, [stage_names[i] for i in np.flatnonzero(cut)])
     index = {stage: i for i, stage in enumerate(stage_names)}
 
-    def by_stage(counts: np.ndarray) -> dict[str, int]:
+    def by_stage(counts: Ints) -> dict[str, int]:
         return {k: int(counts[index[k]]) if k in index else 0 for k in keys}
 
     pcts = figures.time_to_written[code]
-    pct = pcts[:3] if pcts else None
     requests = figures.requests[code] + ledgers.ping_requests.get(name, 0)
     connections = figures.connections[code] + ledgers.ping_connections.get(name, 0)
     cs = conn_seconds.get(name)
@@ -225,37 +246,37 @@ def _technique(
     def per_delivered(total: float | None) -> float | None:
         return None if total is None or received == 0 else total / received
 
-    return {
-        "sent": n,
-        "received": received,
-        "lost": lost,
-        "loss": lost / n,
-        "ci95": list(wilson_interval(lost, n)),
-        "predicted_loss": None,
-        "predicted_ci95": None,
-        "duplicates": counts.copies[code] - received,  # every copy of a received event but its first
-        "by_stage": by_stage(lost_cut),
-        "cut_by_stage": by_stage(cut),
-        "written_lost": int(by[1, 0].sum()),
-        "unwritten_received": int(by[0, 1].sum()),
-        "time_to_written": {
-            "p50": pct[0] if pct else None,
-            "p90": pct[1] if pct else None,
-            "p99": pct[2] if pct else None,
-            "quantiles": {"q": QUANTILES, "t": pcts[3:] if pcts else None},
-        },
-        "cost": {
-            "requests": requests,
-            "connections": connections,
-            "conn_seconds": cs,
-            "requests_per_delivered": per_delivered(requests),
-            "connections_per_delivered": per_delivered(connections),
-            "conn_seconds_per_delivered": per_delivered(cs),
-        },
-    }
+    return TechniqueFigures(
+        sent=n,
+        received=received,
+        lost=lost,
+        loss=lost / n,
+        ci95=wilson_interval(lost, n),
+        predicted_loss=None,
+        predicted_ci95=None,
+        duplicates=counts.copies[code] - received,  # every copy of a received event but its first
+        by_stage=by_stage(lost_cut),
+        cut_by_stage=by_stage(cut),
+        written_lost=int(by[1, 0].sum()),
+        unwritten_received=int(by[0, 1].sum()),
+        time_to_written=TimeToWritten(
+            p50=pcts[0] if pcts else None,
+            p90=pcts[1] if pcts else None,
+            p99=pcts[2] if pcts else None,
+            quantiles=TimeQuantiles(q=QUANTILES, t=pcts[3:] if pcts else None),
+        ),
+        cost=Cost(
+            requests=requests,
+            connections=connections,
+            conn_seconds=cs,
+            requests_per_delivered=per_delivered(requests),
+            connections_per_delivered=per_delivered(connections),
+            conn_seconds_per_delivered=per_delivered(cs),
+        ),
+    )
 
 
-def _conn_seconds(stats: list[dict]) -> dict[str, float]:
+def _conn_seconds(stats: list[dict[str, Any]]) -> dict[str, float]:
     """Connection-seconds per technique summed over collector processes (absent: no cost figure)."""
     total: dict[str, float] = {}
     for doc in stats:
@@ -283,7 +304,7 @@ def _read_run(run_dir: Path, warnings: list[str]) -> dict[str, Any]:
     return run
 
 
-def _predict(run: dict, names: list[str], events: int) -> dict | str | None:
+def _predict(run: Mapping[str, Any], names: list[str], events: int) -> dict[str, Prediction] | str | None:
     """The run model's predicted loss per technique (model.predict); a warning when it cannot be had;
     None when there is nothing to predict."""
     if not run or not names:
@@ -309,19 +330,24 @@ def _predict(run: dict, names: list[str], events: int) -> dict | str | None:
 
 
 def _add_predictions(
-    techniques: dict[str, dict], predictions: dict | str | None, warnings: list[str]
-) -> None:
+    techniques: dict[str, TechniqueFigures],
+    predictions: dict[str, Prediction] | str | None,
+    warnings: list[str],
+) -> dict[str, TechniqueFigures]:
     """The predicted loss beside the measured one, and where measurement disagrees with it."""
     if predictions is None or isinstance(predictions, str):
         warnings += [predictions] if predictions else []
-        return
+        return techniques
+    out = dict(techniques)
     for name, entry in techniques.items():
         pred = predictions.get(name)
         if pred is None:
             continue
-        entry["predicted_loss"] = float(pred.loss)
-        entry["predicted_ci95"] = [float(x) for x in pred.ci95]
-        (lo, hi), (plo, phi) = entry["ci95"], entry["predicted_ci95"]
+        plo, phi = (float(x) for x in pred.ci95)
+        entry = out[name] = msgspec.structs.replace(
+            entry, predicted_loss=float(pred.loss), predicted_ci95=(plo, phi)
+        )
+        lo, hi = entry.ci95
         if lo <= phi and plo <= hi:
             continue
         side = (
@@ -331,16 +357,13 @@ def _add_predictions(
             "and that run.json names the profile and exit model that ran"
         )
         warnings.append(
-            f"{name}: measured loss {format_pct(entry['loss'])} {_pct_interval(entry['ci95'])} vs predicted "
-            f"{format_pct(entry['predicted_loss'])} {_pct_interval(entry['predicted_ci95'])}: {side}"
+            f"{name}: measured loss {format_pct(entry.loss)} {format_pct_interval(entry.ci95)} vs predicted "
+            f"{format_pct(pred.loss)} {format_pct_interval((plo, phi))}: {side}"
         )
+    return out
 
 
-def _pct_interval(ci: list[float]) -> str:
-    return f"[{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
-
-
-def _comparisons(techniques: dict[str, dict], reference: str) -> list[dict]:
+def _comparisons(techniques: dict[str, TechniqueFigures], reference: str) -> list[Comparison]:
     """Every technique against the reference: ratio of losses, two-sided p-value, the sentence."""
     if reference not in techniques:
         return []
@@ -349,18 +372,18 @@ def _comparisons(techniques: dict[str, dict], reference: str) -> list[dict]:
     for name, entry in techniques.items():
         if name == reference:
             continue
-        p = two_proportion_test(entry["lost"], entry["sent"], ref["lost"], ref["sent"])
-        factor, direction = ratio(entry["loss"], ref["loss"])
+        p = two_proportion_test(entry.lost, entry.sent, ref.lost, ref.sent)
+        factor, direction = ratio(entry.loss, ref.loss)
         out.append(
-            {
-                "technique": name,
-                "reference": reference,
-                "ratio": factor,
-                "direction": direction,
-                "p_value": p,
-                "significant": p < ALPHA,
-                "text": ratio_text(name, reference, entry["loss"], ref["loss"], p),
-            }
+            Comparison(
+                technique=name,
+                reference=reference,
+                ratio=factor,
+                direction=direction,
+                p_value=p,
+                significant=p < ALPHA,
+                text=ratio_text(name, reference, entry.loss, ref.loss, p),
+            )
         )
     return out
 
@@ -368,7 +391,9 @@ def _comparisons(techniques: dict[str, dict], reference: str) -> list[dict]:
 LAG_FLAG_SHARE = 0.1  # p90 lag above this share of the median RTT distorts the schedule the collector sees
 
 
-def _timing(figures: _SentFigures, counts: _Counts, techniques: dict[str, dict], names: list[str]) -> dict:
+def _timing(
+    figures: _SentFigures, counts: _Counts, techniques: dict[str, TechniqueFigures], names: list[str]
+) -> Timing:
     """The generator's timing error (real − plan at the last stage reached) and what it could have cost.
 
     The client decides every stage on its intended timeline (deadlines, kernel-stamped preflight answers),
@@ -379,32 +404,30 @@ def _timing(figures: _SentFigures, counts: _Counts, techniques: dict[str, dict],
     pattern, connection-seconds) is distorted.
     """
     pct, median_rtt = figures.timing, figures.median_rtt
-    shifts = {
-        name: counts.late[names.index(name)] / max(entry["sent"], 1) for name, entry in techniques.items()
-    }
+    shifts = {name: counts.late[names.index(name)] / max(entry.sent, 1) for name, entry in techniques.items()}
     flagged = bool(pct and median_rtt > 0 and pct[1] > LAG_FLAG_SHARE * median_rtt)
-    return {
-        "p50": pct[0] if pct else None,
-        "p90": pct[1] if pct else None,
-        "p99": pct[2] if pct else None,
-        "decided_on": "intended",
-        "max_loss_shift": max(shifts.values(), default=0.0),
-        "loss_shift": shifts,
-        "flagged": flagged,
-    }
+    return Timing(
+        p50=pct[0] if pct else None,
+        p90=pct[1] if pct else None,
+        p99=pct[2] if pct else None,
+        decided_on="intended",
+        max_loss_shift=max(shifts.values(), default=0.0),
+        loss_shift=shifts,
+        flagged=flagged,
+    )
 
 
 def _ms(seconds: float) -> str:
     return f"{1000 * seconds:.0f} ms" if abs(seconds) >= 0.01 else f"{1000 * seconds:.1f} ms"
 
 
-def _timing_warnings(timing: dict, median_rtt: float) -> list[str]:
-    if not timing["flagged"]:
+def _timing_warnings(timing: Timing, median_rtt: float) -> list[str]:
+    if not timing.flagged or timing.p90 is None:
         return []
     return [
-        f"load generator lagging: p90 timing error {_ms(timing['p90'])} against stage times of "
+        f"load generator lagging: p90 timing error {_ms(timing.p90)} against stage times of "
         f"~{_ms(median_rtt)}. Losses are decided on the intended timeline and stand (deciding "
-        f"on real time would have added up to {100 * timing['max_loss_shift']:.1f} points), but the "
+        f"on real time would have added up to {100 * timing.max_loss_shift:.1f} points), but the "
         "collector saw a late schedule, so its cost figures are distorted; lower --users or add --processes"
     ]
 
@@ -431,7 +454,7 @@ def _ledger_warnings(ledgers: Ledgers) -> list[str]:
     return out + ledgers.problems
 
 
-def _match_warnings(ledgers: Ledgers, match: Match, techniques: dict[str, dict]) -> list[str]:
+def _match_warnings(ledgers: Ledgers, match: Match, techniques: dict[str, TechniqueFigures]) -> list[str]:
     out = []
     if match.phantom_ids:
         incomplete = [i.path for i in ledgers.files if i.kind == "sent" and not i.complete]
@@ -447,7 +470,7 @@ def _match_warnings(ledgers: Ledgers, match: Match, techniques: dict[str, dict])
             f"never sent: {cause}; not counted as delivered"
         )
     for name, entry in techniques.items():
-        if n := entry["duplicates"]:
+        if n := entry.duplicates:
             out.append(
                 f"{name}: {n} duplicate receipt{'s' if n > 1 else ''} (an id received more than once) — "
                 "a client retry after a cut connection, or a collector writing twice; counted once"

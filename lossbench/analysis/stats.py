@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import math
 
+from lossbench.contract.summary import Direction, format_pct
+
 ALPHA = 0.05
 """Significance level of every comparison lossbench prints."""
 
@@ -87,23 +89,15 @@ def format_p(p: float) -> str:
     return f"p = {p:.2f}"
 
 
-def format_pct(x: float) -> str:
-    """A loss as a percentage; small losses keep two significant digits instead of rounding to 0.0%."""
-    pct = 100.0 * x
-    if 0 < pct < 0.1:
-        return f"{pct:.2g}%"
-    return f"{pct:.1f}%"
-
-
 def _format_ratio(r: float) -> str:
     return f"{r:.1f}×" if r < 10 else f"{r:.0f}×"
 
 
-def ratio(loss: float, ref_loss: float) -> tuple[float | None, str]:
+def ratio(loss: float, ref_loss: float) -> tuple[float | None, Direction]:
     """(factor ≥ 1, "less" | "more" | "same") of loss against ref_loss; factor None when one side is 0."""
     if loss == ref_loss:
         return (1.0, "same")
-    direction = "less" if loss < ref_loss else "more"
+    direction: Direction = "less" if loss < ref_loss else "more"
     small, large = sorted((loss, ref_loss))
     return (None if small == 0 else large / small, direction)
 

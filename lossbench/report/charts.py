@@ -1,18 +1,17 @@
-"""Charts for the report, drawn from summary.json alone (docs/FORMATS.md).
+"""Charts for the report, drawn from the ``Summary`` alone (docs/FORMATS.md).
 
 Figures are built with ``matplotlib.figure.Figure`` and saved through the Agg canvas, never through pyplot:
 no global figure registry, no rcParams changes, safe to call from tests. The one global touch is selecting
 the Agg backend, so a pyplot imported elsewhere never looks for a display. PNG metadata is stripped of the
 matplotlib version so the same summary gives the same bytes.
 
-Every chart tolerates missing pieces (a technique with 0 sent, ``predicted_loss`` null, no cost): the
+Every chart tolerates missing pieces (a technique with 0 sent, ``predicted_loss`` null, no cost figure): the
 element is left out and the rest is drawn. A chart with nothing at all to show is not written.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +23,12 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, LogLocator
 
-from lossbench.contract.techniques import TECHNIQUES
+from lossbench.contract.summary import Cost, Summary, TechniqueFigures, TimeToWritten
+from lossbench.contract.techniques import DONE, STAGES
+from lossbench.report.content import label, ordered_techniques
 
 WIDTH_IN = 9.0
 DPI = 150  # 9 in × 150 = 1350 px: crisp when shown 900 px wide on a high-density screen
-_SAVE = {"dpi": DPI, "format": "png", "metadata": {"Software": None}}
 
 # Okabe–Ito colours: distinguishable with the common colour-vision deficiencies.
 TECH_COLORS: dict[str, str] = {
@@ -39,7 +39,8 @@ TECH_COLORS: dict[str, str] = {
 }
 _OTHER_COLOR = "#777777"
 
-STAGE_ORDER: tuple[str, ...] = ("dns", "connect", "tls", "preflight", "headers", "body", "request", "done")
+STAGE_ORDER: tuple[str, ...] = (*dict.fromkeys(s for stages in STAGES.values() for s in stages), DONE)
+"""Stages bottom to top: each technique's in the order they happen, then ``done``; any other after them."""
 # One fixed colour per stage (Tableau 10), so a stage looks the same in every run's chart.
 STAGE_COLORS: dict[str, str] = {
     "dns": "#4E79A7",
@@ -53,49 +54,21 @@ STAGE_COLORS: dict[str, str] = {
 }
 STAGE_LABELS: dict[str, str] = {"done": "done (written, never received)"}
 
-COST_METRICS: tuple[tuple[str, str, float], ...] = (
-    # (key in cost, axis label, scale to the shown unit)
-    ("requests_per_delivered", "requests per delivered event", 1.0),
-    ("connections_per_delivered", "connections per delivered event", 1.0),
-    ("conn_seconds_per_delivered", "connection time at collector\nper delivered event (ms)", 1000.0),
+COST_METRICS: tuple[tuple[Callable[[Cost], float | None], str, float], ...] = (
+    # (figure, axis label, scale to the shown unit)
+    (lambda c: c.requests_per_delivered, "requests per delivered event", 1.0),
+    (lambda c: c.connections_per_delivered, "connections per delivered event", 1.0),
+    (
+        lambda c: c.conn_seconds_per_delivered,
+        "connection time at collector\nper delivered event (ms)",
+        1000.0,
+    ),
 )
 
 
-def num(value: Any) -> float | None:
-    """A finite number, or None: summaries come from JSON and any field may be null or malformed."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value) if math.isfinite(value) else None
-
-
-def interval(value: Any) -> tuple[float, float] | None:
-    """A ``[lo, hi]`` pair of finite numbers, or None."""
-    if not isinstance(value, list | tuple) or len(value) != 2:
-        return None
-    lo, hi = num(value[0]), num(value[1])
-    return None if lo is None or hi is None else (min(lo, hi), max(lo, hi))
-
-
-def label(value: Any) -> str:
-    """A short name for a run parameter that may be a plain name or a ``{"name": ...}`` object."""
-    if isinstance(value, Mapping):
-        value = value.get("name", value.get("id", "?"))
-    return "?" if value is None else str(value)
-
-
-def ordered_techniques(summary: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
-    """Techniques in the canonical order (fewest stages last), then any unknown ones by name."""
-    techs = summary.get("techniques")
-    if not isinstance(techs, Mapping):
-        return []
-    known = [t for t in TECHNIQUES if t in techs]
-    extra = sorted(t for t in techs if t not in TECHNIQUES)
-    return [(t, techs[t]) for t in [*known, *extra] if isinstance(techs[t], Mapping)]
-
-
-def subtitle(summary: Mapping[str, Any]) -> str:
+def subtitle(summary: Summary) -> str:
     """The run's model, so a chart copied out of the report still says what it was measured under."""
-    run = summary.get("run") if isinstance(summary.get("run"), Mapping) else {}
+    run = summary.run
     parts = [f"profile: {label(run.get('profile'))}", f"exit model: {label(run.get('exit_model'))}"]
     if run.get("abort") is not None:
         parts.append(f"abort: {label(run.get('abort'))}")
@@ -104,19 +77,19 @@ def subtitle(summary: Mapping[str, Any]) -> str:
     return "  ·  ".join(parts)
 
 
-def _figure(height: float, title: str, summary: Mapping[str, Any], **kw: Any) -> tuple[Figure, Any]:
+def _figure(height: float, title: str, summary: Summary, **kw: Any) -> tuple[Figure, Any]:
     fig = Figure(figsize=(WIDTH_IN, height), layout="constrained")
     axes = fig.subplots(**kw)
     fig.suptitle(f"{title}\n{subtitle(summary)}", fontsize=12)
     return fig, axes
 
 
+def _save(fig: Figure, path: Path) -> None:
+    fig.savefig(path, dpi=DPI, format="png", metadata={"Software": None})
+
+
 def _color(tech: str) -> str:
     return TECH_COLORS.get(tech, _OTHER_COLOR)
-
-
-def _sent(data: Mapping[str, Any]) -> float:
-    return num(data.get("sent")) or 0.0
 
 
 def _pct_text(value: float) -> str:
@@ -147,16 +120,16 @@ def _note(ax: Any, x: float, y: float, text: str, **kw: Any) -> None:
     ax.annotate(text, (x, y), xytext=(0, 4), textcoords="offset points", **style)
 
 
-def _no_data(ax: Any, x: float, text: str = "no events\nsent") -> None:
-    _note(ax, x, 0, text, fontsize=9, fontweight="normal", color="#555555")
+def _no_data(ax: Any, x: float) -> None:
+    _note(ax, x, 0, "no events\nsent", fontsize=9, fontweight="normal", color="#555555")
 
 
-def _tech_ticks(ax: Any, techs: list[tuple[str, Mapping[str, Any]]]) -> None:
-    ax.set_xticks(range(len(techs)), [f"{t}\nn = {int(_sent(d)):,}" for t, d in techs])
+def _tech_ticks(ax: Any, techs: list[tuple[str, TechniqueFigures]]) -> None:
+    ax.set_xticks(range(len(techs)), [f"{t}\nn = {d.sent:,}" for t, d in techs])
     ax.set_xlim(-0.6, len(techs) - 0.4)
 
 
-def loss_chart(summary: Mapping[str, Any], path: Path) -> Path | None:
+def loss_chart(summary: Summary, path: Path) -> Path | None:
     """Measured loss with its 95% interval beside the model's prediction: the report's headline."""
     techs = ordered_techniques(summary)
     if not techs:
@@ -164,17 +137,16 @@ def loss_chart(summary: Mapping[str, Any], path: Path) -> Path | None:
     fig, ax = _figure(5.0, "Events lost when the page goes away", summary)
     top = 0.0
     for x, (tech, data) in enumerate(techs):
-        loss = num(data.get("loss"))
-        if _sent(data) > 0 and loss is not None:
-            value, ci = 100 * loss, interval(data.get("ci95"))
+        if data.sent > 0:
+            value, ci = 100 * data.loss, data.ci95
             ax.bar(x, value, width=0.6, color=_color(tech), alpha=0.85, zorder=2)
             ax.errorbar(x, value, yerr=_yerr(value, ci), fmt="none", ecolor="black", capsize=5, zorder=3)
-            bar_top = value if ci is None else max(value, 100 * ci[1])
+            bar_top = max(value, 100 * ci[1])
             _note(ax, x, bar_top, _pct_text(value))
             top = max(top, bar_top)
         else:
-            _no_data(ax, x, "no events\nsent" if _sent(data) <= 0 else "no loss\nfigure")
-        pred, pci = num(data.get("predicted_loss")), interval(data.get("predicted_ci95"))
+            _no_data(ax, x)
+        pred, pci = data.predicted_loss, data.predicted_ci95
         if pred is not None:  # beside the bar, not on it: never hides the bar's own label or whiskers
             pv = 100 * pred
             ax.errorbar(x + 0.38, pv, yerr=_yerr(pv, pci), **_PREDICTION_STYLE)
@@ -187,81 +159,67 @@ def loss_chart(summary: Mapping[str, Any], path: Path) -> Path | None:
     measured = Patch(facecolor="#bbbbbb", edgecolor="black", label="measured loss (whiskers: 95% interval)")
     unique = dict(zip(labels, handles, strict=True)).values()
     ax.legend(handles=[measured, *unique], loc="best", fontsize=9, frameon=False)
-    fig.savefig(path, **_SAVE)
+    _save(fig, path)
     return path
 
 
-def stages_chart(summary: Mapping[str, Any], path: Path) -> Path | None:
+def stages_chart(summary: Summary, path: Path) -> Path | None:
     """Where lost events were cut: which network stage each technique pays for."""
     techs = ordered_techniques(summary)
-    counts: list[dict[str, float] | None] = []
-    for _, data in techs:
-        by_stage = data.get("by_stage")
-        ok = _sent(data) > 0 and isinstance(by_stage, Mapping)
-        counts.append({s: n for s, v in by_stage.items() if (n := num(v))} if ok else None)
+    counts = [{s: n for s, n in d.by_stage.items() if n} if d.sent > 0 else None for _, d in techs]
     present = {s for c in counts if c for s in c}
     stages = [s for s in STAGE_ORDER if s in present] + sorted(present - set(STAGE_ORDER))
     if not stages:
         return None
     fig, ax = _figure(5.0, "Lost events by the stage the client was in at the cut", summary)
-    sent = [_sent(d) for _, d in techs]
+    sent = [d.sent for _, d in techs]
     bottom = [0.0] * len(techs)
     for stage in stages:
         heights = [100 * c.get(stage, 0.0) / n if c else 0.0 for c, n in zip(counts, sent, strict=True)]
         color, name = STAGE_COLORS.get(stage, _OTHER_COLOR), STAGE_LABELS.get(stage, stage)
         ax.bar(range(len(techs)), heights, 0.6, bottom=bottom, color=color, label=name, **_SEGMENT_STYLE)
         bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
-    for x, (total, c, n) in enumerate(zip(bottom, counts, sent, strict=True)):
+    for x, (total, c) in enumerate(zip(bottom, counts, strict=True)):
         if c is not None:
             _note(ax, x, total, _pct_text(total))
         else:
-            _no_data(ax, x, "no stage\ndata" if n > 0 else "no events\nsent")
+            _no_data(ax, x)
     _tech_ticks(ax, techs)
     ax.set_ylim(0, max(max(bottom) * 1.15, 1.0))
     ax.set_ylabel("lost events (% of sent)")
     ax.grid(axis="y", alpha=0.3, zorder=0)
     ax.legend(title="stage at the cut (first at the bottom)", reverse=True, **_LEGEND_RIGHT)
-    fig.savefig(path, **_SAVE)
+    _save(fig, path)
     return path
 
 
-def _quantile_points(ttw: Any) -> tuple[list[float], list[float], bool] | None:
-    """(t seconds, q, dense) from either ``quantiles: {q, t}`` or the ``p50/p90/p99`` shorthand."""
-    if not isinstance(ttw, Mapping):
+def _quantile_points(ttw: TimeToWritten) -> tuple[list[float], list[float]] | None:
+    """(t seconds, q) of the CDF's points; None when no event of the technique was written."""
+    quant = ttw.quantiles
+    if not quant.t:
         return None
-    quant = ttw.get("quantiles")
-    if isinstance(quant, Mapping) and isinstance(quant.get("q"), list) and isinstance(quant.get("t"), list):
-        pairs = [(num(t), num(q)) for q, t in zip(quant["q"], quant["t"], strict=False)]
-        dense = True
-    else:
-        pairs = [(num(v), int(k[1:]) / 100) for k, v in ttw.items() if k[:1] == "p" and k[1:].isdigit()]
-        # pNN keys only: a few points of the CDF, drawn with markers so nobody reads the lines as data
-        dense = False
-    points = sorted((t, q) for t, q in pairs if t is not None and q is not None and 0 <= q <= 1)
-    if not points:
-        return None
-    return [t for t, _ in points], [q for _, q in points], dense
+    points = sorted((t, q) for q, t in zip(quant.q, quant.t, strict=False) if 0 <= q <= 1)
+    return [t for t, _ in points], [q for _, q in points]
 
 
-def time_to_written_chart(summary: Mapping[str, Any], path: Path) -> Path | None:
+def time_to_written_chart(summary: Summary, path: Path) -> Path | None:
     """How long each technique needs before the event is safe: the quantity exit times race against."""
     curves = []
     for tech, data in ordered_techniques(summary):
-        pts = _quantile_points(data.get("time_to_written"))
-        if pts is not None and _sent(data) > 0:
-            curves.append((tech, *pts))
+        points = _quantile_points(data.time_to_written)
+        if points is not None and data.sent > 0:
+            curves.append((tech, *points))
     if not curves:
         return None
     fig, ax = _figure(5.0, "Time until the event's data was written (client time since firing)", summary)
     positive = [1000 * t for c in curves for t in c[1] if t > 0]
     log = bool(positive) and max(positive) / min(positive) >= 20
-    for tech, ts, qs, dense in curves:
+    for tech, ts, qs in curves:
         pts = [(1000 * t, 100 * q) for t, q in zip(ts, qs, strict=True) if t > 0 or not log]
         if pts:
-            name = tech if dense else f"{tech} (p50/p90/p99 only)"
-            marker = None if dense and len(pts) > 12 else "o"
+            marker = None if len(pts) > 12 else "o"
             xs, ys = zip(*pts, strict=True)
-            ax.plot(xs, ys, color=_color(tech), lw=2, label=name, marker=marker, ms=5)
+            ax.plot(xs, ys, color=_color(tech), lw=2, label=tech, marker=marker, ms=5)
     if log:  # ticks at 1-2-5 steps with plain numbers: "200 ms" reads faster than 2×10²
         ax.set_xscale("log")
         ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
@@ -271,23 +229,21 @@ def time_to_written_chart(summary: Mapping[str, Any], path: Path) -> Path | None
     ax.set_ylim(0, 101)
     ax.grid(alpha=0.3, which="both")
     ax.legend(loc="lower right", fontsize=9, frameon=False)
-    fig.savefig(path, **_SAVE)
+    _save(fig, path)
     return path
 
 
-def cost_chart(summary: Mapping[str, Any], path: Path) -> Path | None:
+def cost_chart(summary: Summary, path: Path) -> Path | None:
     """What each technique costs the collector per event it actually delivers; one panel per unit."""
-    techs = [
-        (t, c if isinstance(c := d.get("cost"), Mapping) else {}) for t, d in ordered_techniques(summary)
-    ]
-    metrics = [m for m in COST_METRICS if any(num(c.get(m[0])) is not None for _, c in techs)]
+    techs = [(t, d.cost) for t, d in ordered_techniques(summary)]
+    metrics = [m for m in COST_METRICS if any(m[0](c) is not None for _, c in techs)]
     if not metrics:
         return None
     fig, axes = _figure(4.2, "Collector cost per delivered event", summary, ncols=len(metrics), sharey=True)
     axes = axes if len(metrics) > 1 else [axes]
     names = [t for t, _ in techs]
-    for ax, (key, axis_label, scale) in zip(axes, metrics, strict=True):
-        values = [num(c.get(key)) for _, c in techs]
+    for ax, (figure, axis_label, scale) in zip(axes, metrics, strict=True):
+        values = [figure(c) for _, c in techs]
         top = max((v * scale for v in values if v is not None), default=0.0)
         for y, (tech, v) in enumerate(zip(names, values, strict=True)):
             if v is None:
@@ -300,7 +256,7 @@ def cost_chart(summary: Mapping[str, Any], path: Path) -> Path | None:
         ax.grid(axis="x", alpha=0.3, zorder=0)
     axes[0].set_yticks(range(len(names)), names)
     axes[0].set_ylim(len(names) - 0.5, -0.5)  # first technique on top, and room for rows with no bar
-    fig.savefig(path, **_SAVE)
+    _save(fig, path)
     return path
 
 
@@ -308,7 +264,7 @@ def _fmt_value(v: float) -> str:
     return f"{v:.3g}" if abs(v) < 100 else f"{v:,.0f}"
 
 
-CHARTS: dict[str, Callable[[Mapping[str, Any], Path], Path | None]] = {
+CHARTS: dict[str, Callable[[Summary, Path], Path | None]] = {
     "loss": loss_chart,
     "stages": stages_chart,
     "time_to_written": time_to_written_chart,
@@ -317,7 +273,7 @@ CHARTS: dict[str, Callable[[Mapping[str, Any], Path], Path | None]] = {
 """Chart name → drawing function; the file is ``charts/<name>.png``."""
 
 
-def render_charts(summary: Mapping[str, Any], charts_dir: Path) -> dict[str, Path]:
+def render_charts(summary: Summary, charts_dir: Path) -> dict[str, Path]:
     """Draw every chart that has data; returns name → path of the PNGs written, in report order."""
     charts_dir.mkdir(parents=True, exist_ok=True)
     written = {}

@@ -159,20 +159,20 @@ def test_kill_9_mid_load_every_acknowledged_event_is_in_the_ledger(tmp_path, pro
     write_sent_ledger(tmp_path, results)
     summary = compare(tmp_path, predict_events=1000)
     rel = f"received/{path.name}"
-    [info] = [f for f in summary["ledgers"] if f["path"] == rel]
-    assert info["complete"] is False and info["lines"] == len(in_ledger)
-    assert any(w.startswith(f"{rel}: incomplete ledger (no footer)") for w in summary["warnings"])
-    assert sum(t["received"] for t in summary["techniques"].values()) == len(in_ledger)
-    assert summary["phantoms"] == 0
+    [info] = [f for f in summary.ledgers if f.path == rel]
+    assert info.complete is False and info.lines == len(in_ledger)
+    assert any(w.startswith(f"{rel}: incomplete ledger (no footer)") for w in summary.warnings)
+    assert sum(t.received for t in summary.techniques.values()) == len(in_ledger)
+    assert summary.phantoms == 0
     assert damaged is None  # write(2) of a line is not cut by a kill; a full disk could cut one:
 
     with path.open("ab") as f:
         f.write(b'{"id":"k9-cut-sho')
     again = compare(tmp_path, predict_events=1000)
-    [info] = [f for f in again["ledgers"] if f["path"] == rel]
-    assert info["truncated_last_line"] is True and info["lines"] == len(in_ledger)
-    assert any("last line was cut short" in w for w in again["warnings"])
-    assert again["techniques"] == summary["techniques"]
+    [info] = [f for f in again.ledgers if f.path == rel]
+    assert info.truncated_last_line is True and info.lines == len(in_ledger)
+    assert any("last line was cut short" in w for w in again.warnings)
+    assert again.techniques == summary.techniques
 
 
 # -- SIGTERM ----------------------------------------------------------------------------------------------
@@ -323,8 +323,8 @@ def test_disk_full_answers_503_cuts_back_partial_lines_and_recovers(small_fs, pr
     (small_fs / "filler2").unlink()
     write_sent_ledger(small_fs, [])
     summary = compare(small_fs, predict_events=1000)
-    [info] = [f for f in summary["ledgers"] if f["kind"] == "received"]
-    assert info["complete"] is footer and info["lines"] == len(events)
+    [info] = [f for f in summary.ledgers if f.kind == "received"]
+    assert info.complete is footer and info.lines == len(events)
 
 
 def test_a_file_size_limit_gets_503_and_no_partial_line_without_root(tmp_path, processes):
@@ -450,15 +450,15 @@ def test_a_locust_worker_killed_mid_run_leaves_a_readable_ledger_and_compare_nam
     for line in lines[:-1]:
         json.loads(line)
     summary = compare(run_dir, predict_events=1000)
-    by_path = {f["path"]: f for f in summary["ledgers"]}
-    assert by_path[f"sent/{victim_ledger.name}"]["complete"] is False
-    assert by_path[f"sent/{survivor_ledger.name}"]["complete"] is True
-    assert all(f["complete"] for f in summary["ledgers"] if f["kind"] == "received")
-    [warning] = [w for w in summary["warnings"] if "incomplete ledger" in w]
+    by_path = {f.path: f for f in summary.ledgers}
+    assert by_path[f"sent/{victim_ledger.name}"].complete is False
+    assert by_path[f"sent/{survivor_ledger.name}"].complete is True
+    assert all(f.complete for f in summary.ledgers if f.kind == "received")
+    [warning] = [w for w in summary.warnings if "incomplete ledger" in w]
     assert warning.startswith(f"sent/{victim_ledger.name}: incomplete ledger")
-    if summary["phantoms"]:  # events of the victim's last moments: received, never written down
-        assert any(victim_ledger.name in w and "never sent" in w for w in summary["warnings"])
-    assert sum(t["sent"] for t in summary["techniques"].values()) > 1000
+    if summary.phantoms:  # events of the victim's last moments: received, never written down
+        assert any(victim_ledger.name in w and "never sent" in w for w in summary.warnings)
+    assert sum(t.sent for t in summary.techniques.values()) > 1000
 
 
 # -- the zero-loss control, short ------------------------------------------------------------------------

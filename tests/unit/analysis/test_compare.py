@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,11 +13,16 @@ import numpy as np
 import pytest
 
 from lossbench.analysis import join as join
-from lossbench.analysis.compare import QUANTILES, compare, evaluate_fail_if, summary_to_text, write_summary
+from lossbench.analysis.compare import QUANTILES, compare, write_summary
 from lossbench.analysis.join import match_received
 from lossbench.analysis.read import LedgerError, read_ledgers
 from lossbench.contract.ledger import LedgerWriter
+from lossbench.contract.summary import SCHEMA, LedgerFile, Summary, load_summary
 from lossbench.contract.techniques import TECHNIQUES
+from lossbench.report.text import summary_to_text
+
+RUN_BEFORE = Path(__file__).parents[2] / "data" / "run-before"
+"""A run made by the code before issue 10 (765448f), with the summary.json it wrote."""
 
 
 def event(
@@ -86,52 +92,47 @@ def make_run(tmp_path: Path) -> Path:
 
 def test_counts_stages_duplicates_phantoms_cost(tmp_path: Path) -> None:
     s = compare(make_run(tmp_path))
-    assert s["schema"] == "lossbench.summary/1"
-    assert s["reference"] == "ajax"
-    assert list(s["techniques"]) == ["ajax", "pixel"]
-    pixel, ajax = s["techniques"]["pixel"], s["techniques"]["ajax"]
-    assert (pixel["sent"], pixel["received"], pixel["lost"], pixel["loss"]) == (10, 8, 2, 0.2)
-    assert (ajax["sent"], ajax["received"], ajax["lost"], ajax["loss"]) == (10, 5, 5, 0.5)
-    assert ajax["ci95"] == pytest.approx([0.2366, 0.7634], abs=1e-4)
-    assert pixel["duplicates"] == 1 and ajax["duplicates"] == 0
-    assert pixel["by_stage"] == {"dns": 1, "connect": 1, "request": 0, "done": 0}
-    assert pixel["cut_by_stage"] == {"dns": 1, "connect": 1, "request": 0, "done": 8}
-    assert ajax["by_stage"] == {"dns": 0, "connect": 0, "preflight": 5, "headers": 0, "body": 0, "done": 0}
-    assert pixel["written_lost"] == 0 and pixel["unwritten_received"] == 0
-    assert pixel["time_to_written"]["p50"] == pytest.approx(0.2)
-    assert pixel["time_to_written"]["quantiles"]["q"][:3] == [0.0, 0.05, 0.1]
-    assert len(pixel["time_to_written"]["quantiles"]["t"]) == 21
+    assert s.schema == SCHEMA
+    assert s.reference == "ajax"
+    assert list(s.techniques) == ["ajax", "pixel"]
+    pixel, ajax = s.techniques["pixel"], s.techniques["ajax"]
+    assert (pixel.sent, pixel.received, pixel.lost, pixel.loss) == (10, 8, 2, 0.2)
+    assert (ajax.sent, ajax.received, ajax.lost, ajax.loss) == (10, 5, 5, 0.5)
+    assert ajax.ci95 == pytest.approx((0.2366, 0.7634), abs=1e-4)
+    assert pixel.duplicates == 1 and ajax.duplicates == 0
+    assert pixel.by_stage == {"dns": 1, "connect": 1, "request": 0, "done": 0}
+    assert pixel.cut_by_stage == {"dns": 1, "connect": 1, "request": 0, "done": 8}
+    assert ajax.by_stage == {"dns": 0, "connect": 0, "preflight": 5, "headers": 0, "body": 0, "done": 0}
+    assert pixel.written_lost == 0 and pixel.unwritten_received == 0
+    assert pixel.time_to_written.p50 == pytest.approx(0.2)
+    assert pixel.time_to_written.quantiles.q[:3] == [0.0, 0.05, 0.1]
+    assert len(pixel.time_to_written.quantiles.t) == 21
     # 10 event requests + 1 ping over 8 delivered; conn_seconds from the collector's stats
-    assert pixel["cost"]["requests_per_delivered"] == pytest.approx(11 / 8)
-    assert pixel["cost"]["connections_per_delivered"] == pytest.approx(11 / 8)
-    assert pixel["cost"]["conn_seconds_per_delivered"] == pytest.approx(1.6 / 8)
-    assert ajax["cost"]["requests_per_delivered"] == pytest.approx(15 / 5)
-    assert s["phantoms"] == 1
-    [c] = s["comparisons"]
-    assert (c["technique"], c["reference"], c["direction"]) == ("pixel", "ajax", "less")
-    assert c["ratio"] == pytest.approx(2.5)
-    assert c["text"].startswith("pixel and ajax lose the same within noise")  # 2/10 vs 5/10 is noise
-    assert not c["significant"]
-    assert any("never sent" in w for w in s["warnings"])
-    assert any(w.startswith("pixel: 1 duplicate") for w in s["warnings"])
-    assert s["ledgers"][0] == {
-        "path": "sent/box-1.0.jsonl",
-        "kind": "sent",
-        "lines": 20,
-        "complete": True,
-        "truncated_last_line": False,
-    }
-    # the document is strict JSON (no NaN) and survives a round trip
-    path = write_summary(s, tmp_path)
-    assert json.loads(path.read_text()) == json.loads(json.dumps(s))
+    assert pixel.cost.requests_per_delivered == pytest.approx(11 / 8)
+    assert pixel.cost.connections_per_delivered == pytest.approx(11 / 8)
+    assert pixel.cost.conn_seconds_per_delivered == pytest.approx(1.6 / 8)
+    assert ajax.cost.requests_per_delivered == pytest.approx(15 / 5)
+    assert s.phantoms == 1
+    [c] = s.comparisons
+    assert (c.technique, c.reference, c.direction) == ("pixel", "ajax", "less")
+    assert c.ratio == pytest.approx(2.5)
+    assert c.text.startswith("pixel and ajax lose the same within noise")  # 2/10 vs 5/10 is noise
+    assert not c.significant
+    assert any("never sent" in w for w in s.warnings)
+    assert any(w.startswith("pixel: 1 duplicate") for w in s.warnings)
+    assert s.ledgers[0] == LedgerFile(
+        path="sent/box-1.0.jsonl", kind="sent", lines=20, complete=True, truncated_last_line=False
+    )
+    # the document survives a round trip through summary.json
+    assert load_summary(write_summary(s, tmp_path)) == s
 
 
 def test_written_lost_and_unwritten_received(tmp_path: Path) -> None:
     write(tmp_path, "sent", [event(1), event(2), event(3, stage="connect", t_written=None)])
     write(tmp_path, "received", [received(1), received(3)])
-    pixel = compare(tmp_path)["techniques"]["pixel"]
-    assert (pixel["written_lost"], pixel["unwritten_received"], pixel["lost"]) == (1, 1, 1)
-    assert pixel["by_stage"]["done"] == 1
+    pixel = compare(tmp_path).techniques["pixel"]
+    assert (pixel.written_lost, pixel.unwritten_received, pixel.lost) == (1, 1, 1)
+    assert pixel.by_stage["done"] == 1
 
 
 def test_many_files_and_rotated_parts(tmp_path: Path) -> None:
@@ -145,8 +146,8 @@ def test_many_files_and_rotated_parts(tmp_path: Path) -> None:
     ledgers = read_ledgers(tmp_path)
     assert sum(1 for f in ledgers.files if f.kind == "received") > 1  # rotated
     assert all(f.complete for f in ledgers.files)
-    pixel = compare(tmp_path)["techniques"]["pixel"]
-    assert (pixel["sent"], pixel["received"], pixel["lost"]) == (150, 75, 75)
+    pixel = compare(tmp_path).techniques["pixel"]
+    assert (pixel.sent, pixel.received, pixel.lost) == (150, 75, 75)
 
 
 def test_foreign_ids_join_as_bytes(tmp_path: Path) -> None:
@@ -166,18 +167,18 @@ def test_truncated_last_line_is_tolerated_and_reported(tmp_path: Path) -> None:
     with open(path, "ab") as f:
         f.write(b'{"id":"0000000000000003","te')  # killed in the middle of a line
     s = compare(tmp_path)
-    assert s["techniques"]["pixel"]["received"] == 3
-    info = next(f for f in s["ledgers"] if f["kind"] == "received")
-    assert info["truncated_last_line"] and not info["complete"] and info["lines"] == 3
-    assert any("received/box-1.0.jsonl" in w and "cut short" in w for w in s["warnings"])
+    assert s.techniques["pixel"].received == 3
+    info = next(f for f in s.ledgers if f.kind == "received")
+    assert info.truncated_last_line and not info.complete and info.lines == 3
+    assert any("received/box-1.0.jsonl" in w and "cut short" in w for w in s.warnings)
 
 
 def test_incomplete_ledger_is_warned(tmp_path: Path) -> None:
     write(tmp_path, "sent", [event(i) for i in range(4)], close=False)
     write(tmp_path, "received", [received(i) for i in range(4)])
     s = compare(tmp_path)
-    assert s["techniques"]["pixel"]["lost"] == 0
-    [warning] = [w for w in s["warnings"] if "incomplete ledger" in w]
+    assert s.techniques["pixel"].lost == 0
+    [warning] = [w for w in s.warnings if "incomplete ledger" in w]
     assert warning.startswith("sent/box-1.0.jsonl: incomplete ledger (no footer)")
 
 
@@ -186,7 +187,7 @@ def test_footer_disagreeing_with_lines_is_warned(tmp_path: Path) -> None:
     lines = path.read_bytes().splitlines(keepends=True)
     path.write_bytes(b"".join(lines[:2] + lines[3:]))  # a line vanished
     write(tmp_path, "received", [])
-    assert any("footer says 4 lines" in w for w in compare(tmp_path)["warnings"])
+    assert any("footer says 4 lines" in w for w in compare(tmp_path).warnings)
 
 
 def test_invalid_line_in_the_middle_names_file_and_line(tmp_path: Path) -> None:
@@ -247,9 +248,9 @@ def test_header_only_file_is_an_incomplete_empty_ledger(tmp_path: Path) -> None:
 
 def test_no_run_json_means_no_prediction(tmp_path: Path) -> None:
     s = compare(make_run(tmp_path))
-    assert s["run"] == {}
-    assert s["techniques"]["pixel"]["predicted_loss"] is None
-    assert any("run.json: not found" in w for w in s["warnings"])
+    assert s.run == {}
+    assert s.techniques["pixel"].predicted_loss is None
+    assert any("run.json: not found" in w for w in s.warnings)
 
 
 @dataclass
@@ -278,10 +279,10 @@ def test_prediction_and_disagreement(tmp_path: Path, monkeypatch: pytest.MonkeyP
     (make_run(tmp_path) / "run.json").write_text(json.dumps(run))
     s = compare(tmp_path, predict_events=1000)
     assert calls == [("profile:3G", "exit:mix", "unload", ["ajax", "pixel"], 7, 1000)]
-    assert s["run"] == run
-    assert s["techniques"]["pixel"]["predicted_loss"] == 0.01
-    assert s["techniques"]["ajax"]["predicted_ci95"] == [0.49, 0.51]
-    [w] = [w for w in s["warnings"] if "predicted" in w]
+    assert s.run == run
+    assert s.techniques["pixel"].predicted_loss == 0.01
+    assert s.techniques["ajax"].predicted_ci95 == (0.49, 0.51)
+    [w] = [w for w in s.warnings if "predicted" in w]
     assert w.startswith("pixel: measured loss 20.0% [5.7, 51.0] vs predicted 1.0% [0.9, 1.1]: more than")
     text = summary_to_text(s)
     assert "1.0% [0.9, 1.1]" in text
@@ -292,11 +293,11 @@ def test_large_timing_error_is_flagged_with_what_real_time_decisions_would_cost(
     write(tmp_path, "sent", [event(i, t_written=0.3, A=0.35, error=0.1, rtt=0.3) for i in range(100)])
     write(tmp_path, "received", [received(i) for i in range(100)])
     s = compare(tmp_path)
-    timing = s["timing"]
-    assert timing["p90"] == pytest.approx(0.1)
-    assert timing["max_loss_shift"] == pytest.approx(1.0)
-    assert timing["flagged"]
-    [w] = [w for w in s["warnings"] if "lagging" in w]
+    timing = s.timing
+    assert timing.p90 == pytest.approx(0.1)
+    assert timing.max_loss_shift == pytest.approx(1.0)
+    assert timing.flagged
+    [w] = [w for w in s.warnings if "lagging" in w]
     assert w.startswith("load generator lagging: p90 timing error 100 ms against stage times of ~300 ms.")
     assert "would have added up to 100.0 points" in w and w.endswith("lower --users or add --processes")
 
@@ -304,9 +305,9 @@ def test_large_timing_error_is_flagged_with_what_real_time_decisions_would_cost(
 def test_small_timing_error_is_not_flagged(tmp_path: Path) -> None:
     write(tmp_path, "sent", [event(i, error=0.001) for i in range(100)])
     write(tmp_path, "received", [received(i) for i in range(100)])
-    timing = compare(tmp_path)["timing"]
-    assert timing["p50"] == pytest.approx(0.001)
-    assert (timing["max_loss_shift"], timing["flagged"]) == (0.0, False)
+    timing = compare(tmp_path).timing
+    assert timing.p50 == pytest.approx(0.001)
+    assert (timing.max_loss_shift, timing.flagged) == (0.0, False)
 
 
 def test_reference_falls_back_to_the_highest_loss(tmp_path: Path) -> None:
@@ -314,76 +315,26 @@ def test_reference_falls_back_to_the_highest_loss(tmp_path: Path) -> None:
     write(tmp_path, "sent", sent)
     write(tmp_path, "received", [received(i) for i in range(2)] + [received(100, "pixel-keepalive")])
     s = compare(tmp_path)
-    assert s["reference"] == "pixel-keepalive"
-    assert [c["technique"] for c in s["comparisons"]] == ["pixel"]
+    assert s.reference == "pixel-keepalive"
+    assert [c.technique for c in s.comparisons] == ["pixel"]
 
 
 def test_mislabelled_receipts_are_warned(tmp_path: Path) -> None:
     write(tmp_path, "sent", [event(0), event(1)])
     write(tmp_path, "received", [received(0), received(1, "ajax")])
-    assert any("another technique" in w for w in compare(tmp_path)["warnings"])
+    assert any("another technique" in w for w in compare(tmp_path).warnings)
 
 
-def test_summary_to_text_is_an_aligned_table(tmp_path: Path) -> None:
-    text = summary_to_text(compare(make_run(tmp_path)))
-    lines = text.splitlines()
-    assert lines[0].split() == ["technique", "sent", "lost", "loss", "95%", "interval", "predicted"]
-    assert lines[1].split()[:4] == ["ajax", "10", "5", "50.0%"]
-    assert lines[2].split()[:4] == ["pixel", "10", "2", "20.0%"]
-    assert lines[0].index("loss") + 4 == lines[1].index("50.0%") + 5  # right-aligned numbers
-    assert "pixel and ajax lose the same within noise (p = " in text
-    assert "warnings:" in text
-
-
-@pytest.fixture
-def summary(tmp_path: Path) -> dict:
-    s = compare(make_run(tmp_path))
-    s["techniques"]["pixel-keepalive"] = {**s["techniques"]["pixel"], "loss": 0.03}
-    return s
-
-
-@pytest.mark.parametrize(
-    ("expr", "expected"),
-    [
-        ("pixel.loss > 0.02", True),
-        ("pixel.loss > 0.5", False),
-        ("ajax.ci95[1] >= 0.5", True),
-        ("ajax.ci95[0] >= 0.5", False),
-        ("phantoms > 0", True),
-        ("phantoms > 0 and pixel.loss > 0.5", False),
-        ("phantoms > 5 or pixel.loss > 0.02", True),
-        ("not phantoms", False),
-        ("pixel-keepalive.loss > 0.02", True),
-        ("pixel-keepalive.loss>0.05 or ajax.loss - pixel.loss > 0.25", True),
-        ("pixel.by_stage['dns'] == 1", True),
-        ("timing.flagged", False),
-        ("pixel.predicted_loss == None", True),
-        ("0.1 < pixel.loss < 0.3", True),
-    ],
-)
-def test_fail_if(summary: dict, expr: str, expected: bool) -> None:
-    assert evaluate_fail_if(summary, expr) is expected
-
-
-@pytest.mark.parametrize(
-    ("expr", "message"),
-    [
-        ("pixl.loss > 0", "unknown name 'pixl'"),
-        ("pixel-prewarm.loss > 0", "technique 'pixel-prewarm' is not in this run"),
-        ("foo-bar.loss > 0", "unknown name 'foo-bar'"),
-        ("pixel.los > 0", "pixel has no field 'los'"),
-        ("ajax.ci95[2] > 0", r"ajax.ci95\[2\] does not exist"),
-        ("__import__('os').system('true')", "Call is not allowed"),
-        ("pixel.loss > ", "not a valid expression"),
-        ("pixel.predicted_loss > 0.1", "cannot compare None with 0.1"),
-        ("pixel", "not a condition"),
-        ("[1] == [1]", "List is not allowed"),
-        ("pixel.loss.__class__", "has no field '__class__'"),
-    ],
-)
-def test_fail_if_errors(summary: dict, expr: str, message: str) -> None:
-    with pytest.raises(ValueError, match=message):
-        evaluate_fail_if(summary, expr)
+def test_a_run_stored_before_the_change_gives_the_same_summary(tmp_path: Path) -> None:
+    """Issue 10's acceptance: compare on a run directory of the old layout writes the summary the old code
+    wrote; only the schema version may differ (the run's timestamps are run.json's, so they match too)."""
+    shutil.copytree(RUN_BEFORE, tmp_path / "run", ignore=shutil.ignore_patterns("*.before.*"))
+    path = write_summary(compare(tmp_path / "run"), tmp_path / "run")
+    before = json.loads((RUN_BEFORE / "summary.before.json").read_text())
+    after = json.loads(path.read_text())
+    assert before.pop("schema") == "lossbench.summary/1" and after.pop("schema") == SCHEMA
+    assert after == before
+    assert isinstance(load_summary(path), Summary)
 
 
 def test_columns_are_numpy(tmp_path: Path) -> None:
@@ -503,24 +454,22 @@ def test_counts_equal_a_count_per_event(tmp_path: Path, monkeypatch: pytest.Monk
     write(tmp_path, "sent", sent)
     write(tmp_path, "received", [*got, received(5000)])
     s = compare(tmp_path)
-    for tech, entry in s["techniques"].items():
+    for tech, entry in s.techniques.items():
         mine = [(e, int(k)) for e, k in zip(sent, copies, strict=True) if e["tech"] == tech]
         lost = [e for e, k in mine if k == 0]
-        assert (entry["sent"], entry["lost"]) == (len(mine), len(lost))
-        assert entry["duplicates"] == sum(max(k - 1, 0) for _, k in mine)
-        cut = {stage: sum(e["stage"] == stage for e, _ in mine) for stage in entry["cut_by_stage"]}
-        assert entry["cut_by_stage"] == cut
-        assert entry["by_stage"] == {
-            stage: sum(e["stage"] == stage for e in lost) for stage in entry["by_stage"]
-        }
-        assert entry["written_lost"] == sum(e["written"] for e in lost)
-        assert entry["unwritten_received"] == sum(not e["written"] and k > 0 for e, k in mine)
-        assert entry["cost"]["requests"] == sum(e["requests"] for e, _ in mine)  # exact, though large
-        assert entry["cost"]["connections"] == sum(e["connections"] for e, _ in mine)
+        assert (entry.sent, entry.lost) == (len(mine), len(lost))
+        assert entry.duplicates == sum(max(k - 1, 0) for _, k in mine)
+        cut = {stage: sum(e["stage"] == stage for e, _ in mine) for stage in entry.cut_by_stage}
+        assert entry.cut_by_stage == cut
+        assert entry.by_stage == {stage: sum(e["stage"] == stage for e in lost) for stage in entry.by_stage}
+        assert entry.written_lost == sum(e["written"] for e in lost)
+        assert entry.unwritten_received == sum(not e["written"] and k > 0 for e, k in mine)
+        assert entry.cost.requests == sum(e["requests"] for e, _ in mine)  # exact, though large
+        assert entry.cost.connections == sum(e["connections"] for e, _ in mine)
         times = [e["t_written"] for e, _ in mine if e["written"]]
-        assert entry["time_to_written"]["p90"] == float(np.quantile(times, 0.9))
-        assert entry["time_to_written"]["quantiles"]["t"] == [float(x) for x in np.quantile(times, QUANTILES)]
+        assert entry.time_to_written.p90 == float(np.quantile(times, 0.9))
+        assert entry.time_to_written.quantiles.t == [float(x) for x in np.quantile(times, QUANTILES)]
         delivered = [e for e, k in mine if k > 0 and e["written"]]
         late = sum(e["t_written"] + timing_error(e) >= e["A"] for e in delivered)
-        assert s["timing"]["loss_shift"][tech] == late / len(mine)
-    assert s["phantoms"] == 1
+        assert s.timing.loss_shift[tech] == late / len(mine)
+    assert s.phantoms == 1

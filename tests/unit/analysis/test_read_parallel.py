@@ -163,7 +163,7 @@ def test_workers_read_what_this_thread_reads(tmp_path: Path, monkeypatch, pools)
     with monkeypatch.context() as m:
         m.setattr(ledger_parallel, "SERIAL_BYTES", 1 << 62)
         assert compare(run) == summary
-    assert summary["phantoms"] == 1
+    assert summary.phantoms == 1
 
 
 def test_results_too_big_for_their_slot_come_by_pipe(tmp_path: Path, monkeypatch, pools) -> None:

@@ -1,0 +1,164 @@
+"""The summary document (``summary.json``): what compare measured, typed and versioned, defined once.
+
+compare (``lossbench.analysis.compare``) builds a ``Summary``; every renderer (the text table, ``--fail-if``,
+the charts, the HTML and Markdown report) reads one, so a field is named here and nowhere else.
+What each field means is written in ``docs/FORMATS.md`` (a test checks its table against these structs).
+The JSON is these structs' fields in order, so a change of shape is a change of ``SCHEMA``.
+
+The percentages in the summary's own sentences (comparisons, warnings) and in the text table are written
+by ``format_pct`` and ``format_pct_interval``, so the two never disagree about a number.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+
+SCHEMA = "lossbench.summary/1"
+"""Version of the summary document; bump it when the JSON shape changes."""
+
+
+Direction = Literal["less", "more", "same"]
+"""How a technique's loss stands to the reference's."""
+
+
+class SummaryError(Exception):
+    """A stored summary that cannot be read as this lossbench's ``Summary``; the message names the file."""
+
+
+class TimeQuantiles(msgspec.Struct, frozen=True, kw_only=True):
+    """Points of the time-to-written CDF: ``t[i]`` seconds for the share ``q[i]`` of written events."""
+
+    q: list[float]
+    t: list[float] | None
+
+
+class TimeToWritten(msgspec.Struct, frozen=True, kw_only=True):
+    """Client seconds from firing until the event's data was completely written (written events only)."""
+
+    p50: float | None
+    p90: float | None
+    p99: float | None
+    quantiles: TimeQuantiles
+
+
+class Cost(msgspec.Struct, frozen=True, kw_only=True):
+    """What a technique cost the collector, in total and per delivered event (None: not known)."""
+
+    requests: int
+    connections: int
+    conn_seconds: float | None
+    requests_per_delivered: float | None
+    connections_per_delivered: float | None
+    conn_seconds_per_delivered: float | None
+
+
+class TechniqueFigures(msgspec.Struct, frozen=True, kw_only=True):
+    """One technique's counts, its loss with a 95% interval, the model's prediction and its costs."""
+
+    sent: int
+    received: int
+    lost: int
+    loss: float
+    ci95: tuple[float, float]
+    predicted_loss: float | None
+    predicted_ci95: tuple[float, float] | None
+    duplicates: int
+    by_stage: dict[str, int]
+    cut_by_stage: dict[str, int]
+    written_lost: int
+    unwritten_received: int
+    time_to_written: TimeToWritten
+    cost: Cost
+
+
+class Comparison(msgspec.Struct, frozen=True, kw_only=True):
+    """One technique against the reference: ratio of losses, two-sided p-value and the sentence."""
+
+    technique: str
+    reference: str
+    ratio: float | None
+    direction: Direction
+    p_value: float
+    significant: bool
+    text: str
+
+
+class Timing(msgspec.Struct, frozen=True, kw_only=True):
+    """The load generator's timing error (real − intended end of the last stage reached), in seconds."""
+
+    p50: float | None
+    p90: float | None
+    p99: float | None
+    decided_on: str
+    max_loss_shift: float
+    loss_shift: dict[str, float]
+    flagged: bool
+
+
+class LedgerFile(msgspec.Struct, frozen=True, kw_only=True):
+    """One ledger file compare read."""
+
+    path: str
+    kind: Literal["sent", "received"]
+    lines: int
+    complete: bool
+    truncated_last_line: bool
+
+
+class Summary(msgspec.Struct, frozen=True, kw_only=True):
+    """The whole document ``lossbench compare`` writes as ``summary.json``."""
+
+    schema: str = SCHEMA
+    run: dict[str, Any]
+    reference: str
+    techniques: dict[str, TechniqueFigures]
+    phantoms: int
+    comparisons: list[Comparison]
+    timing: Timing
+    ledgers: list[LedgerFile]
+    warnings: list[str]
+
+
+def summary_json(summary: Summary) -> str:
+    """The document as ``summary.json`` holds it: UTF-8 JSON, one space of indent, no NaN (a NaN is a bug
+    in compare, so encoding it raises ValueError)."""
+    return json.dumps(msgspec.to_builtins(summary), indent=1, ensure_ascii=False, allow_nan=False) + "\n"
+
+
+def load_summary(path: str | Path) -> Summary:
+    """Read a stored ``summary.json``; raises SummaryError naming the file when it cannot be read, is not a
+    lossbench summary of this schema, or has a field of the wrong type."""
+    redo = "rerun `lossbench compare` on its run directory (or `lossbench report --recompare`)"
+    try:
+        doc = msgspec.json.decode(Path(path).read_bytes())
+    except OSError as e:
+        raise SummaryError(f"{path}: cannot be read ({e.strerror or e})") from None
+    except msgspec.DecodeError as e:
+        raise SummaryError(f"{path}: not valid JSON ({e}); {redo}") from None
+    schema = doc.get("schema") if isinstance(doc, dict) else None
+    if schema != SCHEMA:
+        what = "no schema" if schema is None else f"schema {schema!r}"
+        raise SummaryError(
+            f"{path}: not a summary this lossbench reads ({what}, expected {SCHEMA!r}); {redo}"
+        )
+    try:
+        return msgspec.convert(doc, Summary)
+    except msgspec.ValidationError as e:
+        raise SummaryError(f"{path}: damaged summary ({e}); {redo}") from None
+
+
+def format_pct(x: float) -> str:
+    """A loss as a percentage; small losses keep two significant digits instead of rounding to 0.0%."""
+    pct = 100.0 * x
+    if 0 < pct < 0.1:
+        return f"{pct:.2g}%"
+    return f"{pct:.1f}%"
+
+
+def format_pct_interval(ci: tuple[float, float]) -> str:
+    """An interval of fractions as percentage points, e.g. ``[5.7, 51.0]``."""
+    return f"[{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"

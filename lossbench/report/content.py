@@ -1,0 +1,233 @@
+"""The report's content as plain text, gathered once from a ``Summary`` for both templates (HTML, Markdown).
+
+Each function returns strings (or rows of strings) ready to print; escaping is the templates' job, so a
+value from the summary (a warning, a run parameter) can never become markup.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from lossbench.contract.summary import Summary, TechniqueFigures
+from lossbench.contract.techniques import TECHNIQUES
+
+HOW_TO_READ = (
+    "Each technique fired events from simulated browser tabs that went away at a drawn exit time. An event "
+    "is lost when the collector never received it. Loss is shown with its 95% interval: differences "
+    "smaller than the intervals are not evidence. The model's prediction comes from the same network "
+    "profile and exit model; a measurement outside the predicted interval means something real happened "
+    "that the model does not include (collector saturation, keep-alive races, port exhaustion, a collector "
+    "fault) — the warnings and the lost-by-stage chart say where to look. Costs are per delivered event."
+)
+
+CHART_CAPTIONS: dict[str, str] = {
+    "loss": "Loss per technique with 95% intervals; diamonds are the model's prediction.",
+    "stages": "Lost events by the stage the client was in when the page went away, as a share of sent.",
+    "time_to_written": "Share of written events whose complete data was written by a given time.",
+    "cost": "Requests, connections and connection time at the collector per delivered event.",
+}
+
+LOSS_COLUMNS: tuple[str, ...] = (
+    "technique",
+    "sent",
+    "received",
+    "lost",
+    "loss [95% interval]",
+    "predicted [95% interval]",
+    "duplicates",
+    "written, not received",
+    "requests / delivered",
+    "connections / delivered",
+    "conn-ms / delivered",
+)
+PARAMETER_COLUMNS: tuple[str, ...] = ("parameter", "value")
+LEDGER_COLUMNS: tuple[str, ...] = ("file", "kind", "lines", "state")
+
+NONE = "–"
+"""What a table shows for a figure the summary does not have."""
+
+
+def label(value: object) -> str:
+    """A short name for a run parameter that may be a plain name or a ``{"name": ...}`` object."""
+    if isinstance(value, Mapping):
+        value = value.get("name", value.get("id", "?"))
+    return "?" if value is None else str(value)
+
+
+def ordered_techniques(summary: Summary) -> list[tuple[str, TechniqueFigures]]:
+    """Techniques in the canonical order (fewest stages last), then any unknown ones by name."""
+    techs = summary.techniques
+    known = [t for t in TECHNIQUES if t in techs]
+    extra = sorted(t for t in techs if t not in TECHNIQUES)
+    return [(t, techs[t]) for t in [*known, *extra]]
+
+
+def title(summary: Summary) -> str:
+    return f"lossbench report — run {label(summary.run.get('run_id', 'unknown'))}"
+
+
+def meta(summary: Summary) -> str:
+    """The model the run was measured under, in one line under the title."""
+    run = summary.run
+    return " · ".join(
+        f"{k}: {label(run.get(key))}"
+        for k, key in (("profile", "profile"), ("exit model", "exit_model"), ("abort", "abort"))
+        if run.get(key) is not None
+    )
+
+
+def _pct(value: float | None) -> str:
+    if value is None:
+        return NONE
+    v = 100 * value
+    return f"{v:.2f}%" if abs(v) < 10 else f"{v:.1f}%"
+
+
+def _pct_ci(value: float | None, ci: tuple[float, float] | None) -> str:
+    text = _pct(value)
+    return text if ci is None or value is None else f"{text} [{_pct(ci[0])}, {_pct(ci[1])}]"
+
+
+def _count(value: int | None) -> str:
+    return NONE if value is None else f"{value:,.0f}"
+
+
+def _dec(value: float | None, scale: float = 1.0) -> str:
+    return NONE if value is None else f"{value * scale:.3g}"
+
+
+def loss_table(summary: Summary) -> list[list[str]]:
+    """One row of text per technique, columns as in ``LOSS_COLUMNS``."""
+    rows = []
+    for tech, d in ordered_techniques(summary):
+        cost = d.cost
+        rows.append(
+            [
+                tech,
+                _count(d.sent),
+                _count(d.received),
+                _count(d.lost),
+                _pct_ci(d.loss, d.ci95) if d.sent > 0 else "no events sent",
+                _pct_ci(d.predicted_loss, d.predicted_ci95),
+                _count(d.duplicates),
+                _count(d.written_lost),
+                _dec(cost.requests_per_delivered),
+                _dec(cost.connections_per_delivered),
+                _dec(cost.conn_seconds_per_delivered, 1000),
+            ]
+        )
+    return rows
+
+
+def comparisons(summary: Summary) -> list[tuple[str, str]]:
+    """(sentence, significance) per comparison against the reference."""
+    out = []
+    for c in summary.comparisons:
+        if not c.text:
+            continue
+        p_text = "p < 0.001" if c.p_value < 0.001 else f"p = {c.p_value:.3g}"
+        if re.search(r"\bp\s*[<=≤]", c.text):
+            p_text = ""  # the sentence already says it
+        sig = "significant" if c.significant else "not significant"
+        out.append((c.text, ", ".join(s for s in (sig, p_text) if s)))
+    return out
+
+
+def warnings(summary: Summary) -> list[str]:
+    """The summary's warnings, plus a word on a lagging load generator if they do not mention it."""
+    out = [w for w in summary.warnings if w]
+    if summary.timing.flagged and not any("timing" in w.lower() for w in out):
+        out.append(
+            "load generator lagging behind its intended timeline: the collector saw a late schedule "
+            "(losses are decided on the intended timeline and stand)"
+        )
+    return out
+
+
+def _when(value: object) -> str:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return dt.datetime.fromtimestamp(value, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return str(value)
+
+
+def _plain(value: object) -> str:
+    if isinstance(value, Mapping) and set(value) <= {"name", "id"}:
+        return label(value)
+    if isinstance(value, dict | list):
+        return json.dumps(value, sort_keys=True, ensure_ascii=False)
+    return str(value)
+
+
+def _seconds(value: object) -> str:
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    return f"{_plain(value)} s" if number else _plain(value)
+
+
+def _names(value: object) -> str:
+    return ", ".join(map(str, value)) if isinstance(value, list) else _plain(value)
+
+
+_SHOWN: dict[str, tuple[str, Callable[[Any], str]]] = {
+    "run_id": ("run id", _plain),
+    "scenario": ("scenario", _plain),
+    "profile": ("network profile", _plain),
+    "exit_model": ("exit model", _plain),
+    "abort": ("abort kind", _plain),
+    "seed": ("seed", _plain),
+    "users": ("users", _plain),
+    "duration": ("duration", _seconds),
+    "techniques": ("techniques", _names),
+    "host": ("host", _plain),
+    "started": ("started", _when),
+    "ended": ("ended", _when),
+}
+"""run.json keys shown first, under these names; the others follow under their own names."""
+
+
+def parameters(summary: Summary) -> list[tuple[str, str]]:
+    """(name, value) for the model and run parameters: the named ones first, then whatever else run holds.
+
+    ``run`` is run.json as the run wrote it, so its values are read as whatever JSON they are."""
+    run = summary.run
+    out = [(name, fmt(run[key])) for key, (name, fmt) in _SHOWN.items() if run.get(key) is not None]
+    versions = run.get("versions")
+    if isinstance(versions, Mapping):
+        out.append(("versions", ", ".join(f"{k} {v}" for k, v in sorted(versions.items()))))
+    rest = sorted((k, v) for k, v in run.items() if k not in _SHOWN and k != "versions" and v is not None)
+    return out + [(k, _plain(v)) for k, v in rest]
+
+
+def timing_text(summary: Summary) -> str:
+    """One sentence on the load generator's timing error (actual minus intended stage end)."""
+    t = summary.timing
+    points = (("p50", t.p50), ("p90", t.p90), ("p99", t.p99))
+    ms = ", ".join(f"{q} {_dec(v, 1000)} ms" for q, v in points if v is not None)
+    verdict = (
+        "large against stage times: the collector saw a late schedule"
+        if t.flagged
+        else "small against stage times"
+    )
+    return (
+        f"Stage timing error {ms or 'unknown'}: {verdict}. Losses are decided on the intended timeline; "
+        f"deciding on real time would have added up to {_pct(t.max_loss_shift)}."
+    )
+
+
+def ledger_rows(summary: Summary) -> list[list[str]]:
+    """(path, kind, lines, state) per ledger file; state says whether it was closed cleanly."""
+    rows = []
+    for led in summary.ledgers:
+        state = "complete" if led.complete else "INCOMPLETE (not closed cleanly)"
+        if led.truncated_last_line:
+            state += ", truncated last line"
+        rows.append([led.path, led.kind, _count(led.lines), state])
+    return rows
+
+
+def phantoms_text(summary: Summary) -> str:
+    n = _count(summary.phantoms)
+    return f"{n} — events the collector received that no sent ledger lists (expected 0)."

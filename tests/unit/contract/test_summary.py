@@ -1,0 +1,92 @@
+"""The Summary document: encoded as summary.json always was, decoded with errors that name the file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from lossbench.contract.summary import (
+    SCHEMA,
+    Summary,
+    SummaryError,
+    format_pct,
+    format_pct_interval,
+    load_summary,
+    summary_json,
+)
+
+STORED = Path(__file__).parents[2] / "data" / "run-before" / "summary.before.json"
+
+
+def test_a_stored_summary_reads_and_writes_back_to_the_same_bytes() -> None:
+    summary = load_summary(STORED)
+    assert summary.schema == SCHEMA
+    assert summary.techniques["pixel"].ci95 == pytest.approx((0.0189, 0.1175), abs=1e-4)
+    assert summary_json(summary) == STORED.read_text(encoding="utf-8")
+
+
+def test_a_nan_is_a_bug_and_is_not_written() -> None:
+    summary = load_summary(STORED)
+    timing = msgspec.structs.replace(summary.timing, max_loss_shift=float("nan"))
+    with pytest.raises(ValueError, match="not JSON compliant"):
+        summary_json(msgspec.structs.replace(summary, timing=timing))
+
+
+def _stored_with(tmp_path: Path, change: dict[str, object]) -> Path:
+    doc = {**json.loads(STORED.read_text()), **change}
+    path = tmp_path / "summary.json"
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def test_damaged_or_foreign_documents_name_the_file_and_what_to_do(tmp_path: Path) -> None:
+    path = tmp_path / "summary.json"
+    with pytest.raises(SummaryError, match=r"summary\.json: cannot be read \(No such file or directory\)"):
+        load_summary(path)
+    path.write_text('{"schema": "lossbench.summary/1", "run": {')
+    with pytest.raises(SummaryError, match=r"summary\.json: not valid JSON .*; rerun `lossbench compare`"):
+        load_summary(path)
+    path.write_text("[1, 2]")
+    with pytest.raises(SummaryError, match=r"summary\.json: not a summary this lossbench reads \(no schema"):
+        load_summary(path)
+    path = _stored_with(tmp_path, {"schema": "lossbench.summary/0"})
+    with pytest.raises(SummaryError, match=r"schema 'lossbench.summary/0', expected 'lossbench.summary/1'"):
+        load_summary(path)
+    path = _stored_with(tmp_path, {"phantoms": "none"})
+    with pytest.raises(
+        SummaryError,
+        match=r"summary\.json: damaged summary \(Expected `int`, got `str` - at `\$\.phantoms`\)",
+    ):
+        load_summary(path)
+    path = _stored_with(tmp_path, {"timing": {"p50": 0.1}})
+    with pytest.raises(SummaryError, match=r"missing required field `p90` - at `\$\.timing`"):
+        load_summary(path)
+
+
+def test_the_summary_is_typed_all_the_way_down() -> None:
+    summary = load_summary(STORED)
+    assert isinstance(summary, Summary)
+    assert summary.comparisons[1].direction == "less" and summary.ledgers[0].kind == "sent"
+    assert summary.techniques["ajax"].time_to_written.quantiles.q[:2] == [0.0, 0.05]
+
+
+@pytest.mark.parametrize(
+    ("loss", "text"),
+    [
+        (0.0, "0.0%"),
+        (0.0004, "0.04%"),
+        (0.00099, "0.099%"),
+        (0.00123, "0.1%"),
+        (0.012, "1.2%"),
+        (1.0, "100.0%"),
+    ],
+)
+def test_format_pct_keeps_small_losses_visible(loss: float, text: str) -> None:
+    assert format_pct(loss) == text
+
+
+def test_format_pct_interval() -> None:
+    assert format_pct_interval((0.057, 0.51)) == "[5.7, 51.0]"
