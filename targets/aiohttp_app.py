@@ -7,10 +7,11 @@ What a team writes when the seed's advice is "a thin, stateless collector that w
     POST /e (JSON body)             204; the event logged (400 for a body that is not a JSON object)
     GET /ping.gif, GET /healthz     answered, not logged
 
-Each event is one line, ``{"ts": <server time>, "method": "GET"|"POST", "event": {...}}``, appended with a
-single write(2) to a file opened with O_APPEND, so a line is whole or absent and a killed app loses
-nothing it has answered. lossbench reads it with ``jsonl:<log>:event,method=method``. It validates
-nothing beyond "a JSON object": the adapter applies the reference collector's rules.
+Each event is one line, ``{"ts": <server time>, "method": "GET"|"POST", "event": {...}}`` (``--format
+jsonl``, read with ``jsonl:<log>:event,method=method``) or a CSV row ``ts,method,id,tech`` under a header
+(``--format csv``, read with ``csv:<log>``), appended with a single write(2) to a file opened with O_APPEND,
+so a line is whole or absent and a killed app loses nothing it has answered. It validates nothing beyond
+"a JSON object": the adapter applies the reference collector's rules.
 
 Run: python targets/aiohttp_app.py --port 0 --log received/aiohttp/events.jsonl (prints the URL).
 """
@@ -21,6 +22,8 @@ import argparse
 import asyncio
 import base64
 import binascii
+import csv
+import io
 import json
 import os
 import signal
@@ -43,12 +46,23 @@ PREFLIGHT = {
     "Access-Control-Allow-Headers": "Content-Type",
     "Access-Control-Max-Age": "0",
 }
+CSV_HEADER = ("ts", "method", "id", "tech")
 LOG: web.AppKey[int] = web.AppKey("log", int)
+FORMAT: web.AppKey[str] = web.AppKey("format", str)
 
 
 def append(app: web.Application, method: str, event: dict[str, Any]) -> None:
+    if app[FORMAT] == "csv":
+        os.write(app[LOG], csv_line(time.time(), method, event.get("id"), event.get("tech")))
+        return
     line = json.dumps({"ts": time.time(), "method": method, "event": event}, separators=(",", ":"))
     os.write(app[LOG], line.encode() + b"\n")
+
+
+def csv_line(*values: object) -> bytes:
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerow(values)
+    return out.getvalue().encode()
 
 
 def decode_pixel(d: str) -> object:
@@ -88,9 +102,10 @@ async def healthz(request: web.Request) -> web.Response:
     return web.Response(text="ok\n")
 
 
-def make_app(log_fd: int) -> web.Application:
+def make_app(log_fd: int, log_format: str) -> web.Application:
     app = web.Application(client_max_size=65536)
     app[LOG] = log_fd
+    app[FORMAT] = log_format
     app.router.add_get("/p.gif", pixel)
     app.router.add_get("/ping.gif", ping)
     app.router.add_route("OPTIONS", "/e", preflight)
@@ -99,9 +114,11 @@ def make_app(log_fd: int) -> web.Application:
     return app
 
 
-async def serve(host: str, port: int, log_path: str) -> None:
+async def serve(host: str, port: int, log_path: str, log_format: str) -> None:
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    runner = web.AppRunner(make_app(fd), access_log=None)
+    if log_format == "csv" and os.fstat(fd).st_size == 0:
+        os.write(fd, csv_line(*CSV_HEADER))
+    runner = web.AppRunner(make_app(fd, log_format), access_log=None)
     await runner.setup()
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -124,9 +141,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--log", required=True, help="the JSON-lines file events are appended to")
+    parser.add_argument("--log", required=True, help="the file events are appended to")
+    parser.add_argument("--format", choices=("jsonl", "csv"), default="jsonl", help="the log's format")
     args = parser.parse_args()
-    asyncio.run(serve(args.host, args.port, args.log))
+    asyncio.run(serve(args.host, args.port, args.log, args.format))
 
 
 if __name__ == "__main__":

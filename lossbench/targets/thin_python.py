@@ -11,20 +11,26 @@ from lossbench.targets.process import HOST, TARGETS_DIR, Target, TargetError, wa
 
 APP = TARGETS_DIR / "aiohttp_app.py"
 INSTALL = "pip install '.[targets]'"
+READ_WITH = {"jsonl": "event,method=method", "csv": ""}
+"""The adapter options for each format the app writes (targets/aiohttp_app.py says what it writes)."""
 
 
-def start_aiohttp(run_dir: Path, timeout: float = 10.0) -> Target:
-    """The aiohttp app logging to ``<run>/received/aiohttp/events.jsonl``, answering when returned."""
+def start_aiohttp(run_dir: Path, timeout: float = 10.0, log_format: str = "jsonl") -> Target:
+    """The aiohttp app logging to ``<run>/received/aiohttp/events.<log_format>`` (jsonl or csv), answering
+    when returned."""
     if importlib.util.find_spec("aiohttp") is None:
         raise TargetError(f"the aiohttp target needs aiohttp: {INSTALL} (from the lossbench checkout)")
     if not APP.is_file():
         raise TargetError(f"{APP}: the aiohttp target is missing; it ships in the lossbench source checkout")
     folder = (Path(run_dir) / "received" / "aiohttp").resolve()
     folder.mkdir(parents=True, exist_ok=True)
-    log, stderr_path = folder / "events.jsonl", folder / "stderr.log"
+    if log_format not in READ_WITH:
+        raise TargetError(f"the aiohttp target writes {' or '.join(READ_WITH)}, not {log_format!r}")
+    log, stderr_path = folder / f"events.{log_format}", folder / "stderr.log"
+    command = [sys.executable, str(APP), "--host", HOST, "--port", "0", "--log", str(log), "--format"]
     with stderr_path.open("ab") as stderr:
         proc = subprocess.Popen(
-            [sys.executable, str(APP), "--host", HOST, "--port", "0", "--log", str(log)],
+            [*command, log_format],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=stderr,
@@ -44,5 +50,6 @@ def start_aiohttp(run_dir: Path, timeout: float = 10.0) -> Target:
         url=url,
         process=proc,
         raw_logs=(log,),
-        received_from=f"jsonl:{log.relative_to(Path(run_dir).resolve())}:event,method=method",
+        received_from=f"{log_format}:{log.relative_to(Path(run_dir).resolve())}"
+        + (f":{READ_WITH[log_format]}" if READ_WITH[log_format] else ""),
     )

@@ -74,6 +74,8 @@ class JsonlAdapter(LineAdapter):
         if found is _MISSING:
             raise Skip(FOREIGN, f"no field {'.'.join(self.id_path)!r}")
         if isinstance(found, dict):
+            if "id" not in found:
+                raise Skip(FOREIGN, "no event id")
             try:
                 event_id, tech = decode_event_json(json.dumps(found).encode())
             except BadEvent as bad:
