@@ -89,6 +89,7 @@ def start_nginx(run_dir: Path, timeout: float = 10.0) -> Target:
     for _ in range(START_ATTEMPTS):
         port = free_port()
         (prefix / "nginx.conf").write_text(render_config(port, echo_line))
+        since = error_log.stat().st_size if error_log.exists() else 0
         with (prefix / "stderr.log").open("ab") as stderr:
             proc = subprocess.Popen(
                 [nginx, "-p", f"{prefix}/", "-c", "nginx.conf", "-e", "error.log"],
@@ -97,7 +98,7 @@ def start_nginx(run_dir: Path, timeout: float = 10.0) -> Target:
                 stderr=stderr,
             )
         try:
-            wait_until_answers(proc, port, "nginx", error_log, timeout)
+            wait_until_answers(proc, port, "nginx", error_log, timeout, since)
         except TargetError as exc:
             if "Address already in use" not in str(exc):
                 raise

@@ -66,13 +66,14 @@ def free_port() -> int:
 
 
 def wait_until_answers(
-    proc: subprocess.Popen[bytes], port: int, what: str, log: Path, timeout: float = 10.0
+    proc: subprocess.Popen[bytes], port: int, what: str, log: Path, timeout: float = 10.0, since: int = 0
 ) -> None:
-    """Poll ``GET /healthz`` until it answers 200; a clear error if the process exits or the time is up."""
+    """Poll ``GET /healthz`` until it answers 200; a clear error if the process exits (quoting what it
+    wrote to ``log`` after offset ``since``) or the time is up."""
     deadline = time.monotonic() + timeout
     while True:
         if proc.poll() is not None:
-            said = log.read_text(errors="replace").strip()[-1500:] if log.exists() else ""
+            said = log.read_bytes()[since:].decode(errors="replace").strip()[-1500:] if log.exists() else ""
             raise TargetError(f"{what} exited with {proc.returncode} at start; {log}: {said or 'empty'}")
         try:
             conn = http.client.HTTPConnection(HOST, port, timeout=1.0)

@@ -15,10 +15,14 @@ READ_WITH = {"jsonl": "event,method=method", "csv": ""}
 """The adapter options for each format the app writes (targets/aiohttp_app.py says what it writes)."""
 
 
+def aiohttp_installed() -> bool:
+    return importlib.util.find_spec("aiohttp") is not None
+
+
 def start_aiohttp(run_dir: Path, timeout: float = 10.0, log_format: str = "jsonl") -> Target:
     """The aiohttp app logging to ``<run>/received/aiohttp/events.<log_format>`` (jsonl or csv), answering
     when returned."""
-    if importlib.util.find_spec("aiohttp") is None:
+    if not aiohttp_installed():
         raise TargetError(f"the aiohttp target needs aiohttp: {INSTALL} (from the lossbench checkout)")
     if not APP.is_file():
         raise TargetError(f"{APP}: the aiohttp target is missing; it ships in the lossbench source checkout")

@@ -202,6 +202,7 @@ def test_aiohttp_log_gives_back_exactly_the_events_sent(tmp_path: Path, log_form
 def test_reference_target_writes_its_received_ledger(tmp_path: Path) -> None:
     with start_target("reference", tmp_path) as target:
         assert target.received_from is None
+        assert [p.parent for p in target.raw_logs] == [tmp_path / "received"]
         sent = send_events(target)
     assert target.process.returncode == 0
     assert received_ids(tmp_path) == {event_id: 1 for event_id, _, _ in sent}
@@ -218,7 +219,7 @@ def test_missing_nginx_names_the_install_line(tmp_path: Path, monkeypatch: pytes
 
 
 def test_missing_aiohttp_names_the_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(thin_python.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(thin_python, "aiohttp_installed", lambda: False)
     with pytest.raises(TargetError, match=r"needs aiohttp: pip install '\.\[targets\]'"):
         start_target("aiohttp", tmp_path)
 
