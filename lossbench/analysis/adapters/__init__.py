@@ -158,6 +158,23 @@ class LineAdapter:
         return log
 
 
+def parse_options(options: str, keys: tuple[str, ...], kind: str) -> dict[str, str]:
+    """An adapter's options: ``key=value`` pairs separated by commas, a bare first item being the first
+    key's value; ``kind`` names the adapter in errors."""
+    out: dict[str, str] = {}
+    for i, item in enumerate(options.split(",") if options else []):
+        key, sep, value = item.partition("=")
+        if not sep:
+            if i:
+                raise ValueError(f"{kind}: option {item!r} is not key=value (keys: {', '.join(keys)})")
+            key, value = keys[0], item
+        key = key.strip()
+        if key not in keys:
+            raise ValueError(f"{kind}: unknown option {key!r}; known: {', '.join(keys)}")
+        out[key] = value.strip()
+    return out
+
+
 def builtin_kinds() -> dict[str, AdapterFactory]:
     """The adapters shipped with lossbench, by kind."""
     from lossbench.analysis.adapters.csv_log import CsvAdapter

@@ -20,8 +20,8 @@ from lossbench.analysis.adapters import (
     LineParser,
     Row,
     Skip,
+    parse_options,
 )
-from lossbench.analysis.adapters.jsonl import parse_options
 from lossbench.contract.events import valid_id
 from lossbench.contract.techniques import TECHNIQUES
 

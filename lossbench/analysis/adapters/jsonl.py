@@ -8,7 +8,8 @@ Options, comma-separated ``key=PATH`` with dotted field paths (``a.b.c``):
 - ``method``: the HTTP method the event came with, if the log has it (default: none, logged as "").
 
 An event object is validated as the reference collector validates an ajax body (``decode_event_json``);
-an id and technique found apart are held to the same id and technique rules.
+an id and technique found apart are held to the same id and technique rules. A line without the id
+path, or whose event object has no ``id``, is foreign (a startup message, say).
 """
 
 from __future__ import annotations
@@ -16,27 +17,20 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from lossbench.analysis.adapters import DAMAGED, FOREIGN, REFUSED, LineAdapter, LineParser, Row, Skip
+from lossbench.analysis.adapters import (
+    DAMAGED,
+    FOREIGN,
+    REFUSED,
+    LineAdapter,
+    LineParser,
+    Row,
+    Skip,
+    parse_options,
+)
 from lossbench.contract.events import BadEvent, decode_event_json, valid_id
 from lossbench.contract.techniques import TECHNIQUES
 
 _MISSING = object()
-
-
-def parse_options(options: str, keys: tuple[str, ...], kind: str) -> dict[str, str]:
-    """``key=value`` pairs separated by commas; a bare first item is the first key's value."""
-    out: dict[str, str] = {}
-    for i, item in enumerate(options.split(",") if options else []):
-        key, sep, value = item.partition("=")
-        if not sep:
-            if i:
-                raise ValueError(f"{kind}: option {item!r} is not key=value (keys: {', '.join(keys)})")
-            key, value = keys[0], item
-        key = key.strip()
-        if key not in keys:
-            raise ValueError(f"{kind}: unknown option {key!r}; known: {', '.join(keys)}")
-        out[key] = value.strip()
-    return out
 
 
 def _path(text: str) -> tuple[str, ...]:
