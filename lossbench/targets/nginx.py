@@ -14,6 +14,7 @@ import subprocess
 from pathlib import Path
 
 from lossbench.analysis.adapters.nginx import FORMATS
+from lossbench.system import raise_fd_limit
 from lossbench.targets.process import HOST, TARGETS_DIR, Target, TargetError, free_port, wait_until_answers
 
 INSTALL = "apt-get install nginx-light"
@@ -96,6 +97,7 @@ def start_nginx(run_dir: Path, timeout: float = 10.0) -> Target:
                 stdin=subprocess.DEVNULL,
                 stdout=stderr,
                 stderr=stderr,
+                preexec_fn=raise_fd_limit,  # soft fd limit to the hard one, as the reference collector does
             )
         try:
             wait_until_answers(proc, port, "nginx", error_log, timeout, since)
