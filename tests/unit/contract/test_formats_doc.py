@@ -72,6 +72,7 @@ def documented() -> list[tuple[str, str]]:
     """(path, type) of the rows of the table in the summary.json section."""
     text = FORMATS.read_text(encoding="utf-8")
     section = text[text.index("## summary.json") :]
+    section = section.split("\n## ", 1)[0]  # up to the next section
     return [(m[1], m[2].replace("\\|", "|")) for line in section.splitlines() if (m := ROW.match(line))]
 
 
