@@ -43,7 +43,8 @@ def master_on_a_free_port() -> list[str]:
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
 def connect(port: int, timeout: float = 5.0) -> socket.socket:

@@ -19,9 +19,11 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
+from lossbench.collector.config import CollectorConfig, validate_config
 from lossbench.collector.protocol import CollectorProtocol
-from lossbench.collector.state import Collector, CollectorConfig, validate_config
+from lossbench.collector.state import Collector
 from lossbench.system import raise_fd_limit
 
 SHUTDOWN_GRACE = 5.0
@@ -64,7 +66,7 @@ async def serve(
     # create_server listens again with its own backlog (100 by default): keep the socket's, or bursts of
     # connections overflow the accept queue and their SYNs are retried a second later.
     server = await loop.create_server(lambda: CollectorProtocol(collector), sock=sock, backlog=BACKLOG)
-    sweep_every = max(0.02, min(1.0, config.header_timeout, config.body_timeout, config.idle_timeout) / 5)
+    sweep_every = config.sweep_every
 
     async def sweeper() -> None:
         while True:
@@ -239,7 +241,7 @@ class CollectorThread:
             raise RuntimeError(f"collector did not start: {self._error!r}")
         return self.port
 
-    def stats(self) -> dict:
+    def stats(self) -> dict[str, Any]:
         """A consistent snapshot of the counters, taken on the collector's own loop."""
         assert self._loop is not None and self.collector is not None
         collector = self.collector
@@ -260,5 +262,5 @@ class CollectorThread:
         self.stop()
 
 
-async def _snapshot(collector: Collector) -> dict:
+async def _snapshot(collector: Collector) -> dict[str, Any]:
     return collector.stats_document()

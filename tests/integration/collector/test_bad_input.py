@@ -18,8 +18,9 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from lossbench.collector.config import CollectorConfig
+from lossbench.collector.responses import REFUSALS
 from lossbench.collector.server import CollectorThread
-from lossbench.collector.state import REFUSALS, CollectorConfig
 from lossbench.contract.events import (
     MAX_ID_LENGTH,
     BadEvent,

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from lossbench.collector.state import HEAD_SLICE, CollectorConfig
+from lossbench.collector.config import HEAD_SLICE, CollectorConfig
 from lossbench.contract.events import encode_event, encode_pixel_param
 from lossbench.contract.techniques import TECHNIQUES
 from lossbench.loadgen.techniques import Network, Tab
