@@ -16,7 +16,6 @@ import signal
 import socket
 import sys
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -27,6 +26,11 @@ from lossbench.collector.state import Collector
 from lossbench.system import raise_fd_limit
 
 SHUTDOWN_GRACE = 5.0
+"""Seconds a request in flight at shutdown may take to finish."""
+FLUSH_TIME = 1.0
+"""Seconds, within the grace, the last answers are given to flush before what is left is aborted."""
+DRAIN_POLL = 0.01
+"""Seconds between two looks at what is left while draining."""
 BACKLOG = 4096  # the kernel caps it at net.core.somaxconn
 
 
@@ -96,18 +100,20 @@ async def drain(collector: Collector, server: asyncio.AbstractServer) -> None:
     connections are closed at once: nothing is in flight on them. A request already begun (headers or
     body arriving) may finish within SHUTDOWN_GRACE — its answer says ``Connection: close`` — and the
     header and body timeouts still apply meanwhile. Answers are given a moment to flush; whatever is left
-    after the grace is aborted by ``Collector.close``, which then writes the ledger's footer.
+    after the grace is aborted by ``Collector.close``, which then writes the ledger's footer. The grace is
+    measured on the collector's clock, like every other deadline.
     """
+    clock = collector.clock
     collector.accepting = False
     server.close()
     collector.close_idle()
-    deadline = time.monotonic() + SHUTDOWN_GRACE
-    while time.monotonic() < deadline and collector.in_flight():
-        await asyncio.sleep(0.01)
+    deadline = clock() + SHUTDOWN_GRACE
+    while clock() < deadline and collector.in_flight():
+        await asyncio.sleep(DRAIN_POLL)
     collector.close_idle()
-    flushed = min(deadline, time.monotonic() + 1.0)
-    while collector.connections and time.monotonic() < flushed:
-        await asyncio.sleep(0.01)
+    flushed = min(deadline, clock() + FLUSH_TIME)
+    while collector.connections and clock() < flushed:
+        await asyncio.sleep(DRAIN_POLL)
     with contextlib.suppress(Exception):
         await asyncio.wait_for(server.wait_closed(), 1.0)
 
