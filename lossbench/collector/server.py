@@ -18,7 +18,7 @@ import sys
 import threading
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
+from typing import Any, Protocol
 
 from lossbench.collector.config import CollectorConfig, validate_config
 from lossbench.collector.protocol import CollectorProtocol
@@ -32,6 +32,14 @@ FLUSH_TIME = 1.0
 DRAIN_POLL = 0.01
 """Seconds between two looks at what is left while draining."""
 BACKLOG = 4096  # the kernel caps it at net.core.somaxconn
+
+
+class Listener(Protocol):
+    """What shutdown needs of the listening server (``asyncio.Server``): stop it, wait until it has."""
+
+    def close(self) -> None: ...
+
+    async def wait_closed(self) -> None: ...
 
 
 def listen_socket(host: str, port: int, *, reuse_port: bool, backlog: int = BACKLOG) -> socket.socket:
@@ -93,7 +101,7 @@ async def serve(
     return collector
 
 
-async def drain(collector: Collector, server: asyncio.AbstractServer) -> None:
+async def drain(collector: Collector, server: Listener) -> None:
     """Stop accepting, finish what is in flight, then let every connection go.
 
     The listening socket closes first (new connections are refused by the kernel). Idle keep-alive

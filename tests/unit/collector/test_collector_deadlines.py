@@ -258,7 +258,7 @@ def test_the_sweeper_checks_a_few_times_per_shortest_timeout(
 # -- shutdown: the grace for requests in flight -----------------------------------------------------------
 
 
-class StoppedServer(asyncio.AbstractServer):
+class StoppedServer:
     """The listening server ``drain`` stops: nothing to wait for."""
 
     def __init__(self) -> None:
