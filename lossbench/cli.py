@@ -15,8 +15,8 @@ if TYPE_CHECKING:
 
 
 def cmd_collector(args: argparse.Namespace) -> int:
+    from lossbench.collector.config import CollectorConfig
     from lossbench.collector.server import run_collector
-    from lossbench.collector.state import CollectorConfig
 
     if args.host not in ("127.0.0.1", "::1", "[::1]", "localhost") and not args.allow_remote:
         print(

@@ -5,11 +5,18 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import settings
 
+from lossbench.collector.config import CollectorConfig
 from lossbench.collector.server import CollectorThread
-from lossbench.collector.state import CollectorConfig
+
+settings.register_profile("lossbench", deadline=None)
+settings.load_profile("lossbench")
+"""Hypothesis' deadline (200 ms per example) is a wall-clock window: on a loaded machine a collector round
+trip can take longer, and the test fails with no bug. A hang is still caught by the tests' own timeouts."""
 
 
 @pytest.fixture
@@ -17,7 +24,7 @@ def collector_factory(tmp_path: Path) -> Iterator[Callable[..., CollectorThread]
     """Start real collectors on port 0 (keyword arguments override CollectorConfig); stopped afterwards."""
     started: list[CollectorThread] = []
 
-    def start(**overrides: object) -> CollectorThread:
+    def start(**overrides: Any) -> CollectorThread:  # any CollectorConfig field
         config = replace(CollectorConfig(port=0, out=tmp_path), **overrides)
         thread = CollectorThread(config)
         thread.start()

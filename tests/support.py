@@ -8,20 +8,33 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 """The repository's root: scenarios, benchmarks and the README live there."""
 
 
-def received_ids(run_dir: Path) -> Counter[str]:
-    """Event ids in every received ledger under run_dir, with their multiplicity."""
-    ids: Counter[str] = Counter()
+def whole_lines(path: Path) -> list[bytes]:
+    """The complete lines of a ledger, which may be being written as it is read: a last line without its
+    newline is still on its way (a read can see half of a ``write(2)``) and is left out, as compare does.
+    Every other line must be whole JSON: a damaged one fails the test that reads it."""
+    return path.read_bytes().split(b"\n")[:-1]  # after the last newline: b"" or a line still on its way
+
+
+def received_events(run_dir: Path) -> list[dict[str, Any]]:
+    """Event lines of every received ledger under run_dir, in file order (header and footer left out)."""
+    events = []
     for path in sorted((run_dir / "received").glob("*.jsonl")):
-        for line in path.read_text().splitlines():
+        for line in whole_lines(path):
             record = json.loads(line)
             if "id" in record:
-                ids[record["id"]] += 1
-    return ids
+                events.append(record)
+    return events
+
+
+def received_ids(run_dir: Path) -> Counter[str]:
+    """Event ids in every received ledger under run_dir, with their multiplicity."""
+    return Counter(event["id"] for event in received_events(run_dir))
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
@@ -43,7 +56,8 @@ def master_on_a_free_port() -> list[str]:
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
 def connect(port: int, timeout: float = 5.0) -> socket.socket:

@@ -1,40 +1,26 @@
-"""One collector connection: llhttp parsing, routing, counting, answering, deadlines.
+"""One collector connection: llhttp parsing, counting, answering, deadlines (routing is ``routes``).
 
-See ``lossbench.collector.state`` for the rules it keeps (what counts, what is refused, what bounds a client).
+See ``lossbench.collector`` for the rules it keeps (what counts, what is refused, what bounds a client).
+Every deadline is set on the collector's clock (``Collector.clock``) and enforced by its sweep.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import time
-from urllib.parse import unquote_to_bytes
+import logging
 
 import httptools
 
-from lossbench.collector.responses import LEDGER_FAILED, TIMEOUT, connection_header, http_response
-from lossbench.collector.state import (
-    BODY,
-    CLOSE_LINGER,
-    CLOSING,
-    HEAD_SLICE,
-    HEADERS,
-    IDLE,
-    Collector,
-    Event,
-    log,
-)
-from lossbench.contract.events import BadEvent, decode_event_json, decode_pixel_param
+from lossbench.collector.config import CLOSE_LINGER, HEAD_SLICE
+from lossbench.collector.connection import BODY, CLOSING, HEADERS, IDLE, Pending
+from lossbench.collector.responses import LEDGER_FAILED, TIMEOUT
+from lossbench.collector.routes import Refused, route
+from lossbench.collector.state import Collector
+
+log = logging.getLogger(__name__)
 
 COMMIT_AT_ONCE = 64  # requests completed on one connection that are committed without waiting for the turn
-
-
-class _Refused(Exception):
-    """Raised inside a parser callback to refuse the current request with ``reply``."""
-
-    def __init__(self, reply: bytes) -> None:
-        self.reply = reply
 
 
 class _Stop(httptools.HttpParserCallbackError):
@@ -47,6 +33,7 @@ class CollectorProtocol(asyncio.Protocol):
     __slots__ = (
         "body",
         "chunked",
+        "clock",
         "collector",
         "config",
         "content_length",
@@ -71,6 +58,7 @@ class CollectorProtocol(asyncio.Protocol):
     def __init__(self, collector: Collector) -> None:
         self.collector = collector
         self.config = collector.config
+        self.clock = collector.clock
         self.parser: httptools.HttpRequestParser | None = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
         self.number = 0
@@ -78,7 +66,7 @@ class CollectorProtocol(asyncio.Protocol):
         self.tech = ""  # technique of the first request, to attribute connection-seconds
         self.state = IDLE
         self.deadline = float("inf")
-        self.pending: list[tuple[Event | None, str, bytes]] = []  # (event or None, tech, reply)
+        self.pending: list[Pending] = []
         self.queued = False  # waiting in the collector's commit queue
         self.refusal: bytes | None = None
         self.stopped = False  # parsing stopped on purpose after a Connection: close answer
@@ -112,7 +100,7 @@ class CollectorProtocol(asyncio.Protocol):
             return
         c.next_connection += 1
         self.number = c.next_connection
-        self.opened = time.monotonic()
+        self.opened = self.clock()
         self.deadline = self.opened + self.config.idle_timeout
         c.connections.add(self)  # TCP_NODELAY: both uvloop and asyncio set it on every TCP transport
 
@@ -121,7 +109,7 @@ class CollectorProtocol(asyncio.Protocol):
         c.refused.discard(self)
         if self in c.connections:
             c.connections.discard(self)
-            c.stats.conn_seconds[self.tech] += time.monotonic() - self.opened
+            c.stats.conn_seconds[self.tech] += self.clock() - self.opened
             if self.state == BODY:
                 c.stats.bodies_incomplete += 1
             elif self.state == HEADERS:
@@ -151,7 +139,7 @@ class CollectorProtocol(asyncio.Protocol):
         whatever still comes, and closes when the client does (or after CLOSE_LINGER).
         """
         self.state = CLOSING
-        self.deadline = time.monotonic() + CLOSE_LINGER
+        self.deadline = self.clock() + CLOSE_LINGER
         transport = self.transport
         if transport is None:
             return
@@ -278,7 +266,7 @@ class CollectorProtocol(asyncio.Protocol):
         self._reset_request()
         self.head_bytes = 0
         self.state = HEADERS
-        self.deadline = time.monotonic() + self.config.header_timeout
+        self.deadline = self.clock() + self.config.header_timeout
 
     def on_url(self, url: bytes) -> None:
         self.url = self.url + url if self.url else url
@@ -309,7 +297,7 @@ class CollectorProtocol(asyncio.Protocol):
             if self.content_length is not None and self.content_length > self.config.max_body:
                 self._stop(self.collector.refuse("body_too_large"))
             self.state = BODY
-            self.deadline = time.monotonic() + self.config.body_timeout
+            self.deadline = self.clock() + self.config.body_timeout
 
     def on_body(self, body: bytes) -> None:
         if not self.body:
@@ -333,117 +321,15 @@ class CollectorProtocol(asyncio.Protocol):
         keep_alive = parser.should_keep_alive() and self.collector.accepting
         self.state = IDLE if keep_alive else CLOSING  # complete: no longer in flight (/stats says so)
         try:
-            item = self._handle(parser.get_method(), keep_alive)
-        except _Refused as refused:
+            item = route(self.collector, self, parser.get_method(), keep_alive)
+        except Refused as refused:
             self.refusal = refused.reply
             raise _Stop("refused") from None
+        self.tech = self.tech or item[1]
         self.pending.append(item)
         if keep_alive:
-            self.deadline = time.monotonic() + self.config.idle_timeout
+            self.deadline = self.clock() + self.config.idle_timeout
         else:
             # Answered with Connection: close: requests pipelined behind it are not read at all.
             self.stopped = True
             raise _Stop("closing")
-
-    # -- routing --------------------------------------------------------------------------------------
-    def _handle(self, method: bytes, keep_alive: bool) -> tuple[Event | None, str, bytes]:
-        """Answer one complete request: (event or None, technique, response bytes)."""
-        c = self.collector
-        url = self.url
-        mark = url.find(b"?")
-        path, query = (url, b"") if mark < 0 else (url[:mark], url[mark + 1 :])
-        if path == b"/p.gif":
-            self._require(method, b"GET")
-            try:
-                event_id, tech = decode_pixel_param(_query_param(query, b"d"))
-            except BadEvent as bad:
-                raise _Refused(c.refuse(bad.reason)) from None
-            reply = c.response("gif", keep_alive, c.cors_origin(self.origin))
-            return self._event(event_id, tech, "GET"), tech, reply
-        if path == b"/e":
-            return self._ajax(method, keep_alive)
-        if path == b"/ping.gif":
-            self._require(method, b"GET")
-            c.stats.pings += 1
-            tech = _query_param_or_empty(query, b"t")
-            tech = tech if tech in ("pixel-prewarm", "pixel-keepalive") else "ping"
-            c.stats.requests[tech] += 1
-            self.tech = self.tech or tech
-            return None, tech, c.response("gif", keep_alive, c.cors_origin(self.origin))
-        if path == b"/healthz":
-            self._require(method, b"GET")
-            return (
-                None,
-                "",
-                http_response(
-                    "200 OK", [("Content-Type", "text/plain"), *connection_header(keep_alive)], b"ok\n"
-                ),
-            )
-        if path == b"/stats":
-            self._require(method, b"GET")
-            body = json.dumps(c.stats_document()).encode()
-            headers = [
-                ("Content-Type", "application/json"),
-                ("Cache-Control", "no-store"),
-                *connection_header(keep_alive),
-            ]
-            return None, "", http_response("200 OK", headers, body)
-        raise _Refused(c.refuse("not_found"))
-
-    def _ajax(self, method: bytes, keep_alive: bool) -> tuple[Event | None, str, bytes]:
-        c = self.collector
-        origin = c.cors_origin(self.origin)
-        if method == b"OPTIONS":
-            if self.origin is not None and origin is None:
-                raise _Refused(c.refuse("origin"))
-            c.stats.preflights += 1
-            c.stats.requests["ajax"] += 1
-            self.tech = self.tech or "ajax"
-            return None, "ajax", c.response("preflight", keep_alive, origin)
-        self._require(method, b"POST", "POST, OPTIONS")
-        if self.origin is not None and origin is None:
-            raise _Refused(c.refuse("origin"))
-        if not self.body:
-            raise _Refused(c.refuse("empty_body"))
-        if not self.content_type.lower().startswith((b"application/json", b"text/plain")):
-            raise _Refused(c.refuse("content_type"))
-        try:
-            event_id, tech = decode_event_json(self.body)
-        except BadEvent as bad:
-            raise _Refused(c.refuse(bad.reason)) from None
-        return self._event(event_id, tech, "POST"), tech, c.response("accepted", keep_alive, origin)
-
-    def _require(self, method: bytes, allowed: bytes, allow_header: str = "") -> None:
-        if method != allowed:
-            raise _Refused(self.collector.refuse("method", allow_header or allowed.decode()))
-
-    def _event(self, event_id: str, tech: str, method: str) -> Event:
-        """A valid event, to be written by the next commit (``event_line``)."""
-        self.collector.stats.requests[tech] += 1
-        self.tech = self.tech or tech
-        return event_id, tech, method, self.number
-
-
-def _query_param(query: bytes, name: bytes) -> bytes:
-    value = _query_param_or_none(query, name)
-    if value is None:
-        raise BadEvent("missing_d", f"no {name.decode()}= parameter")
-    return value
-
-
-def _query_param_or_none(query: bytes, name: bytes) -> bytes | None:
-    prefix = name + b"="
-    if query.startswith(prefix):  # the usual case: the parameter comes first
-        end = query.find(b"&")
-        value = query[len(prefix) :] if end < 0 else query[len(prefix) : end]
-        return unquote_to_bytes(value) if b"%" in value else value
-    for part in query.split(b"&"):
-        if part.startswith(prefix):
-            value = part[len(prefix) :]
-            return unquote_to_bytes(value) if b"%" in value else value
-    return None
-
-
-def _query_param_or_empty(query: bytes, name: bytes) -> str:
-    value = _query_param_or_none(query, name)
-    return value.decode("latin-1") if value is not None else ""

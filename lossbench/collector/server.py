@@ -16,16 +16,30 @@ import signal
 import socket
 import sys
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import replace
+from typing import Any, Protocol
 
+from lossbench.collector.config import CollectorConfig, validate_config
 from lossbench.collector.protocol import CollectorProtocol
-from lossbench.collector.state import Collector, CollectorConfig, validate_config
+from lossbench.collector.state import Collector
 from lossbench.system import raise_fd_limit
 
 SHUTDOWN_GRACE = 5.0
+"""Seconds a request in flight at shutdown may take to finish."""
+FLUSH_TIME = 1.0
+"""Seconds, within the grace, the last answers are given to flush before what is left is aborted."""
+DRAIN_POLL = 0.01
+"""Seconds between two looks at what is left while draining."""
 BACKLOG = 4096  # the kernel caps it at net.core.somaxconn
+
+
+class Listener(Protocol):
+    """What shutdown needs of the listening server (``asyncio.Server``): stop it, wait until it has."""
+
+    def close(self) -> None: ...
+
+    async def wait_closed(self) -> None: ...
 
 
 def listen_socket(host: str, port: int, *, reuse_port: bool, backlog: int = BACKLOG) -> socket.socket:
@@ -64,7 +78,7 @@ async def serve(
     # create_server listens again with its own backlog (100 by default): keep the socket's, or bursts of
     # connections overflow the accept queue and their SYNs are retried a second later.
     server = await loop.create_server(lambda: CollectorProtocol(collector), sock=sock, backlog=BACKLOG)
-    sweep_every = max(0.02, min(1.0, config.header_timeout, config.body_timeout, config.idle_timeout) / 5)
+    sweep_every = config.sweep_every
 
     async def sweeper() -> None:
         while True:
@@ -87,25 +101,27 @@ async def serve(
     return collector
 
 
-async def drain(collector: Collector, server: asyncio.AbstractServer) -> None:
+async def drain(collector: Collector, server: Listener) -> None:
     """Stop accepting, finish what is in flight, then let every connection go.
 
     The listening socket closes first (new connections are refused by the kernel). Idle keep-alive
     connections are closed at once: nothing is in flight on them. A request already begun (headers or
     body arriving) may finish within SHUTDOWN_GRACE — its answer says ``Connection: close`` — and the
     header and body timeouts still apply meanwhile. Answers are given a moment to flush; whatever is left
-    after the grace is aborted by ``Collector.close``, which then writes the ledger's footer.
+    after the grace is aborted by ``Collector.close``, which then writes the ledger's footer. The grace is
+    measured on the collector's clock, like every other deadline.
     """
+    clock = collector.clock
     collector.accepting = False
     server.close()
     collector.close_idle()
-    deadline = time.monotonic() + SHUTDOWN_GRACE
-    while time.monotonic() < deadline and collector.in_flight():
-        await asyncio.sleep(0.01)
+    deadline = clock() + SHUTDOWN_GRACE
+    while clock() < deadline and collector.in_flight():
+        await asyncio.sleep(DRAIN_POLL)
     collector.close_idle()
-    flushed = min(deadline, time.monotonic() + 1.0)
-    while collector.connections and time.monotonic() < flushed:
-        await asyncio.sleep(0.01)
+    flushed = min(deadline, clock() + FLUSH_TIME)
+    while collector.connections and clock() < flushed:
+        await asyncio.sleep(DRAIN_POLL)
     with contextlib.suppress(Exception):
         await asyncio.wait_for(server.wait_closed(), 1.0)
 
@@ -239,7 +255,7 @@ class CollectorThread:
             raise RuntimeError(f"collector did not start: {self._error!r}")
         return self.port
 
-    def stats(self) -> dict:
+    def stats(self) -> dict[str, Any]:
         """A consistent snapshot of the counters, taken on the collector's own loop."""
         assert self._loop is not None and self.collector is not None
         collector = self.collector
@@ -260,5 +276,5 @@ class CollectorThread:
         self.stop()
 
 
-async def _snapshot(collector: Collector) -> dict:
+async def _snapshot(collector: Collector) -> dict[str, Any]:
     return collector.stats_document()

@@ -1,40 +1,12 @@
-"""The reference collector: counts exactly the events whose complete data it parsed.
+"""The shared state of one collector process: config, counters, live connections, and the ledger.
 
-Why not aiohttp's web server: its request handler drops a request whose bytes arrived in the same
-read as the client's RST (``connection_lost`` sets ``force_close`` before the queued message is handled),
-and it has no header or body read timeout. Both decide what counts as lost, so the collector is an asyncio
-``Protocol`` on llhttp (``httptools``): an event is counted in the ``data_received`` call that completes
-it, even if the client's RST follows in the same read. Its ledger line reaches the kernel (``write(2)``)
-before its answer is sent, so an acknowledged event survives ``kill -9``: a group commit at the end of each
-turn of the event loop writes the lines of every event completed in that turn, on any connection, with
-one system call, and then sends their answers (``Collector.commit``).
-If the line cannot be written (disk full, file not writable) the event is answered 503, counted in
-``ledger_errors``, and nothing of it stays in the file (a partial line is cut back off): the ledger holds
-every event answered 2xx and no event answered otherwise, and never a damaged line in its middle.
-
-Bad input never stops the collector: every request that is not a valid one gets a 4xx (or 5xx) with a
-fixed plain-text reason, is counted under ``refused`` in ``/stats`` by the names in ``REFUSALS``, and
-closes its connection (requests before it on the same connection keep their answers; nothing after it
-is read). Such a close lingers: the collector sends FIN after the answers and drops what still comes
-until the client closes, because closing on unread bytes sends an RST that would destroy the answers
-in the client's kernel. Nothing from a request is reflected in an answer except an ``Origin`` that is
-on the ``allow_origins`` list.
-
-Bounds on what one client can hold (slowloris, slow bodies, clients that never read):
-
-- headers: ``header_timeout`` from the first byte of a request; URL ``max_url`` (414), headers
-  ``max_header_bytes`` (431). httptools buffers a header line internally until it ends, so the bytes of an
-  unfinished head are counted as they arrive (fed in slices of ``HEAD_SLICE``): at most
-  ``max_url + max_header_bytes + 2 * HEAD_SLICE`` bytes of head are ever buffered per connection.
-- bodies: ``body_timeout`` from the end of the headers, however slowly the bytes trickle; ``max_body``
-  (413); chunked bodies are refused (411), so a body's size is known before it is read.
-- idle keep-alive: ``idle_timeout``.
-- a client that does not read its answers: reading pauses while the transport's write buffer is full,
-  and a connection closed by the collector is aborted if it has not gone ``CLOSE_LINGER`` s later.
-- connections: past ``max_connections`` open ones, a new connection gets a 503 (lingering too, so that
-  it can be read) and is closed.
-
-A sweeper checks deadlines a few times per shortest timeout instead of arming a timer per request.
+An event's ledger line reaches the kernel (``write(2)``) before its answer is sent, so an acknowledged event
+survives ``kill -9``: a group commit at the end of each turn of the event loop writes the lines of every
+event completed in that turn, on any connection, with one system call, and then sends their answers
+(``Collector.commit``). If the line cannot be written (disk full, file not writable) the event is answered
+503, counted in ``ledger_errors``, and nothing of it stays in the file (a partial line is cut back off): the
+ledger holds every event answered 2xx and no event answered otherwise, and never a damaged line in its
+middle. The rules as a whole are in ``lossbench.collector``.
 """
 
 from __future__ import annotations
@@ -43,108 +15,21 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import time
-from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from lossbench.collector.config import HEAD_SLICE, CollectorConfig, validate_config
+from lossbench.collector.connection import BODY, HEADERS, IDLE, Connection, Event
 from lossbench.collector.responses import CLOSE, GIF, REFUSALS, http_response
+from lossbench.collector.stats import Stats
 from lossbench.contract.ledger import LedgerWriter, dumps_line
 
-if TYPE_CHECKING:
-    from lossbench.collector.protocol import CollectorProtocol
+log = logging.getLogger(__name__)
 
-Event = tuple[str, str, str, int]  # a valid event waiting for the commit: (id, tech, method, connection)
-
-log = logging.getLogger("lossbench.collector.state")
-
-IDLE, HEADERS, BODY, CLOSING = range(4)
-"""A connection's state: waiting for a request, reading its head, reading its body, going away."""
-
-HEAD_SLICE = 16384
-"""Bytes fed to the parser at a time while a head may be in progress (bounds head buffering)."""
-CLOSE_LINGER = 5.0
-"""Seconds a connection the collector closed may take to flush its answer before it is aborted."""
-
-
-@dataclass
-class CollectorConfig:
-    """Everything that shapes the collector's behaviour; the CLI fills it from flags."""
-
-    host: str = "127.0.0.1"
-    port: int = 8787
-    out: Path = Path("results/collector")
-    processes: int = 1
-    idle_timeout: float = 30.0
-    header_timeout: float = 10.0
-    body_timeout: float = 10.0
-    max_url: int = 8192
-    max_header_bytes: int = 16384
-    max_body: int = 65536
-    max_connections: int = 10000
-    cors_max_age: int = 0
-    allow_origins: tuple[str, ...] = ("*",)
-    ledger_max_bytes: int = 256 * 1024 * 1024
-    uvloop: bool = True
-
-
-@dataclass
-class Stats:
-    """Counters served at /stats and written next to the ledger at shutdown."""
-
-    events: Counter[str] = field(default_factory=Counter)
-    requests: Counter[str] = field(default_factory=Counter)
-    refused: Counter[str] = field(default_factory=Counter)
-    conn_seconds: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
-    preflights: int = 0
-    pings: int = 0
-    bodies_incomplete: int = 0
-    headers_incomplete: int = 0
-    header_timeouts: int = 0
-    body_timeouts: int = 0
-    idle_timeouts: int = 0
-    connections_open: int = 0
-    connections_total: int = 0
-    connections_refused: int = 0
-    connections_aborted: int = 0
-    ledger_errors: int = 0
-    started: float = field(default_factory=time.time)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "events": dict(self.events),
-            "requests": dict(self.requests),
-            "refused": dict(self.refused),
-            "conn_seconds": {k: round(v, 6) for k, v in self.conn_seconds.items()},
-            "preflights": self.preflights,
-            "pings": self.pings,
-            "bodies_incomplete": self.bodies_incomplete,
-            "headers_incomplete": self.headers_incomplete,
-            "header_timeouts": self.header_timeouts,
-            "body_timeouts": self.body_timeouts,
-            "idle_timeouts": self.idle_timeouts,
-            "connections_open": self.connections_open,
-            "connections_total": self.connections_total,
-            "connections_refused": self.connections_refused,
-            "connections_aborted": self.connections_aborted,
-            "ledger_errors": self.ledger_errors,
-            "cpu_seconds": round(time.process_time(), 3),
-            "started": self.started,
-            "pid": os.getpid(),
-        }
-
-
-def validate_config(config: CollectorConfig) -> None:
-    """Refuse a configuration that would put something unsafe in an answer (raises ValueError).
-
-    An --allow-origin value is echoed in Access-Control-Allow-Origin: it must be one printable ASCII
-    token, or a CR LF in it would let the command line inject headers into every answer.
-    """
-    for origin in config.allow_origins:
-        if origin != "*" and not (origin and origin.isascii() and origin.isprintable() and " " not in origin):
-            raise ValueError(f"--allow-origin {origin!r}: not a valid origin (scheme://host[:port] or *)")
+Clock = Callable[[], float]
+"""Seconds on a monotonic clock: every timeout and deadline of the collector is measured on one."""
 
 
 def event_line(event: Event, now: float, stamp: str) -> bytes:
@@ -188,23 +73,28 @@ class ReceivedLedger(LedgerWriter):
 
 
 class Collector:
-    """Shared state of one collector process: config, ledger, counters and live connections."""
+    """Shared state of one collector process: config, ledger, counters and live connections.
 
-    def __init__(self, config: CollectorConfig) -> None:
+    ``clock`` measures every timeout and deadline (tests pass a fake one to step through them); the
+    ledger's times are wall-clock times (``time.time``) whatever it is.
+    """
+
+    def __init__(self, config: CollectorConfig, clock: Clock = time.monotonic) -> None:
         validate_config(config)
         self.config = config
+        self.clock = clock
         self.stats = Stats()
         self.ledger = ReceivedLedger(
             Path(config.out) / "received", "received", max_bytes=config.ledger_max_bytes
         )
-        self.connections: set[CollectorProtocol] = set()
-        self.refused: set[CollectorProtocol] = set()  # refused at accept, lingering until their 503 is read
+        self.connections: set[Connection] = set()
+        self.refused: set[Connection] = set()  # refused at accept, lingering until their 503 is read
         self.next_connection = 0
         self.accepting = True
         self.ledger_failing = False
         self.problems: list[str] = []  # what went wrong at close (set by the server)
         self.head_limit = config.max_url + config.max_header_bytes + HEAD_SLICE
-        self.commit_queue: list[CollectorProtocol] = []  # connections with answers waiting for the commit
+        self.commit_queue: list[Connection] = []  # connections with answers waiting for the commit
         self._commit_scheduled = False
         self._responses: dict[tuple[str, bool, str], bytes] = {}
         self._refusals: dict[tuple[str, str], bytes] = {}
@@ -220,6 +110,7 @@ class Collector:
         return None
 
     def response(self, kind: str, keep_alive: bool, origin: str | None = None) -> bytes:
+        """The fixed answer ``kind`` (gif, preflight, accepted), built once per (keep-alive, origin)."""
         key = (kind, keep_alive, origin or "")
         cached = self._responses.get(key)
         if cached is not None:
@@ -272,6 +163,7 @@ class Collector:
         return reply
 
     def stats_document(self) -> dict[str, Any]:
+        """The counters as /stats serves them, with what is live right now."""
         self.stats.connections_open = len(self.connections)
         doc = self.stats.as_dict()
         # answers waiting for slow readers (bounded: reading pauses past the transport's high-water mark)
@@ -281,7 +173,7 @@ class Collector:
         doc["requests_in_flight"] = sum(c.state in (HEADERS, BODY) for c in self.connections)
         return doc
 
-    def queue_commit(self, conn: CollectorProtocol) -> None:
+    def queue_commit(self, conn: Connection) -> None:
         """Queue a connection's completed requests for the commit at the end of this loop turn."""
         self.commit_queue.append(conn)
         if not self._commit_scheduled:
@@ -322,7 +214,7 @@ class Collector:
     def sweep(self) -> None:
         """Close connections past their deadline (idle keep-alive, slow headers, slow body, no flush)."""
         self.commit()  # answers waiting for a commit are not late
-        now = time.monotonic()
+        now = self.clock()
         for conn in [c for c in self.connections if c.deadline <= now]:
             conn.on_deadline()
         for conn in [c for c in self.refused if c.deadline <= now]:
@@ -345,7 +237,7 @@ class Collector:
         Returns the problems met (a footer or stats file that could not be written) instead of raising:
         the events already in the ledger are safe either way, and the caller decides the exit status.
         """
-        problems = []
+        problems: list[str] = []
         self.commit()
         for conn in [*self.connections, *self.refused]:
             conn.abort()

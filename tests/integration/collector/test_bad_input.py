@@ -18,8 +18,9 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from lossbench.collector.config import CollectorConfig
+from lossbench.collector.responses import REFUSALS
 from lossbench.collector.server import CollectorThread
-from lossbench.collector.state import REFUSALS, CollectorConfig
 from lossbench.contract.events import (
     MAX_ID_LENGTH,
     BadEvent,
@@ -31,7 +32,7 @@ from lossbench.contract.events import (
 )
 from lossbench.contract.techniques import TECHNIQUES
 from lossbench.loadgen.techniques import Network, Tab
-from support import exchange, received_ids
+from support import exchange, received_events, received_ids
 
 # -- raw HTTP helpers ---------------------------------------------------------------------------------
 
@@ -88,17 +89,6 @@ def good_pixel(event_id: str, tech: str = "pixel") -> bytes:
 
 def good_post(event_id: str) -> bytes:
     return post(encode_event({"id": event_id, "tech": "ajax"}))
-
-
-def ledger_lines(run_dir: Path) -> list[dict]:
-    """Event lines of every received ledger (header and footer left out)."""
-    lines = []
-    for path in sorted((run_dir / "received").glob("*.jsonl")):
-        for line in path.read_bytes().splitlines():
-            record = json.loads(line)
-            if "id" in record:
-                lines.append(record)
-    return lines
 
 
 # -- every kind of bad input: its status, its counter, nothing counted, still serving ---------------------
@@ -210,7 +200,7 @@ def test_bad_input_gets_its_4xx_and_counter_and_nothing_is_counted(
     assert b"Connection: close" in answer.partition(b"\r\n\r\n")[0]
     stats = collector.stats()
     assert stats["refused"] == {reason: 1}
-    assert stats["events"] == {} and ledger_lines(tmp_path) == []
+    assert stats["events"] == {} and received_events(tmp_path) == []
     # still serving, on a new connection, with a valid event
     tab = Tab(("127.0.0.1", collector.port), Network())
     assert tab.fire("pixel", "after-bad-input").acked
@@ -499,7 +489,7 @@ def test_fuzzed_requests_never_crash_never_count_invalid_never_lose_valid(
         stop.set()
         thread.join(10)
     stats = collector.stats()
-    lines = ledger_lines(tmp_path)
+    lines = received_events(tmp_path)
     assert exchange(collector.port, get("/healthz")).endswith(b"ok\n")
     assert "internal_error" not in stats["refused"]
     assert sum(stats["events"].values()) == len(lines)
@@ -545,5 +535,5 @@ def test_raw_bytes_from_hypothesis(shared_collector, data):
     responses(answer)  # well-formed, whatever came in
     after = collector.stats()
     assert "internal_error" not in after["refused"]
-    assert sum(after["events"].values()) == len(ledger_lines(out))
+    assert sum(after["events"].values()) == len(received_events(out))
     assert after["connections_total"] > before["connections_total"]

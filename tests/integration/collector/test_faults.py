@@ -16,7 +16,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import closing
 from pathlib import Path
@@ -24,7 +23,6 @@ from pathlib import Path
 import pytest
 
 from lossbench.analysis.compare import compare
-from lossbench.collector.server import SHUTDOWN_GRACE
 from lossbench.contract.ledger import LedgerWriter, dumps_line
 from lossbench.contract.techniques import TECHNIQUES
 from lossbench.loadgen.techniques import Network, Tab, event_body, pixel_request
@@ -191,7 +189,6 @@ def test_sigterm_stops_accepting_finishes_in_flight_flushes_and_exits_0(tmp_path
         % (len(body), body[:10])
     )
     assert wait_until(lambda: http_stats(port)["requests_in_flight"] == 1)
-    stopped_at = time.monotonic()
     proc.send_signal(signal.SIGTERM)
 
     def refused() -> bool:
@@ -211,7 +208,8 @@ def test_sigterm_stops_accepting_finishes_in_flight_flushes_and_exits_0(tmp_path
     assert answer.startswith(b"HTTP/1.1 204") and b"Connection: close" in answer
     _, err = proc.communicate(timeout=15)
     assert proc.returncode == 0, err
-    assert time.monotonic() - stopped_at < SHUTDOWN_GRACE  # it stopped when the work was done
+    # That it stops as soon as the work is done, not at the end of the grace, is tested on a fake clock
+    # (tests/unit/collector): a wall-clock bound here would fail on a loaded machine.
     events, damaged, footer = ledger_body(received_file(tmp_path))
     assert footer and damaged is None and [e["id"] for e in events] == ["in-flight"]
     [stats_file] = (tmp_path / "received").glob("*.stats.json")
@@ -479,6 +477,27 @@ def test_zero_loss_control_short(tmp_path, monkeypatch):
     assert received_ids(tmp_path).total() == 20_000
 
 
+RUN_TIME = "3600s"
+"""Far longer than a test waits: a run given it that ends at all was stopped by its failure."""
+STOP_WAIT = 120.0
+"""Seconds a failing run may take to stop, however loaded the machine (it usually takes a few)."""
+
+
+def run_until_it_stops(
+    command: list[str], preexec_fn: Callable[[], None] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run a Locust command with ``-t RUN_TIME``; fail the test if it has not stopped by itself within
+    STOP_WAIT: it is meant to stop at its first failure, not to run on unmeasured."""
+    try:
+        return subprocess.run(
+            [*command, "-t", RUN_TIME], cwd=ROOT, capture_output=True, text=True, timeout=STOP_WAIT,
+            preexec_fn=preexec_fn,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired as late:
+        said = (late.stderr or b"")[-3000:]
+        pytest.fail(f"the run went on for {STOP_WAIT:.0f} s after its failure: {said!r}")
+
+
 @pytest.mark.parametrize("processes", [1, 2])
 def test_a_sent_ledger_that_cannot_be_written_stops_the_run_and_says_why(tmp_path, processes):
     """The load generator under a file size limit: its sent ledger stops growing mid-run. The run stops
@@ -496,22 +515,19 @@ def test_a_sent_ledger_that_cannot_be_written_stops_the_run_and_says_why(tmp_pat
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
     run_dir = tmp_path / "run"
-    started = time.monotonic()
     try:
-        result = subprocess.run(
+        result = run_until_it_stops(
             [sys.executable, "-m", "locust", "-f", "scenarios/pixel.py", "--headless", "-u", "20", "-r", "20",
-             "-t", "60s", "--host", url, "--run-dir", str(run_dir), "--network-profile", "loopback",
+             "--host", url, "--run-dir", str(run_dir), "--network-profile", "loopback",
              "--exit-model", "none",
              *(["--processes", str(processes), *master_on_a_free_port()] if processes > 1 else [])],
-            cwd=ROOT, capture_output=True, text=True, timeout=120, preexec_fn=limit_file_size,
+            preexec_fn=limit_file_size,
         )  # fmt: skip
     finally:
         collector.terminate()
         collector.wait(30)
-    elapsed = time.monotonic() - started
     ledgers = sorted((run_dir / "sent").glob("*.jsonl"))
     assert result.returncode == 1, result.stderr[-3000:]
-    assert elapsed < 45, f"the run went on for {elapsed:.0f} s after its ledger failed"
     said = result.stdout + result.stderr
     assert 1 <= len(ledgers) <= processes  # a worker whose tabs had not fired yet has none
     assert any(f"cannot write the sent ledger {sent}" in said for sent in ledgers), said[-3000:]
@@ -579,14 +595,11 @@ def test_a_sent_ledger_that_cannot_be_opened_stops_the_run_and_says_why(tmp_path
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (run_dir / "sent").write_text("not a folder\n")
-    started = time.monotonic()
-    result = subprocess.run(
+    result = run_until_it_stops(
         [sys.executable, "-m", "locust", "-f", "scenarios/pixel.py", "--headless", "-u", "5", "-r", "5",
-         "-t", "60s", "--run-dir", str(run_dir), "--network-profile", "loopback", "--exit-model", "none"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+         "--run-dir", str(run_dir), "--network-profile", "loopback", "--exit-model", "none"],
     )  # fmt: skip
     assert result.returncode == 1, result.stderr[-3000:]
-    assert time.monotonic() - started < 45
     last = result.stdout.splitlines()[-1]
     assert f"cannot write the sent ledger {run_dir / 'sent'}" in last, last
     assert f"Check that {run_dir / 'sent'} is a folder this process can write to" in last, last

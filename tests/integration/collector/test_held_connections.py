@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from lossbench.collector.state import HEAD_SLICE, CollectorConfig
+from lossbench.collector.config import HEAD_SLICE, CollectorConfig
 from lossbench.contract.events import encode_event, encode_pixel_param
 from lossbench.contract.techniques import TECHNIQUES
 from lossbench.loadgen.techniques import Network, Tab
@@ -30,10 +30,11 @@ from support import connect, read_until_closed, received_ids, wait_until
 ADDRESS = "127.0.0.1"
 
 
-def trickle(sock: socket.socket, data: bytes, every: float) -> tuple[bytes, float]:
-    """Send ``data`` one byte per ``every`` seconds, as a slow client does, until the collector answers.
-    Returns (answer, seconds from the first byte until the collector closed)."""
-    started = time.monotonic()
+def trickle(sock: socket.socket, data: bytes, every: float) -> bytes:
+    """Send ``data`` one byte per ``every`` seconds, as a slow client does, until the collector answers;
+    returns the answer. How long that took has a floor (the collector cannot cut before its timeout) but no
+    ceiling a test may rely on: load delays the cut. The exact deadlines are tested on a fake clock in
+    tests/unit/collector."""
     sock.settimeout(every)
     answer = b""
     for byte in data:
@@ -50,18 +51,20 @@ def trickle(sock: socket.socket, data: bytes, every: float) -> tuple[bytes, floa
             break
     sock.settimeout(5.0)
     answer += read_until_closed(sock)
-    return answer, time.monotonic() - started
+    return answer
 
 
 def test_slowloris_headers_are_cut_by_the_header_timeout(collector_factory, tmp_path):
-    """Headers trickling in forever: the header timeout runs from the first byte, however steady the
-    trickle, and the client gets a 408."""
+    """Headers trickling in forever: the header timeout cuts them, however steady the trickle, and the
+    client gets a 408."""
     collector = collector_factory(header_timeout=0.5)
     head = b"GET /p.gif?d=" + encode_pixel_param({"id": "slow", "tech": "pixel"}).encode() + b" HTTP/1.1\r\n"
     with closing(connect(collector.port)) as sock:
-        answer, waited = trickle(sock, head + b"X-Slow: " + b"a" * 10_000, every=0.03)
+        started = time.monotonic()
+        answer = trickle(sock, head + b"X-Slow: " + b"a" * 10_000, every=0.03)
+        waited = time.monotonic() - started
     assert answer.startswith(b"HTTP/1.1 408"), answer
-    assert 0.4 < waited < 2.0
+    assert waited >= 0.5, f"cut {waited:.3f} s after the first byte, before the header timeout"
     stats = collector.stats()
     assert stats["header_timeouts"] == 1 and stats["events"] == {}
     assert wait_until(lambda: collector.stats()["connections_open"] == 0)
@@ -74,10 +77,12 @@ def test_slow_body_is_cut_by_the_body_timeout(collector_factory, tmp_path):
         len(body) + 1000
     )
     with closing(connect(collector.port)) as sock:
+        started = time.monotonic()
         sock.sendall(head)
-        answer, waited = trickle(sock, body + b" " * 1000, every=0.03)
+        answer = trickle(sock, body + b" " * 1000, every=0.03)
+        waited = time.monotonic() - started
     assert answer.startswith(b"HTTP/1.1 408"), answer
-    assert 0.4 < waited < 2.0
+    assert waited >= 0.5, f"cut {waited:.3f} s after the headers, before the body timeout"
     stats = collector.stats()
     assert stats["body_timeouts"] == 1 and stats["bodies_incomplete"] == 1 and stats["events"] == {}
     assert received_ids(tmp_path) == {}
@@ -171,16 +176,18 @@ def test_a_client_that_never_reads_is_paused_not_buffered(collector, tmp_path):
         answers = {"n": 0}
 
         def reader() -> None:
-            data = b""
+            marker = b"GIF89a"  # one in each answer
+            tail = b""  # a marker cut by a read's boundary is counted with the next read
             while chunk := sock.recv(1 << 20):
-                data += chunk
-                answers["n"] += chunk.count(b"GIF89a")
-                data = data[-8:]
+                window = tail + chunk
+                answers["n"] += window.count(marker)
+                tail = window[-(len(marker) - 1) :]  # too short to hold a whole marker: none counted twice
 
         thread = threading.Thread(target=reader)
         thread.start()
         sock.sendall(ping[sent % len(ping) :] if sent % len(ping) else b"")
-        assert wait_until(lambda: answers["n"] == requests, timeout=20)
+        everything = wait_until(lambda: answers["n"] == requests, timeout=20)
+        assert everything, f"{answers['n']} answers of {requests}"
         sock.shutdown(socket.SHUT_WR)
         thread.join(10)
     assert collector.stats()["pings"] == requests

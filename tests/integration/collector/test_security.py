@@ -16,7 +16,9 @@ from pathlib import Path
 import pytest
 
 from lossbench.cli import build_parser
-from lossbench.collector.state import REFUSALS, Collector, CollectorConfig
+from lossbench.collector.config import CollectorConfig
+from lossbench.collector.responses import REFUSALS
+from lossbench.collector.state import Collector
 from lossbench.contract.events import encode_event, encode_pixel_param
 from lossbench.contract.techniques import TECHNIQUES
 from support import exchange, received_ids

@@ -133,8 +133,11 @@ def test_events_in_sequence_need_no_hand_off(collector, tmp_path):
 
 
 def test_a_visit_stops_firing_when_the_run_ends(collector, tmp_path):
+    """Events 5 s apart in visit time (compressed: nothing waits) fire one after the other, so each asks
+    ``keep_going`` after the one before is recorded. 10 ms apart, a loaded machine handed the rest of the
+    visit off while an event was in flight, and the overlapping events all asked before any was recorded."""
     visit = Visit(
-        NetworkDraw(0.0, 0.0, None), tuple(PlannedEvent("click", 0.01 * i) for i in range(5)), math.inf
+        NetworkDraw(0.0, 0.0, None), tuple(PlannedEvent("click", 5.0 * i) for i in range(5)), math.inf
     )
     played: list[PlayedEvent] = []
     play_visit(

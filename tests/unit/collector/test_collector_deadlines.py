@@ -1,0 +1,352 @@
+"""The collector's deadlines on a fake clock: every timeout, and the shutdown's grace, is stepped through
+exactly, with no socket and no wall-clock window. The connection is a real ``CollectorProtocol`` fed bytes by
+hand; its transport only records what the collector does to it. What real sockets must show (the 408 reaches
+the client) is in tests/integration/collector/test_held_connections.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from lossbench.collector.config import CLOSE_LINGER, CollectorConfig
+from lossbench.collector.connection import BODY, CLOSING, HEADERS, IDLE
+from lossbench.collector.protocol import CollectorProtocol
+from lossbench.collector.server import DRAIN_POLL, FLUSH_TIME, SHUTDOWN_GRACE, drain
+from lossbench.collector.state import Collector
+
+STEP = 0.125  # a power of two: the fake times add up exactly
+
+
+class FakeClock:
+    """A monotonic clock that moves only when told to."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class RecordingTransport(asyncio.Transport):
+    """Records what the collector writes and how it lets the connection go."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = bytearray()
+        self.closed = False
+        self.aborted = False
+        self.eof = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.written += data
+
+    def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        self.aborted = True
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        self.eof = True
+
+    def is_closing(self) -> bool:
+        return self.closed or self.aborted or self.eof
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+
+class Bench:
+    """A collector on a fake clock, and connections to it."""
+
+    def __init__(self, config: CollectorConfig) -> None:
+        self.clock = FakeClock()
+        self.collector = Collector(config, clock=self.clock)
+
+    def connect(self) -> tuple[CollectorProtocol, RecordingTransport]:
+        conn = CollectorProtocol(self.collector)
+        transport = RecordingTransport()
+        conn.connection_made(transport)
+        return conn, transport
+
+    def wait(self, seconds: float) -> None:
+        """Let ``seconds`` pass, sweeping as the sweeper would at every step."""
+        end = self.clock.now + seconds
+        while self.clock.now < end:
+            self.clock.advance(STEP)
+            self.collector.sweep()
+
+
+def on_loop(test: Callable[[Bench], Awaitable[None] | None], config: CollectorConfig) -> None:
+    """Run ``test`` inside an event loop: the collector schedules its group commit on the running loop."""
+
+    async def main() -> None:
+        bench = Bench(config)
+        try:
+            done = test(bench)
+            if done is not None:
+                await done
+        finally:
+            bench.collector.close()
+
+    asyncio.run(main())
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> CollectorConfig:
+    return CollectorConfig(port=0, out=tmp_path, header_timeout=1.0, body_timeout=1.0, idle_timeout=2.0)
+
+
+HEAD = b"GET /p.gif?d=eyJpZCI6InNsb3ciLCJ0ZWNoIjoicGl4ZWwifQ HTTP/1.1\r\nHost: t\r\nX-Slow: "
+BODY_BYTES = b'{"id":"slow-body","tech":"ajax"}'
+POST_HEAD = b"POST /e HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % (
+    len(BODY_BYTES) + 1000
+)
+
+
+def test_the_header_timeout_runs_from_the_first_byte_however_steady_the_trickle(
+    config: CollectorConfig,
+) -> None:
+    def test(bench: Bench) -> None:
+        conn, transport = bench.connect()
+        bench.wait(0.5)  # idle before the request: the header timeout starts with its first byte
+        started = bench.clock.now
+        for byte in HEAD:  # one byte a step, for as long as the collector reads
+            conn.data_received(bytes([byte]))
+            bench.wait(STEP)
+            if transport.written:
+                break
+        assert bench.clock.now == started + config.header_timeout
+        assert transport.written.startswith(b"HTTP/1.1 408"), bytes(transport.written)
+        assert transport.closed and conn.state == CLOSING
+        stats = bench.collector.stats
+        assert stats.header_timeouts == 1 and stats.events == {} and stats.idle_timeouts == 0
+
+    on_loop(test, config)
+
+
+def test_no_header_timeout_a_step_before_it_is_due(config: CollectorConfig) -> None:
+    def test(bench: Bench) -> None:
+        conn, transport = bench.connect()
+        conn.data_received(HEAD)
+        bench.wait(1.0 - STEP)
+        assert conn.state == HEADERS and not transport.closed and bench.collector.stats.header_timeouts == 0
+        bench.wait(STEP)
+        assert transport.written.startswith(b"HTTP/1.1 408") and bench.collector.stats.header_timeouts == 1
+
+    on_loop(test, config)
+
+
+def test_the_body_timeout_runs_from_the_end_of_the_headers_however_slow_the_body(
+    config: CollectorConfig,
+) -> None:
+    def test(bench: Bench) -> None:
+        conn, transport = bench.connect()
+        conn.data_received(POST_HEAD[:10])
+        bench.wait(0.75)  # the head takes its time, within the header timeout
+        conn.data_received(POST_HEAD[10:])
+        assert conn.state == BODY
+        for i in range(7):  # a byte of body every step: still cut 1.0 s after the headers
+            conn.data_received(BODY_BYTES[i : i + 1])
+            bench.wait(STEP)
+        assert transport.written == b"" and bench.collector.stats.body_timeouts == 0
+        bench.wait(STEP)
+        assert transport.written.startswith(b"HTTP/1.1 408"), bytes(transport.written)
+        stats = bench.collector.stats
+        assert stats.body_timeouts == 1 and stats.bodies_incomplete == 1 and stats.header_timeouts == 0
+        conn.connection_lost(None)
+        assert stats.bodies_incomplete == 1, "counted once, at the timeout, not again when the client goes"
+        assert stats.events == {} and bench.collector.ledger.lines_total == 0
+
+    on_loop(test, config)
+
+
+def test_an_idle_keep_alive_connection_is_closed_without_an_answer(config: CollectorConfig) -> None:
+    def test(bench: Bench) -> None:
+        conn, transport = bench.connect()
+        bench.wait(1.0)
+        conn.data_received(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        bench.wait(STEP)  # the sweep commits: the answer is sent, the connection idles again
+        assert transport.written.startswith(b"HTTP/1.1 200") and conn.state == IDLE
+        answered = len(transport.written)
+        bench.wait(2.0 - 2 * STEP)  # the idle timeout restarts at the end of the request
+        assert not transport.closed
+        bench.wait(STEP)
+        assert transport.closed and len(transport.written) == answered
+        assert bench.collector.stats.idle_timeouts == 1
+
+    on_loop(test, config)
+
+
+def test_a_closed_connection_that_never_drains_is_aborted_after_the_linger(config: CollectorConfig) -> None:
+    """A refused request lingers (FIN after the answer); a client that never goes is aborted CLOSE_LINGER
+    seconds later, and only then."""
+
+    def test(bench: Bench) -> None:
+        conn, transport = bench.connect()
+        conn.data_received(b"GET /nowhere HTTP/1.1\r\nHost: t\r\n\r\n")
+        bench.wait(STEP)
+        assert transport.written.startswith(b"HTTP/1.1 404") and transport.eof and conn.state == CLOSING
+        bench.wait(CLOSE_LINGER - STEP)
+        assert not transport.aborted
+        bench.wait(STEP)
+        assert transport.aborted and bench.collector.stats.connections_aborted == 1
+
+    on_loop(test, config)
+
+
+def test_a_connection_over_the_cap_gets_its_503_then_is_aborted_after_the_linger(
+    config: CollectorConfig,
+) -> None:
+    def test(bench: Bench) -> None:
+        bench.connect()
+        _, transport = bench.connect()
+        assert transport.written.startswith(b"HTTP/1.1 503") and transport.eof
+        bench.wait(CLOSE_LINGER - STEP)
+        assert not transport.aborted
+        bench.wait(STEP)
+        assert transport.aborted and bench.collector.stats.connections_refused == 1
+
+    on_loop(test, replace(config, max_connections=1))
+
+
+def test_connection_seconds_are_measured_on_the_collector_clock(config: CollectorConfig) -> None:
+    def test(bench: Bench) -> None:
+        conn, transport = bench.connect()
+        conn.data_received(b"GET /ping.gif?t=pixel-keepalive HTTP/1.1\r\nHost: t\r\n\r\n")
+        bench.wait(1.5)
+        conn.connection_lost(None)
+        assert transport.written.startswith(b"HTTP/1.1 200")
+        assert bench.collector.stats.conn_seconds == {"pixel-keepalive": 1.5}
+
+    on_loop(test, config)
+
+
+@pytest.mark.parametrize(
+    ("timeouts", "every"),
+    [
+        ((10.0, 10.0, 30.0), 0.2),  # the defaults: a second at most, five sweeps in it
+        ((0.5, 10.0, 30.0), 0.1),  # a fifth of the shortest timeout
+        ((10.0, 10.0, 0.05), 0.02),  # never more often than every 20 ms
+    ],
+)
+def test_the_sweeper_checks_a_few_times_per_shortest_timeout(
+    timeouts: tuple[float, float, float], every: float
+) -> None:
+    header, body, idle = timeouts
+    config = CollectorConfig(header_timeout=header, body_timeout=body, idle_timeout=idle)
+    assert config.sweep_every == pytest.approx(every)
+
+
+# -- shutdown: the grace for requests in flight -----------------------------------------------------------
+
+
+class StoppedServer:
+    """The listening server ``drain`` stops: nothing to wait for."""
+
+    def __init__(self) -> None:
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+    async def wait_closed(self) -> None:
+        pass
+
+
+EXACT_POST = (
+    b"POST /e HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+    % len(BODY_BYTES)
+)
+LOOKS = 5 * DRAIN_POLL
+"""Real seconds in which drain looks again, however loaded the machine: its sleep is due before ours."""
+HANG = 30.0  # real seconds: only a drain that waits on the frozen clock gets near it
+
+
+async def turns(until: Callable[[], bool], most: int = 100) -> None:
+    """Let the event loop run until ``until()`` (the collector's commit is one turn away)."""
+    for _ in range(most):
+        if until():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError(f"not so after {most} turns of the event loop")
+
+
+def test_shutdown_ends_when_the_last_request_in_flight_is_answered(config: CollectorConfig) -> None:
+    """The clock never moves: drain can only end because the work is done, never because the grace ran out.
+    Idle connections are closed at once; the request in flight finishes, with Connection: close."""
+
+    async def test(bench: Bench) -> None:
+        idle, idle_transport = bench.connect()
+        busy, busy_transport = bench.connect()
+        busy.data_received(EXACT_POST + BODY_BYTES[:10])
+        server = StoppedServer()
+        draining = asyncio.create_task(drain(bench.collector, server))
+        await asyncio.sleep(LOOKS)
+        assert server.closed and not bench.collector.accepting and not draining.done()
+        assert idle_transport.closed and busy.state == BODY and not busy_transport.closed
+        idle.connection_lost(None)
+        busy.data_received(BODY_BYTES[10:])
+        await turns(lambda: busy_transport.eof)  # answered, FIN sent: the client goes
+        assert (
+            busy_transport.written.startswith(b"HTTP/1.1 204")
+            and b"Connection: close" in busy_transport.written
+        )
+        busy.connection_lost(None)
+        await asyncio.wait_for(draining, HANG)
+        assert bench.collector.stats.events == {"ajax": 1}
+
+    on_loop(test, config)
+
+
+def test_a_request_that_never_finishes_gets_the_grace_and_no_more(config: CollectorConfig) -> None:
+    async def test(bench: Bench) -> None:
+        busy, busy_transport = bench.connect()
+        busy.data_received(HEAD)
+        draining = asyncio.create_task(drain(bench.collector, StoppedServer()))
+        await asyncio.sleep(LOOKS)  # drain starts: the grace runs from now
+        bench.clock.advance(SHUTDOWN_GRACE - STEP)
+        await asyncio.sleep(LOOKS)
+        assert not draining.done()
+        bench.clock.advance(STEP)
+        await asyncio.wait_for(draining, HANG)  # no flush time after the grace: it is spent
+        assert busy.state == HEADERS and not busy_transport.aborted  # Collector.close aborts it next
+
+    on_loop(test, config)
+
+
+def test_answers_get_the_flush_time_then_shutdown_goes_on(config: CollectorConfig) -> None:
+    """A client that neither reads its last answer nor closes holds the shutdown FLUSH_TIME at most."""
+
+    async def test(bench: Bench) -> None:
+        busy, busy_transport = bench.connect()
+        busy.data_received(EXACT_POST + BODY_BYTES[:10])
+        draining = asyncio.create_task(drain(bench.collector, StoppedServer()))
+        await asyncio.sleep(LOOKS)
+        busy.data_received(BODY_BYTES[10:])
+        await turns(lambda: busy_transport.eof)  # answered with Connection: close; the client stays
+        await asyncio.sleep(LOOKS)  # drain sees nothing in flight: the flush time runs from now
+        bench.clock.advance(FLUSH_TIME - STEP)
+        await asyncio.sleep(LOOKS)
+        assert not draining.done()
+        bench.clock.advance(STEP)
+        await asyncio.wait_for(draining, HANG)
+
+    on_loop(test, config)
