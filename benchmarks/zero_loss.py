@@ -128,7 +128,7 @@ def generate(
     """
     raise_fd_limit()
     ids = EventIds(salt=salt)
-    ledger = LedgerWriter(Path(run_dir) / "sent", "sent", extra_header={"salt": f"{salt:06x}"})
+    ledger = LedgerWriter(Path(run_dir) / "sent", "sent", salt=f"{salt:06x}")
     lock = threading.Lock()
     report = GeneratorReport()
     per_thread = [events // threads + (1 if i < events % threads else 0) for i in range(threads)]

@@ -38,15 +38,20 @@ QUANTILES = [round(i * 0.05, 2) for i in range(21)]
 
 
 def compare(
-    run_dir: str | os.PathLike[str], *, reference: str = "ajax", predict_events: int = 200_000
+    run_dir: str | os.PathLike[str],
+    *,
+    reference: str = "ajax",
+    predict_events: int = 200_000,
+    strict: bool = False,
 ) -> dict:
     """Build the summary document of a run directory (raises LedgerError when its ledgers can't be read).
 
     ``reference`` is the technique every other is compared against; when it is not in the run, the
     technique with the highest loss is used. ``predict_events`` is the Monte Carlo size of the prediction.
+    ``strict``: a damaged ledger line stops it (LedgerError) instead of being skipped with a warning.
     """
     run_dir = Path(run_dir)
-    ledgers = read_ledgers(run_dir)
+    ledgers = read_ledgers(run_dir, strict=strict)
     warnings = _ledger_warnings(ledgers)
     run = _read_run(run_dir, warnings)
     names = ledgers.techniques
@@ -410,9 +415,16 @@ def _timing_warnings(timing: dict, median_rtt: float) -> list[str]:
 
 
 def _ledger_warnings(ledgers: Ledgers) -> list[str]:
-    """Files that were not closed cleanly or whose footer disagrees with what was read."""
+    """Files that were not closed cleanly, had damaged lines, or whose footer disagrees with what was read."""
     out = []
     for info in ledgers.files:
+        if info.damaged_lines:
+            n = info.damaged_lines
+            out.append(
+                f"{info.path}: {n} damaged line{'s' if n > 1 else ''} skipped ({'; '.join(info.damage)}"
+                f"{'; ...' if n > len(info.damage) else ''}) — their events are left out; repair or delete "
+                "them, or run compare --strict to stop on them"
+            )
         if not info.complete:
             why = "no footer"
             if info.truncated_last_line:

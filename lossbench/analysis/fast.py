@@ -1,19 +1,21 @@
 """Ledger lines read with numpy, a block at a time: the fast path of ``lossbench.analysis.read``.
 
-``json`` costs about 9 µs a sent line: 90 s for a run of 10 million events. The writers always write the same
-shape — compact JSON, keys in a fixed order (docs/FORMATS.md, "Key order") — so a block of lines can be
-read column by column instead: every line of the block at once, one key after the other, with a cursor per
-line. Each step fetches a window of 16 to 64 bytes at every cursor (one numpy gather) and checks it with
-word-wide integer arithmetic (SWAR): literal text is compared whole, a technique or stage name is picked
-from the known names, a number is taken apart digit by digit.
+A JSON parser costs microseconds a sent line (``json`` about 9 µs, msgspec into typed Structs about 3):
+tens of seconds for a run of 10 million events. The writers always write the same shape — compact JSON,
+keys in the order of the line types of ``lossbench.contract.lines``, which this module walks — so a block
+of lines can be read column by column instead: every line of the block at once, one key after the other,
+with a cursor per line. Each step fetches a window of 16 to 64 bytes at every cursor (one numpy gather) and
+checks it with word-wide integer arithmetic (SWAR): literal text is compared whole, a technique or stage
+name is picked from the known names, a number is taken apart digit by digit.
 
 Every byte of a line the fast path accepts is checked against that shape, so an accepted line is valid JSON
-and its values are exactly what ``json`` gives. Numbers are converted exactly: their digits make an integer
-below 2**53, divided (or multiplied) by an exact power of ten up to 10**22 — one correctly rounded
-operation, the same double ``float()`` gives (Clinger's fast path); any other number is left to json. A
-line of any other shape — a foreign id, an escaped character, a missing, moved or extra key, a number
-written otherwise, damage — is left to the exact JSON parser: the scan says which lines those are, and
-``lossbench.analysis.read`` reads them one by one. The columns are the same either way; only the time differs.
+and its values are exactly what a JSON parser gives. Numbers are converted exactly: their digits make an
+integer below 2**53, divided (or multiplied) by an exact power of ten up to 10**22 — one correctly rounded
+operation, the same double ``float()`` gives (Clinger's fast path); any other number is left to the exact
+path. A line of any other shape — a foreign id, an escaped character, a missing, moved or extra key, a
+number written otherwise, damage — is left to the exact path (msgspec): the scan says which lines those
+are, and ``lossbench.analysis.read`` reads them one by one. The columns are the same either way; only the
+time differs.
 
 Nothing here decides what a line means (pings, defaults, errors): that stays in ``lossbench.analysis.read``.
 """
@@ -24,28 +26,31 @@ import dataclasses
 import functools
 import sys
 import threading
+from collections.abc import Callable
 
 import numpy as np
 
-from lossbench.contract.techniques import TECHNIQUES
+from lossbench.contract.lines import ReceivedEvent, SentEvent, SentPing, written_keys
+from lossbench.contract.techniques import ABORTS, DONE, EVENT_TYPES, STAGES, TECHNIQUES
 
 ENABLED = sys.byteorder == "little"
 """Windows are read as little-endian words; elsewhere every line takes the JSON path."""
 
-SENT_KEYS = (
-    "id", "tech", "type", "rtt", "dns", "A", "abort", "stage", "written", "t_written", "acked", "retried",
-    "requests", "connections", "plan", "real", "t0",
-)  # fmt: skip
-"""Key order of a sent event line as ``PlayedEvent.record`` writes it (``error`` may come before ``t0``)."""
-RECEIVED_KEYS = ("id", "tech", "m", "t", "c")
-"""Key order of a received line as the collector writes it."""
-PING_KEYS = ("ping", "requests", "connections", "virtual")
-"""Key order of a ping line as ``record_pings`` writes it."""
+SENT_KEYS = written_keys(SentEvent)
+RECEIVED_KEYS = written_keys(ReceivedEvent)
+PING_KEYS = written_keys(SentPing)
+"""The key orders walked: the writers' own, from the line types (``lossbench.contract.lines``)."""
 
 TECH_NAMES: tuple[str, ...] = TECHNIQUES
-TYPE_NAMES = ("pageview", "click", "outbound")
-ABORT_NAMES = ("unload", "drop")
-STAGE_NAMES = ("dns", "connect", "tls", "preflight", "headers", "body", "request", "done", "error")
+TYPE_NAMES: tuple[str, ...] = EVENT_TYPES
+ABORT_NAMES: tuple[str, ...] = ABORTS
+STAGE_NAMES: tuple[str, ...] = (
+    *dict.fromkeys(s for t in TECHNIQUES for s in STAGES[t]),
+    "tls",
+    DONE,
+    "error",
+)
+"""Stages: the model's, ``tls`` (for ledgers that name it) and ``error`` (the client failed, not cut)."""
 METHOD_NAMES = ("GET", "POST")
 """Names the fast path knows; a line with another name takes the JSON path."""
 
@@ -150,7 +155,7 @@ class Padded:
         return self.array[: self.n].tobytes()
 
     def isascii(self) -> bool:
-        if self._ascii is None:  # asked twice per block (UTF-8 check, then the scan)
+        if self._ascii is None:  # cached: asked by the scan and the buffer
             self._ascii = not self.n or int(self.array[: self.n].max()) < 0x80
         return self._ascii
 
@@ -194,7 +199,7 @@ class _Buffer:
             starts, ends = starts[:-1], ends[:-1]
         self.starts, self.ends = starts, ends
         self.ascii = np.ones(len(starts), bool)
-        if not data.isascii():  # such lines take the JSON path (the caller has checked the UTF-8)
+        if not data.isascii():  # such lines take the exact path, which checks their UTF-8
             where = np.flatnonzero(buf[:n] >= 0x80)
             self.ascii[np.unique(np.searchsorted(starts, where, side="right") - 1)] = False
 
@@ -404,7 +409,7 @@ def _scientific(w: np.ndarray, end: bytes) -> tuple[np.ndarray, np.ndarray, np.n
     exponent = exp_digits // _SCALE_INT[_bytes_below(u2) - _bytes_below(ue) - np.uint8(2)]
     frac = _bytes_below(ue) - _bytes_below(dot) - np.uint8(1)
     scale = exponent.astype(np.int64) + np.where(has_dot, frac, 0)
-    good &= scale <= 22  # beyond, the division by a power of ten would not be exact: json reads it
+    good &= scale <= 22  # beyond, the division by a power of ten would not be exact: msgspec reads it
     return good, _bytes_below(u2).astype(np.int64), mantissa / _POW10[scale.clip(0, 22)]
 
 
@@ -504,7 +509,7 @@ _ABORT_OPTIONS = _quoted(ABORT_NAMES)
 _STAGE_OPTIONS = _quoted(STAGE_NAMES)
 _METHOD_OPTIONS = _quoted(METHOD_NAMES)
 _BOOL_OPTIONS = (b"false", b"true")
-_KEY_NAMES = STAGE_NAMES[:7]  # stages a plan can hold (not "done", "error")
+_KEY_NAMES = tuple(s for s in STAGE_NAMES if s not in (DONE, "error"))  # stages a plan can hold
 _KEY_OPTIONS = [tuple(f'{sep}"{name}":'.encode() for name in _KEY_NAMES) for sep in "{,"]
 
 
@@ -557,8 +562,10 @@ class _Walk:
         self.p += len(key) + length
         return found
 
-    def end(self) -> None:
-        """The line ends here."""
+    def close(self) -> None:
+        """The closing brace, and the line ends there."""
+        self.ok &= self.b.buf[np.minimum(self.p, self.b.limit)] == ord("}")
+        self.p += 1
         self.ok &= self.p == self.b.ends[self.lines]
 
 
@@ -623,7 +630,8 @@ def _stages(walk: _Walk, key: bytes, plan: _Stages | None) -> tuple[_Stages, np.
     """``key`` then ``{"stage":seconds,...}``, for the lines still ok.
 
     Without ``plan``, returns the plan read; with it (``real``), the keys must be the plan's, in its order
-    (any other ``real`` is left to json), and returns the value at the plan's entry planned to end last.
+    (any other ``real`` is left to the exact path), and returns the value at the plan's entry planned to end
+    last.
     The lines still in the object are kept in compact arrays (``rows``), shrinking entry by entry.
     """
     n = len(walk.p)
@@ -642,7 +650,7 @@ def _stages(walk: _Walk, key: bytes, plan: _Stages | None) -> tuple[_Stages, np.
     walk.ok[rows[done]] = True
     walk.p[rows[done]] = p[done] + off + 2
     good &= ~empty
-    # per line still open: keys seen (a key twice is left to json, which keeps the last), best so far
+    # per line still open: keys seen (a key twice is left to the exact path: it keeps the last), best so far
     seen = np.zeros(len(rows), np.int64)
     best = np.full(len(rows), -np.inf)
     best_at = np.full(len(rows), -1, np.int64)
@@ -700,28 +708,99 @@ def _stages(walk: _Walk, key: bytes, plan: _Stages | None) -> tuple[_Stages, np.
     return read, at_best
 
 
+def _key(name: str) -> bytes:
+    """A key as it follows the previous value."""
+    return f',"{name}":'.encode()
+
+
+def _head_keys(keys: tuple[str, ...], first: str, second: str | None = None) -> tuple[str, ...]:
+    """The keys after those ``_head`` (or a ping's head) reads, which must be the line's first."""
+    head = (first,) if second is None else (first, second)
+    if keys[: len(head)] != head:
+        raise ImportError(f"a ledger line must start with the keys {head}, not {keys[: len(head)]}")
+    return keys[len(head) :]
+
+
+Reader = Callable[[_Walk, bytes, bytes], np.ndarray | None]
+"""Reads one key (``bytes``, with its comma) and its value at every cursor, given what ends the value."""
+
+
+def _string(options: tuple[bytes, ...], width: int = 32) -> Reader:
+    return lambda walk, key, end: walk.choose(key + b'"', options, width)
+
+
+def _boolean(walk: _Walk, key: bytes, end: bytes) -> np.ndarray:
+    return walk.choose(key, _BOOL_OPTIONS, 16) == 1
+
+
+def _number(read: Callable[..., tuple[np.ndarray, ...]], width: int = 32, general: bool = True) -> Reader:
+    return lambda walk, key, end: walk.step(key, read, width, end, general)
+
+
+_SENT_READERS: dict[str, Reader] = {
+    "type": _string(_TYPE_OPTIONS),
+    "rtt": _number(_short, 16),
+    "dns": _number(_short, 16),
+    "A": _number(_or_null(_dotted)),
+    "abort": _string(_ABORT_OPTIONS),
+    "stage": _string(_STAGE_OPTIONS),
+    "written": _boolean,
+    "t_written": _number(_or_null(_short)),
+    "acked": _boolean,
+    "retried": _boolean,
+    "requests": _number(_integer, general=False),
+    "connections": _number(_integer, general=False),
+    "t0": _number(_wall),
+}
+"""How the fast path reads each key of a sent event line (``plan`` and ``real`` are read by ``_stages``)."""
+_SENT_WALK = _head_keys(SENT_KEYS, "id", "tech")
+_SENT_COLUMNS = frozenset(("type", "rtt", "A", "stage", "written", "t_written", "acked", "retried",
+                           "requests", "connections"))  # fmt: skip
+"""The keys whose values become columns (the others are checked and skipped)."""
+
+_RECEIVED_READERS: dict[str, Reader] = {
+    "m": _string(_METHOD_OPTIONS, 16),
+    "t": _number(_wall),
+    "c": _number(_integer, 16, general=False),
+}
+_RECEIVED_WALK = _head_keys(RECEIVED_KEYS, "id", "tech")
+_RECEIVED_COLUMNS = {"m": "method"}
+
+_PING_READERS: dict[str, Reader] = {
+    "requests": _number(_integer, general=False),
+    "connections": _number(_integer, general=False),
+    "virtual": _boolean,
+}
+_PING_WALK = _head_keys(PING_KEYS, "ping")
+
+
+def _walk_keys(
+    walk: _Walk, keys: tuple[str, ...], readers: dict[str, Reader], kept: dict[str, str]
+) -> dict[str, np.ndarray]:
+    """Read ``keys`` in order, then the closing brace; returns the values of the ``kept`` keys (key ->
+    column). Sent lines' ``plan`` and ``real`` give the ``timing_error`` column."""
+    out: dict[str, np.ndarray] = {}
+    plan: _Stages | None = None
+    for i, name in enumerate(keys):
+        key, end = _key(name), (b"}" if i == len(keys) - 1 else b",")
+        if name == "plan":
+            plan, _ = _stages(walk, key, None)
+        elif name == "real" and plan is not None:
+            _, real = _stages(walk, key, plan)
+            out["timing_error"] = np.where(plan.count > 0, real - plan.best, np.nan)
+        else:
+            value = readers[name](walk, key, end)
+            if name in kept and value is not None:
+                out[kept[name]] = value
+    walk.close()
+    return out
+
+
 def _event_lines(b: _Buffer) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     walk = _Walk(b, np.arange(len(b.starts)))
     cols: dict[str, np.ndarray] = {}
     cols["id"], cols["key"], cols["tech"] = _head(walk)
-    cols["type"] = walk.choose(b',"type":"', _TYPE_OPTIONS)
-    cols["rtt"] = walk.step(b',"rtt":', _short, 16, general=True)
-    walk.step(b',"dns":', _short, 16, general=True)
-    cols["A"] = walk.step(b',"A":', _or_null(_dotted), general=True)
-    walk.choose(b',"abort":"', _ABORT_OPTIONS)
-    cols["stage"] = walk.choose(b',"stage":"', _STAGE_OPTIONS)
-    cols["written"] = walk.choose(b',"written":', _BOOL_OPTIONS, 16) == 1
-    cols["t_written"] = walk.step(b',"t_written":', _or_null(_short), general=True)
-    cols["acked"] = walk.choose(b',"acked":', _BOOL_OPTIONS, 16) == 1
-    cols["retried"] = walk.choose(b',"retried":', _BOOL_OPTIONS, 16) == 1
-    cols["requests"] = walk.step(b',"requests":', _integer)
-    cols["connections"] = walk.step(b',"connections":', _integer)
-    plan, _ = _stages(walk, b',"plan":', None)
-    _, real = _stages(walk, b',"real":', plan)
-    cols["timing_error"] = np.where(plan.count > 0, real - plan.best, np.nan)
-    walk.step(b',"t0":', _wall, end=b"}", general=True)
-    walk.p += 1
-    walk.end()
+    cols.update(_walk_keys(walk, _SENT_WALK, _SENT_READERS, {name: name for name in _SENT_COLUMNS}))
     events = np.flatnonzero(walk.ok)
     return events, _rows(cols, events, len(walk.ok))
 
@@ -738,12 +817,13 @@ def _ping_lines(b: _Buffer, lines: np.ndarray) -> tuple[np.ndarray, dict[str, np
     tech, length = _choice(g, 9, _TECH_OPTIONS)
     walk.ok &= tech >= 0
     walk.p += 9 + length
-    requests = walk.step(b',"requests":', _integer)
-    connections = walk.step(b',"connections":', _integer)
-    walk.step(b',"virtual":true}', lambda g, o, e: (True, 0, None), 16)
-    walk.end()
+    cols = _walk_keys(walk, _PING_WALK, _PING_READERS, {"requests": "requests", "connections": "connections"})
     read = np.flatnonzero(walk.ok)
-    return lines[read], {"tech": tech[read], "requests": requests[read], "connections": connections[read]}
+    return lines[read], {
+        "tech": tech[read],
+        "requests": cols["requests"][read],
+        "connections": cols["connections"][read],
+    }
 
 
 def _others(n: int, *read: np.ndarray) -> np.ndarray:
@@ -770,11 +850,7 @@ def scan_received(data: bytes | Padded) -> Scan:
     walk = _Walk(b, np.arange(len(b.starts)))
     cols: dict[str, np.ndarray] = {}
     cols["id"], cols["key"], cols["tech"] = _head(walk)
-    cols["method"] = walk.choose(b',"m":"', _METHOD_OPTIONS, 16)
-    walk.step(b',"t":', _wall, general=True)
-    walk.step(b',"c":', _integer, 16, end=b"}")
-    walk.p += 1
-    walk.end()
+    cols.update(_walk_keys(walk, _RECEIVED_WALK, _RECEIVED_READERS, _RECEIVED_COLUMNS))
     events = np.flatnonzero(walk.ok)
     empty = np.empty(0, np.int64)
     return Scan(

@@ -51,7 +51,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lossbench.collector.responses import CLOSE, GIF, REFUSALS, http_response
-from lossbench.contract.ledger import LedgerWriter, dumps_line
+from lossbench.contract.ledger import LedgerWriter, micro
+from lossbench.contract.lines import ReceivedEvent, encode_lines
 
 if TYPE_CHECKING:
     from lossbench.collector.protocol import CollectorProtocol
@@ -147,13 +148,10 @@ def validate_config(config: CollectorConfig) -> None:
             raise ValueError(f"--allow-origin {origin!r}: not a valid origin (scheme://host[:port] or *)")
 
 
-def event_line(event: Event, now: float, stamp: str) -> bytes:
-    """The ledger line of a valid event (docs/FORMATS.md): id first, at a fixed offset. ``stamp`` is
-    ``now`` formatted once per commit."""
+def event_line(event: Event, now: float) -> ReceivedEvent:
+    """The ledger line of a valid event (docs/FORMATS.md); ``now``, the commit's time, to the microsecond."""
     event_id, tech, method, connection = event
-    if '"' in event_id or "\\" in event_id:  # valid ids are printable ASCII: only these need escaping
-        return dumps_line({"id": event_id, "tech": tech, "m": method, "t": round(now, 6), "c": connection})
-    return f'{{"id":"{event_id}","tech":"{tech}","m":"{method}","t":{stamp},"c":{connection}}}\n'.encode()
+    return ReceivedEvent(id=event_id, tech=tech, m=method, t=now, c=connection)
 
 
 class ReceivedLedger(LedgerWriter):
@@ -296,10 +294,9 @@ class Collector:
         if not queue:
             return
         self.commit_queue = []
-        now = time.time()
-        stamp = f"{now:.6f}"
-        lines = [event_line(event, now, stamp) for conn in queue for event, _, _ in conn.pending if event]
-        written = not lines or self.write_events(b"".join(lines), len(lines))
+        now = micro(time.time())
+        lines = [event_line(event, now) for conn in queue for event, _, _ in conn.pending if event]
+        written = not lines or self.write_events(encode_lines(lines), len(lines))
         for conn in queue:
             conn.answer(written)
 
