@@ -45,7 +45,8 @@ from lossbench.analysis.compare import compare, write_summary
 from lossbench.contract.ledger import LedgerWriter, dumps_line
 from lossbench.contract.techniques import TECHNIQUES
 from lossbench.loadgen.player import EventIds
-from lossbench.loadgen.techniques import Network, Tab
+from lossbench.loadgen.techniques import Tab
+from lossbench.model.profiles import NetworkDraw
 from lossbench.system import raise_fd_limit
 
 FLUSH_EVERY = 500  # sent lines buffered per thread before one write(2)
@@ -134,7 +135,7 @@ def generate(
     per_thread = [events // threads + (1 if i < events % threads else 0) for i in range(threads)]
 
     def tab_loop(index: int) -> None:
-        tab = Tab(("127.0.0.1", port), Network())
+        tab = Tab(("127.0.0.1", port), NetworkDraw())
         tab.page_load(list(TECHNIQUES))
         interval = threads / rate if rate else 0.0
         start = time.monotonic()

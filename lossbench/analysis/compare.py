@@ -19,16 +19,10 @@ import numpy as np
 
 from lossbench.analysis.join import Match, chunks, match_received
 from lossbench.analysis.read import Ledgers, read_ledgers
-from lossbench.analysis.stats import (
-    ALPHA,
-    format_pct,
-    ratio,
-    ratio_text,
-    two_proportion_test,
-    wilson_interval,
-)
+from lossbench.analysis.stats import format_pct, ratio_text
 from lossbench.contract.techniques import STAGES, TECHNIQUES
 from lossbench.report.text import evaluate_fail_if, summary_to_text
+from lossbench.stats import ALPHA, ratio, two_proportion_test, wilson_interval
 
 __all__ = ["SCHEMA", "compare", "evaluate_fail_if", "summary_to_text", "write_summary"]
 

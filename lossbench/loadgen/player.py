@@ -27,7 +27,7 @@ import numpy as np
 
 from lossbench.contract.ledger import micro
 from lossbench.contract.lines import SentEvent, encode_line
-from lossbench.loadgen.techniques import Network, Tab
+from lossbench.loadgen.techniques import Tab
 from lossbench.loadgen.timeline import EventResult
 from lossbench.model.exits import ExitModel
 from lossbench.model.profiles import NetworkProfile
@@ -146,8 +146,7 @@ def play_visit(
     player is still busy, the rest of the visit goes on in a new thread or greenlet (``_Handoff``).
     ``keep_going`` is asked before each event: the run is ending when it says False.
     """
-    net = Network(rtt=visit.net.rtt, dns=visit.net.dns, uplink_bps=visit.net.uplink_bps)
-    tabs = {tech: Tab(address, net, abort=visit.abort, close_mode=close_mode) for tech in techniques}
+    tabs = {tech: Tab(address, visit.net, abort=visit.abort, close_mode=close_mode) for tech in techniques}
     player = _Player(visit, tabs, ids, record, real_time, spawn, call_later, sleep or time.sleep, keep_going)
     try:
         for tech, tab in tabs.items():

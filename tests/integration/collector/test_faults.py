@@ -27,8 +27,9 @@ from lossbench.analysis.compare import compare
 from lossbench.collector.server import SHUTDOWN_GRACE
 from lossbench.contract.ledger import LedgerWriter, dumps_line
 from lossbench.contract.techniques import TECHNIQUES
-from lossbench.loadgen.techniques import Network, Tab, event_body, pixel_request
+from lossbench.loadgen.techniques import Tab, event_body, pixel_request
 from lossbench.loadgen.timeline import EventResult
+from lossbench.model.profiles import NetworkDraw
 from support import ROOT, connect, master_on_a_free_port, read_until_closed, received_ids, wait_until
 
 ADDRESS = "127.0.0.1"
@@ -126,7 +127,7 @@ def test_kill_9_mid_load_every_acknowledged_event_is_in_the_ledger(tmp_path, pro
     stop = threading.Event()
 
     def tab_loop(k: int) -> None:
-        tab = Tab((ADDRESS, port), Network())
+        tab = Tab((ADDRESS, port), NetworkDraw())
         tab.page_load(list(TECHNIQUES))
         n = 0
         while not stop.is_set():
@@ -228,7 +229,7 @@ def test_a_ledger_refusing_writes_gets_503_and_nothing_unwritten_is_acknowledged
     """The ledger's descriptor is pointed at /dev/full (every write fails with ENOSPC): every technique's
     event is answered 503, not acknowledged and counted in ledger_errors; once writes work again, events
     are acknowledged again and the ledger holds exactly the acknowledged ones."""
-    tab = Tab((ADDRESS, collector.port), Network())
+    tab = Tab((ADDRESS, collector.port), NetworkDraw())
     tab.page_load(list(TECHNIQUES))
     assert tab.fire("pixel", "before").acked
     ledger = collector.collector.ledger

@@ -32,7 +32,7 @@ from lossbench.contract.ledger import LedgerWriter, dumps_line, micro
 from lossbench.contract.lines import ReceivedEvent, SentEvent, SentPing, encode_line, written_keys
 from lossbench.contract.techniques import TECHNIQUES
 from lossbench.loadgen.player import EventIds, PlayedEvent
-from lossbench.loadgen.techniques import Network, Tab
+from lossbench.loadgen.techniques import Tab
 from lossbench.loadgen.timeline import EventResult
 from lossbench.model.profiles import NetworkDraw
 from lossbench.model.visits import PlannedEvent, Visit
@@ -220,7 +220,7 @@ def test_the_writers_lines_take_the_fast_path() -> None:
 def test_a_real_client_and_collector(collector_factory, tmp_path: Path) -> None:
     """Events fired at a real collector: its lines and PlayedEvent.record's all take the fast path."""
     collector = collector_factory()
-    tab = Tab(("127.0.0.1", collector.port), Network(rtt=0.0, dns=0.0))
+    tab = Tab(("127.0.0.1", collector.port), NetworkDraw(rtt=0.0, dns=0.0))
     tab.page_load(list(TECHNIQUES))
     ids = EventIds()
     sent = LedgerWriter(tmp_path / "sent", "sent", name="box-1")
