@@ -27,6 +27,7 @@ import functools
 import sys
 import threading
 from collections.abc import Callable
+from typing import cast
 
 import numpy as np
 
@@ -58,6 +59,10 @@ MAX_STAGES = 8  # entries of "plan"/"real" read by the fast path; a line with mo
 
 PAD = 4096  # bytes after a block: windows read past a line's end never leave the buffer
 _U = np.uint64
+Read = tuple[np.ndarray, np.ndarray, np.ndarray | None]
+"""What a value reader gives per window: read (valid there), length in bytes, value (None: only checked)."""
+ValueReader = Callable[[np.ndarray, int, bytes], Read]
+"""Reads a value at ``offset`` of each window, followed by one of the ``bytes`` given."""
 _HIGH = _U(0x8080808080808080)
 _ZEROS = _U(0x3030303030303030)
 _ADD_LO = _U(0x5050505050505050)  # byte + 0x50 has its high bit set iff byte >= 0x30 ("0")
@@ -85,7 +90,7 @@ def _nondigits(w: np.ndarray) -> np.ndarray:
 
 def _lowest(x: np.ndarray) -> np.ndarray:
     """The lowest set bit of each word (0 for 0)."""
-    return x & np.negative(x)
+    return cast(np.ndarray, x & np.negative(x))
 
 
 def _bytes_below(unit: np.ndarray) -> np.ndarray:
@@ -97,15 +102,16 @@ def _parse8(v: np.ndarray) -> np.ndarray:
     """Eight digit values (0-9, first byte most significant) as one integer (simdjson's SWAR)."""
     v = ((v & _U(0x0F0F0F0F0F0F0F0F)) * _U(2561)) >> _U(8)
     v = ((v & _U(0x00FF00FF00FF00FF)) * _U(6553601)) >> _U(16)
-    return (((v & _U(0x0000FFFF0000FFFF)) * _U(42949672960001)) >> _U(32)) & _U(0xFFFFFFFF)
+    return cast(np.ndarray, (((v & _U(0x0000FFFF0000FFFF)) * _U(42949672960001)) >> _U(32)) & _U(0xFFFFFFFF))
 
 
 def _not_number_char(c: np.ndarray) -> np.ndarray:
     """Bytes that cannot continue a JSON number: a number ends before one of them."""
-    return (
+    return cast(
+        np.ndarray,
         ((c - np.uint8(0x2D)) > np.uint8(12))
         & (c != np.uint8(0x2B))
-        & ((c | np.uint8(0x20)) != np.uint8(0x65))
+        & ((c | np.uint8(0x20)) != np.uint8(0x65)),
     )
 
 
@@ -115,12 +121,12 @@ def _ends(w: np.ndarray, unit: np.ndarray, end: bytes) -> np.ndarray:
     found = at == unit * _U(end[0])
     for c in end[1:]:
         found |= at == unit * _U(c)
-    return found
+    return cast(np.ndarray, found)
 
 
 def _zero_bytes(t: np.ndarray) -> np.ndarray:
     """High bit set in every byte of ``t`` that is zero (exact: no borrow between bytes)."""
-    return ~(((t & _U(0x7F7F7F7F7F7F7F7F)) + _U(0x7F7F7F7F7F7F7F7F)) | t) & _HIGH
+    return cast(np.ndarray, ~(((t & _U(0x7F7F7F7F7F7F7F7F)) + _U(0x7F7F7F7F7F7F7F7F)) | t) & _HIGH)
 
 
 @functools.cache
@@ -211,7 +217,7 @@ class _Buffer:
         """
         if len(p) and p.max() > self.limit:
             p = np.minimum(p, self.limit)
-        return self.views[width][p].view(_U).reshape(len(p), width // 8)
+        return cast(np.ndarray, self.views[width][p].view(_U).reshape(len(p), width // 8))
 
     def window(self, p: np.ndarray) -> np.ndarray:
         return self.fetch(p, 8)[:, 0]
@@ -232,7 +238,7 @@ def _text(g: np.ndarray, offset: int, text: bytes) -> np.ndarray:
         eq = (g[:, k] if mask is None else (g[:, k] & mask)) == value
         ok = eq if ok is None else (ok & eq)
     assert ok is not None
-    return ok
+    return cast(np.ndarray, ok)
 
 
 def _choice(g: np.ndarray, offset: int, options: tuple[bytes, ...]) -> tuple[np.ndarray, np.ndarray]:
@@ -250,8 +256,12 @@ def _choice(g: np.ndarray, offset: int, options: tuple[bytes, ...]) -> tuple[np.
     return found.astype(np.int16) - 1, length
 
 
+_Table = tuple[np.ndarray, np.ndarray, np.ndarray, list[int], np.ndarray, int, int, int]
+"""``_dispatch``'s table: lut, masks, values, columns, lengths, word and byte of the telling bytes, span."""
+
+
 @functools.cache
-def _dispatch(offset: int, options: tuple[bytes, ...], width: int):
+def _dispatch(offset: int, options: tuple[bytes, ...], width: int) -> _Table | None:
     """For many options: one or two bytes that tell them apart, a table from those bytes to the option,
     and each option's expected words (to check the whole of it); None when no such bytes exist."""
     if len(options) < 5:
@@ -283,7 +293,7 @@ def _dispatch(offset: int, options: tuple[bytes, ...], width: int):
     return lut, masks, values, columns, lengths, k, r, span
 
 
-def _choice_by_table(g: np.ndarray, table) -> tuple[np.ndarray, np.ndarray]:
+def _choice_by_table(g: np.ndarray, table: _Table) -> tuple[np.ndarray, np.ndarray]:
     lut, masks, values, columns, lengths, k, r, span = table
     word = g[:, k] >> _U(8 * r)
     if r + span > 8:
@@ -299,10 +309,10 @@ def _choice_by_table(g: np.ndarray, table) -> tuple[np.ndarray, np.ndarray]:
 # -- numbers: (read, length, value) from windows; other spellings go to _general -------------------------
 
 
-def _short(g: np.ndarray, offset: int, end: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """A number of at most 8 characters written "I.F" (as repr writes most seconds) followed by one of
-    ``end``: (read, length, value, whether "}" ends it)."""
-    return _short_words(_word_at(g, offset), _word_at(g, offset + 1), end)
+def _short(g: np.ndarray, offset: int, end: bytes) -> Read:
+    """A number of at most 8 characters written "I.F" (as most seconds are written) followed by one of
+    ``end``: (read, length, value)."""
+    return _short_words(_word_at(g, offset), _word_at(g, offset + 1), end)[:3]
 
 
 def _words_at(g: np.ndarray, offset: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -317,8 +327,11 @@ def _words_at(g: np.ndarray, offset: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return w, (lo >> bits) | (hi << (_U(64) - bits))
 
 
-def _short_words(w: np.ndarray, w1: np.ndarray, end: bytes):
-    """``_short`` on a number's first 8 bytes ``w`` and the 8 bytes one on, ``w1``."""
+def _short_words(
+    w: np.ndarray, w1: np.ndarray, end: bytes
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``_short`` on a number's first 8 bytes ``w`` and the 8 bytes one on, ``w1``; and whether "}" ends
+    it."""
     dot = _lowest(_nondigits(w))
     u1 = dot >> _U(7)  # 1 << 8d
     good = (w & (u1 * _BYTE)) == (u1 * _U(0x2E))  # "." at d
@@ -413,7 +426,15 @@ def _scientific(w: np.ndarray, end: bytes) -> tuple[np.ndarray, np.ndarray, np.n
     return good, _bytes_below(u2).astype(np.int64), mantissa / _POW10[scale.clip(0, 22)]
 
 
-def _general(b: _Buffer, pos: np.ndarray, good, length, value, want: np.ndarray, end: bytes) -> None:
+def _general(
+    b: _Buffer,
+    pos: np.ndarray,
+    good: np.ndarray,
+    length: np.ndarray,
+    value: np.ndarray | None,
+    want: np.ndarray,
+    end: bytes,
+) -> None:
     """Numbers the window readers did not read (where ``want``): other spellings, in place."""
     redo = np.flatnonzero(want & ~good)
     if not len(redo):
@@ -543,11 +564,13 @@ class _Walk:
         self.p = buffer.starts[lines].copy()
         self.ok = buffer.ascii[lines].copy()
 
-    def step(self, key: bytes, read, width: int = 32, end: bytes = b",", general: bool = False):
+    def step(
+        self, key: bytes, read: ValueReader, width: int = 32, end: bytes = b",", general: bool = False
+    ) -> np.ndarray | None:
         """``key`` then a value read by ``read(windows, offset, end)``; the cursor moves past both."""
         g = self.b.fetch(self.p, width)
         self.ok &= _text(g, 0, key)
-        good, length, value = read(g, len(key), end)[:3]
+        good, length, value = read(g, len(key), end)
         if general:
             _general(self.b, self.p + len(key), good, length, value, self.ok, end)
         self.ok &= good
@@ -569,12 +592,13 @@ class _Walk:
         self.ok &= self.p == self.b.ends[self.lines]
 
 
-def _or_null(read):
+def _or_null(read: ValueReader) -> ValueReader:
     """A reader of ``read``'s numbers or ``null`` (nan)."""
 
-    def read_or_null(g: np.ndarray, offset: int, end: bytes):
+    def read_or_null(g: np.ndarray, offset: int, end: bytes) -> Read:
         null = (_word_at(g, offset) & _mask(5)) == _word(b"null" + end[:1])
-        good, length, value = read(g, offset, end)[:3]
+        good, length, value = read(g, offset, end)
+        assert value is not None
         value[null] = np.nan
         length[null] = 4
         return good | null, length, value
@@ -730,10 +754,10 @@ def _string(options: tuple[bytes, ...], width: int = 32) -> Reader:
 
 
 def _boolean(walk: _Walk, key: bytes, end: bytes) -> np.ndarray:
-    return walk.choose(key, _BOOL_OPTIONS, 16) == 1
+    return cast(np.ndarray, walk.choose(key, _BOOL_OPTIONS, 16) == 1)
 
 
-def _number(read: Callable[..., tuple[np.ndarray, ...]], width: int = 32, general: bool = True) -> Reader:
+def _number(read: ValueReader, width: int = 32, general: bool = True) -> Reader:
     return lambda walk, key, end: walk.step(key, read, width, end, general)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import io
 import itertools
 import json
 import os
@@ -269,7 +270,7 @@ class Prepared:
     kind: str
     scan: ledger_fast.Scan | None  # what the fast path read (None: every line went through msgspec)
     slow_lines: list[int]  # lines (0-based) of the events read by msgspec, and rows
-    slow_rows: list[tuple]
+    slow_rows: list[Row]
     pings: list[tuple[int, str, int, int]]  # read by msgspec: (line, technique, requests, connections)
     lines: int  # event and ping lines (blank and bad lines excluded)
     span: int = 0  # lines in the block, the last one counted even without its newline
@@ -353,8 +354,8 @@ def _tally_pings(prepared: Prepared, scan: ledger_fast.Scan | None) -> None:
             requests, connections = int(c["requests"][mine].sum()), int(c["connections"][mine].sum())
             tally[ledger_fast.TECH_NAMES[code]] = (first, requests, connections)
     for line, name, requests, connections in prepared.pings:
-        first, r, c = tally.get(name, (line, 0, 0))
-        tally[name] = (min(first, line), r + requests, c + connections)
+        first, r, k = tally.get(name, (line, 0, 0))
+        tally[name] = (min(first, line), r + requests, k + connections)
     prepared.ping_count = count
     prepared.ping_tally = {
         name: [r, c] for name, (_, r, c) in sorted(tally.items(), key=lambda item: item[1][0])
@@ -374,9 +375,9 @@ def _first_seen(local: np.ndarray, count: int) -> list[int]:
     """The indices present in ``local``, in order of first appearance."""
     present = np.flatnonzero(np.bincount(local, minlength=count))
     if len(present) < 2:
-        return present.tolist()
+        return [int(c) for c in present]
     first = [int(np.argmax(local == c)) for c in present]
-    return present[np.argsort(first)].tolist()
+    return [int(c) for c in present[np.argsort(first)]]
 
 
 def _assemble(prepared: Prepared) -> None:
@@ -450,7 +451,7 @@ PREPARE: dict[str, Callable[[bytes | ledger_fast.Padded], Prepared]] = {
 }
 
 
-def _to_arrays(cols: dict[str, list], dtypes: dict[str, str]) -> dict[str, np.ndarray]:
+def _to_arrays(cols: dict[str, list[object]], dtypes: dict[str, str]) -> dict[str, np.ndarray]:
     # ids: at least S16, wider when foreign ids are longer (np.array picks the widest)
     arrays = {name: np.array(values, dtype=dtypes[name]) for name, values in cols.items() if name != "id"}
     if "id" in cols:
@@ -470,7 +471,7 @@ class Ledgers:
     received: dict[str, np.ndarray]  # RECEIVED_COLUMNS
     ping_requests: dict[str, int]
     ping_connections: dict[str, int]
-    collector_stats: list[dict]
+    collector_stats: list[dict[str, object]]
     problems: list[str]  # things compare should warn about that did not stop the reading
     sent_keys: np.ndarray | None = None  # the id columns as uint64, when every id is 16 hex digits
     received_keys: np.ndarray | None = None
@@ -507,7 +508,7 @@ def _read_last_line(f: BinaryIO, size: int, start: int) -> tuple[int, bytes]:
 
 
 def _blocks(
-    f: BinaryIO, begin: int, end: int, spare: list[np.ndarray] | None = None
+    f: io.BufferedReader, begin: int, end: int, spare: list[np.ndarray] | None = None
 ) -> Iterator[ledger_fast.Padded]:
     """Body bytes between begin and end, cut at newlines into blocks of about BLOCK_BYTES.
 
@@ -526,7 +527,7 @@ def _blocks(
             buf = np.empty(max(size, BLOCK_BYTES + 2 * ledger_fast.PAD), np.uint8)
         buf[: len(carry)] = np.frombuffer(carry, np.uint8)
         filled = len(carry)
-        view = memoryview(buf)
+        view = buf.data
         while filled < len(carry) + want:
             got = f.readinto(view[filled : len(carry) + want])
             if not got:
@@ -782,7 +783,7 @@ def _ledger_paths(run_dir: Path, kind: str, who: str) -> list[Path]:
     return paths
 
 
-def _read_stats(run_dir: Path, problems: list[str]) -> list[dict]:
+def _read_stats(run_dir: Path, problems: list[str]) -> list[dict[str, object]]:
     stats = []
     for path in sorted((run_dir / "received").glob("*.stats.json")):
         try:
