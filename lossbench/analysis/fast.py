@@ -395,7 +395,8 @@ def _integer(g: np.ndarray, offset: int, end: bytes) -> tuple[np.ndarray, np.nda
 
 
 def _scientific(w: np.ndarray, end: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """ "Me-XX" or "M.Fe-XX" in at most 7 characters (repr of 1e-06 <= x < 1e-04: "5e-06", "1.5e-05")."""
+    """ "Me-X" or "M.Fe-XX" in at most 7 characters: seconds below 1e-5 as msgspec writes them ("5e-6"), and
+    below 1e-4 as Python's repr did in older ledgers ("5e-06", "1.5e-05")."""
     nd = _nondigits(w)
     ue = _lowest(_zero_bytes(w ^ _U(0x6565656565656565))) >> _U(7)  # 1 << 8x: the "e"
     um = ue << _U(8)

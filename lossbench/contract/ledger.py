@@ -96,9 +96,9 @@ class LedgerWriter:
     def _write(self, data: bytes) -> None:
         """All of ``data`` or none of it. When the disk fills (or a file size limit is hit) in the middle of
         a line, the part already written would stay and the next successful write would follow it: a
-        damaged line in the middle of the file, which compare refuses to read. So the file is cut back to
-        its last whole line (``ftruncate`` needs no free space); if even that fails, the part ends there,
-        its damaged line its last one (which compare tolerates and reports)."""
+        damaged line in the middle of the file, which compare skips (losing its event). So the file is cut
+        back to its last whole line (``ftruncate`` needs no free space); if even that fails, the part ends
+        there, its damaged line its last one (which compare tolerates and reports)."""
         view = memoryview(data)
         done = 0
         try:
