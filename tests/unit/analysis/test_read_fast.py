@@ -602,3 +602,22 @@ def test_compare_strict_stops_on_a_damaged_line(tmp_path: Path, capsys: pytest.C
     assert json.loads((tmp_path / "summary.json").read_text())["ledgers"][0]["damaged_lines"] == 1
     assert main(["compare", "--strict", str(tmp_path)]) == 2
     assert "box-1.0.jsonl:12: invalid JSON" in capsys.readouterr().err
+
+
+OLD_WRITERS = [  # lines as the hand-formatted writers before the line types wrote them (repr, fixed stamps)
+    b'{"id":"00ab120000000001","tech":"ajax","type":"click","rtt":0.051234,"dns":0.062346,"A":3.456789,'
+    b'"abort":"unload","stage":"done","written":true,"t_written":3.6e-05,"acked":true,"retried":false,'
+    b'"requests":2,"connections":1,"plan":{"dns":0.05,"connect":1e-06},"real":{"dns":0.0501,"connect":1.5e-05},'
+    b'"t0":1764250000.123456}',
+    b'{"ping":"pixel-keepalive","requests":3,"connections":0,"virtual":true}',
+]
+OLD_RECEIVED = [b'{"id":"00ab120000000001","tech":"ajax","m":"POST","t":1764250000.456000,"c":17}']
+
+
+def test_ledgers_of_the_old_writers_take_the_fast_path() -> None:
+    """Ledgers written before the line types (numbers as Python's repr, the collector's stamp with six
+    decimals) read as before: every line by numpy, the same values as msgspec's."""
+    scan = check(b"\n".join(OLD_WRITERS), "sent")
+    assert (len(scan.events), len(scan.pings), len(scan.others)) == (1, 1, 0)
+    scan = check(b"\n".join(OLD_RECEIVED), "received")
+    assert (len(scan.events), len(scan.others)) == (1, 0)
