@@ -268,11 +268,13 @@ def test_small_runs_are_read_in_this_thread(tmp_path: Path, monkeypatch, pools) 
     run = make_run(tmp_path, events=200)
     total = sum(p.stat().st_size for p in run.glob("*/*.jsonl"))
     assert total < ledger_parallel.SERIAL_BYTES
-    ledger.read_ledgers(run)
+    serial = ledger.read_ledgers(run)
     assert pools[-1].executor is None and pools[-1].arena is None
     monkeypatch.setattr(ledger_parallel, "SERIAL_BYTES", total)  # as large as the threshold: workers
-    ledger.read_ledgers(run)
+    in_workers = ledger.read_ledgers(run)
     assert pools[-1].executor is not None
+    same_ledgers(serial, in_workers)  # and what they read is what this thread read
+    assert len(in_workers.sent["id"]) == 400 and in_workers.damaged_lines == 0
 
 
 def test_the_arena_gives_back_what_was_stored() -> None:
