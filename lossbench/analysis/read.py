@@ -24,7 +24,7 @@ import numpy as np
 
 from lossbench.analysis import fast as ledger_fast
 from lossbench.analysis import parallel as ledger_parallel
-from lossbench.contract.lines import SCHEMA, ReceivedEvent, SentEvent
+from lossbench.contract.lines import SCHEMA, ReceivedEvent, SentEvent, SentPing
 from lossbench.contract.techniques import TECHNIQUES
 
 # ---------------------------------------------------------------------------------------------------------
@@ -143,23 +143,24 @@ class BadLine(Exception):
         self.reason = reason
 
 
-def _reading(line_type: type[msgspec.Struct], name: str) -> type[msgspec.Struct]:
-    """``line_type`` as the exact path decodes it: every key optional (a line edited by hand may lack any;
-    what is missing gets a default, or makes the line bad), unknown keys ignored; plus the keys that tell
-    a ping, a header or a footer from an event."""
-    fields: list[tuple[str, object, object]] = [
-        (f.name, f.type | None, None) for f in msgspec.structs.fields(line_type)
-    ]
-    fields += [("ping", object, msgspec.UNSET), ("ledger", object, msgspec.UNSET)]
-    fields += [("ledger_end", object, None)]
-    return msgspec.defstruct(name, fields, gc=False)
+def _reading(name: str, line_types: tuple[type[msgspec.Struct], ...], markers: tuple[str, ...]) -> type:
+    """The lines of a ledger's body as the exact path decodes them: the keys of ``line_types`` with their
+    types, every one optional (a line edited by hand may lack any: a default, or the line is bad), unknown
+    keys ignored; ``markers``, keys of any value that tell a line of another kind (a header in the middle,
+    a ping in a received ledger)."""
+    fields: dict[str, tuple[str, object, object]] = {}
+    for line_type in line_types:
+        for f in msgspec.structs.fields(line_type):
+            fields.setdefault(f.name, (f.name, f.type | None, None))
+    fields.update({key: (key, object, msgspec.UNSET) for key in markers})
+    return msgspec.defstruct(name, list(fields.values()), gc=False)
 
 
-_SentRead = _reading(SentEvent, "SentRead")
-_ReceivedRead = _reading(ReceivedEvent, "ReceivedRead")
-_DECODERS = {
-    "sent": msgspec.json.Decoder(_SentRead),
-    "received": msgspec.json.Decoder(_ReceivedRead),
+_DECODERS: dict[str, msgspec.json.Decoder[Any]] = {
+    "sent": msgspec.json.Decoder(_reading("SentLine", (SentEvent, SentPing), ("ledger", "ledger_end"))),
+    "received": msgspec.json.Decoder(
+        _reading("ReceivedLine", (ReceivedEvent,), ("ping", "ledger", "ledger_end"))
+    ),
 }
 
 
@@ -243,11 +244,7 @@ def _received_row(line: Any, index: int) -> Row:
 
 def _sent_ping(line: Any) -> Tally | None:
     """(technique, requests, connections) of a ping line; None for an event line."""
-    if line.ping is msgspec.UNSET or line.ping is None:
-        return None
-    if not isinstance(line.ping, str):
-        raise ValueError("a ping's technique must be a string")
-    return line.ping, line.requests or 0, line.connections or 0
+    return None if line.ping is None else (line.ping, line.requests or 0, line.connections or 0)
 
 
 def _received_ping(line: Any) -> Tally | None:
@@ -296,10 +293,7 @@ def _read_slowly(kind: str, lines: Iterable[tuple[int, bytes]], prepared: Prepar
             continue
         try:
             decoded = _decode(kind, line, index)
-            try:
-                tally = ping(decoded)
-            except ValueError as e:
-                raise BadLine(index, f"invalid ping line ({e})") from None
+            tally = ping(decoded)
             if tally is None:
                 prepared.slow_rows.append(row(decoded, index))
                 prepared.slow_lines.append(index)
