@@ -35,8 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lossbench.contract.ledger import dumps_line
-from lossbench.contract.lines import SCHEMA
+from lossbench.contract.lines import SCHEMA, encode_line
 from lossbench.contract.techniques import EVENT_TYPES, STAGES, TECHNIQUES
 from lossbench.model.exits import get_exit_model
 from lossbench.model.predict import stage_matrix
@@ -315,11 +314,11 @@ def _received_lines(r: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
 
 def _header(kind: str, pid: int, part: int, **extra: object) -> bytes:
     doc = {"ledger": kind, "schema": SCHEMA, "host": "bench", "pid": pid, "part": part, "started": STARTED}
-    return dumps_line({**doc, **extra})
+    return encode_line({**doc, **extra})
 
 
 def _footer(lines: int) -> bytes:
-    return dumps_line({"ledger_end": True, "events": lines, "ended": STARTED + 3600.0})
+    return encode_line({"ledger_end": True, "events": lines, "ended": STARTED + 3600.0})
 
 
 def _write_sent(path: Path, ev: dict[str, np.ndarray], pid: int, salt: int) -> int:

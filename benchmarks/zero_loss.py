@@ -42,7 +42,8 @@ from typing import Any
 
 from lossbench import __version__
 from lossbench.analysis.compare import compare, write_summary
-from lossbench.contract.ledger import LedgerWriter, dumps_line
+from lossbench.contract.ledger import LedgerWriter
+from lossbench.contract.lines import encode_line
 from lossbench.contract.techniques import TECHNIQUES
 from lossbench.loadgen.player import EventIds
 from lossbench.loadgen.techniques import Tab
@@ -108,7 +109,7 @@ def _sent_line(result: Any, fired_wall: float) -> bytes:
     rest = result.as_record()
     del rest["id"], rest["tech"]
     head = {"id": result.id, "tech": result.tech, "type": "click", "rtt": 0.0, "dns": 0.0, "A": None}
-    return dumps_line({**head, "abort": "unload", **rest, "t0": round(fired_wall, 6)})
+    return encode_line({**head, "abort": "unload", **rest, "t0": round(fired_wall, 6)})
 
 
 def generate(

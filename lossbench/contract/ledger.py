@@ -15,19 +15,13 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from lossbench.contract.lines import SCHEMA, Footer, Header, Line, encode_line, encoder
+from lossbench.contract.lines import SCHEMA, Footer, Header, Line, encode_line
 
 
 def micro(seconds: float) -> float:
     """Seconds to the microsecond, as the ledgers record times (2x faster than ``round(x, 6)``, which
     rounds through decimal strings; it may differ from it in the last digit, never by more)."""
     return round(seconds * 1e6) / 1e6
-
-
-def dumps_line(record: Mapping[str, object]) -> bytes:
-    """A line of any shape, by the ledgers' encoder (tools and tests that write odd or hand-made lines; the
-    writers write ``lossbench.contract.lines`` types with ``encode_line``)."""
-    return encoder.encode(record) + b"\n"
 
 
 def default_ledger_name() -> str:
@@ -117,7 +111,7 @@ class LedgerWriter:
     def append(self, line: Line | Mapping[str, object]) -> None:
         """Write one line (a mapping: a hand-made line, for tests and tools); raises OSError (disk full,
         read-only) with nothing half-acknowledged."""
-        self.append_raw(encoder.encode(line) + b"\n", 1)
+        self.append_raw(encode_line(line), 1)
 
     def append_raw(self, data: bytes, lines: int) -> None:
         """Write ``lines`` already-encoded lines in one system call (group commit).

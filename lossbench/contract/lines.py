@@ -14,6 +14,8 @@ values and read the same.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import msgspec
 
 SCHEMA = 1
@@ -90,8 +92,8 @@ encode_lines = encoder.encode_lines
 """Lines (an iterable of structs) as one ``bytes``, each ending in a newline: a batch, one call."""
 
 
-def encode_line(line: Line) -> bytes:
-    """One line, ending in a newline."""
+def encode_line(line: Line | Mapping[str, object]) -> bytes:
+    """One line, ending in a newline (a mapping: a hand-made line of any shape, for tests and tools)."""
     return encoder.encode(line) + b"\n"
 
 

@@ -25,7 +25,8 @@ import pytest
 
 from lossbench.analysis.compare import compare
 from lossbench.collector.server import SHUTDOWN_GRACE
-from lossbench.contract.ledger import LedgerWriter, dumps_line
+from lossbench.contract.ledger import LedgerWriter
+from lossbench.contract.lines import encode_line
 from lossbench.contract.techniques import TECHNIQUES
 from lossbench.loadgen.techniques import Tab, event_body, pixel_request
 from lossbench.loadgen.timeline import EventResult
@@ -110,7 +111,7 @@ def write_sent_ledger(run_dir: Path, results: list[EventResult]) -> None:
         rest = r.as_record()
         del rest["id"], rest["tech"]
         head = {"id": r.id, "tech": r.tech, "type": "click", "rtt": 0.0, "dns": 0.0, "A": None}
-        ledger.append_raw(dumps_line({**head, "abort": "unload", **rest, "t0": 0.0}), 1)
+        ledger.append_raw(encode_line({**head, "abort": "unload", **rest, "t0": 0.0}), 1)
     ledger.close()
 
 

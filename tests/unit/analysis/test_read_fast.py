@@ -28,7 +28,7 @@ from lossbench.analysis.join import match_received
 from lossbench.analysis.read import BadLine, LedgerError, Vocabs, read_ledgers
 from lossbench.cli import main
 from lossbench.collector.state import event_line
-from lossbench.contract.ledger import LedgerWriter, dumps_line, micro
+from lossbench.contract.ledger import LedgerWriter, micro
 from lossbench.contract.lines import ReceivedEvent, SentEvent, SentPing, encode_line, written_keys
 from lossbench.contract.techniques import TECHNIQUES
 from lossbench.loadgen.player import EventIds, PlayedEvent
@@ -124,7 +124,7 @@ def check_each(texts: list[bytes], kind: str = "sent") -> None:
 
 
 def lines(*records: dict[str, Any]) -> bytes:
-    return b"".join(dumps_line(r) for r in records)
+    return b"".join(encode_line(r) for r in records)
 
 
 # -- lines as the writers write them -------------------------------------------------------------------
@@ -294,7 +294,7 @@ def test_odd_sent_lines_read_the_same(record: dict) -> None:
 def test_odd_sent_lines_in_other_spellings() -> None:
     spellings = [json.dumps(r).encode() for r in ODD_SENT]  # json's own spacing
     spellings += [json.dumps(r, ensure_ascii=True, separators=(",", ":")).encode() for r in ODD_SENT]
-    check_each(spellings + [dumps_line(r).rstrip(b"\n") for r in ODD_SENT])
+    check_each(spellings + [encode_line(r).rstrip(b"\n") for r in ODD_SENT])
 
 
 ODD_BLOCKS = [
@@ -427,11 +427,11 @@ def damage(line: bytes, data: st.DataObject) -> bytes:
 @given(st.data())
 def test_damaged_lines_read_the_same(data: st.DataObject) -> None:
     """A byte or two changed, dropped or added anywhere: json decides, the fast path must agree."""
-    texts = [damage(dumps_line(data.draw(sent_records())).rstrip(), data) for _ in range(16)]
-    texts += [damage(dumps_line(ping()).rstrip(), data) for _ in range(4)]
+    texts = [damage(encode_line(data.draw(sent_records())).rstrip(), data) for _ in range(16)]
+    texts += [damage(encode_line(ping()).rstrip(), data) for _ in range(4)]
     check_each(texts)
     texts = [
-        damage(dumps_line(received(data.draw(st.integers(0, 2**64 - 1)))).rstrip(), data) for _ in range(16)
+        damage(encode_line(received(data.draw(st.integers(0, 2**64 - 1)))).rstrip(), data) for _ in range(16)
     ]
     check_each(texts, "received")
 
@@ -444,7 +444,7 @@ def test_numbers_read_the_same(numbers: list[float | int]) -> None:
     values = numbers + [round(x, 6) for x in numbers if isinstance(x, float)]
     check(lines(*({**played(), "rtt": x, "A": x, "plan": {"dns": x}, "real": {"dns": x}} for x in values)))
     check(lines(*({**received(), "t": x} for x in values)), "received")
-    check_each([dumps_line({**played(), "t_written": x, "dns": x, "t0": x}).rstrip() for x in values])
+    check_each([encode_line({**played(), "t_written": x, "dns": x, "t0": x}).rstrip() for x in values])
 
 
 # -- whole runs, read in many blocks by several threads -------------------------------------------------
@@ -516,7 +516,7 @@ def test_the_benchmark_generates_the_writers_lines(tmp_path: Path) -> None:
         data = path.read_bytes()
         for line in data.splitlines(keepends=True)[1:-1]:
             record = json.loads(line)
-            assert dumps_line(record) == line
+            assert encode_line(record) == line
             shape = "ping" if "ping" in record else path.parent.name
             assert list(record) == keys[shape], line
         body = b"".join(data.splitlines(keepends=True)[1:-1])
