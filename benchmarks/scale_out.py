@@ -20,7 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from lossbench.analysis.stats import two_proportion_test
+from lossbench.stats import two_proportion_test
 
 ALPHA = 0.01
 

@@ -42,11 +42,13 @@ from typing import Any
 
 from lossbench import __version__
 from lossbench.analysis.compare import compare, write_summary
-from lossbench.contract.ledger import LedgerWriter, dumps_line
+from lossbench.contract.ledger import LedgerWriter
+from lossbench.contract.lines import encode_line
 from lossbench.contract.summary import Summary
 from lossbench.contract.techniques import TECHNIQUES
 from lossbench.loadgen.player import EventIds
-from lossbench.loadgen.techniques import Network, Tab
+from lossbench.loadgen.techniques import Tab
+from lossbench.model.profiles import NetworkDraw
 from lossbench.system import raise_fd_limit
 
 FLUSH_EVERY = 500  # sent lines buffered per thread before one write(2)
@@ -108,7 +110,7 @@ def _sent_line(result: Any, fired_wall: float) -> bytes:
     rest = result.as_record()
     del rest["id"], rest["tech"]
     head = {"id": result.id, "tech": result.tech, "type": "click", "rtt": 0.0, "dns": 0.0, "A": None}
-    return dumps_line({**head, "abort": "unload", **rest, "t0": round(fired_wall, 6)})
+    return encode_line({**head, "abort": "unload", **rest, "t0": round(fired_wall, 6)})
 
 
 def generate(
@@ -129,13 +131,13 @@ def generate(
     """
     raise_fd_limit()
     ids = EventIds(salt=salt)
-    ledger = LedgerWriter(Path(run_dir) / "sent", "sent", extra_header={"salt": f"{salt:06x}"})
+    ledger = LedgerWriter(Path(run_dir) / "sent", "sent", salt=f"{salt:06x}")
     lock = threading.Lock()
     report = GeneratorReport()
     per_thread = [events // threads + (1 if i < events % threads else 0) for i in range(threads)]
 
     def tab_loop(index: int) -> None:
-        tab = Tab(("127.0.0.1", port), Network())
+        tab = Tab(("127.0.0.1", port), NetworkDraw())
         tab.page_load(list(TECHNIQUES))
         interval = threads / rate if rate else 0.0
         start = time.monotonic()

@@ -98,7 +98,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from lossbench.report.text import summary_to_text
 
     try:
-        summary = compare(Path(args.run_dir), reference=args.reference)
+        summary = compare(Path(args.run_dir), reference=args.reference, strict=args.strict)
     except LedgerError as exc:
         print(f"lossbench compare: {exc}", file=sys.stderr)
         return 2
@@ -212,6 +212,11 @@ def _add_compare(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("--json", action="store_true", help="print summary.json instead of the table")
     p.add_argument(
         "--reference", default="ajax", help="technique the others are compared with (default: ajax)"
+    )
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="stop (exit 2) on a damaged ledger line instead of skipping it with a warning",
     )
     p.add_argument(
         "--fail-if",

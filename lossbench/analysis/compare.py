@@ -22,7 +22,7 @@ import numpy.typing as npt
 
 from lossbench.analysis.join import Match, chunks, match_received
 from lossbench.analysis.read import Ledgers, read_ledgers
-from lossbench.analysis.stats import ALPHA, ratio, ratio_text, two_proportion_test, wilson_interval
+from lossbench.analysis.stats import ratio_text
 from lossbench.contract.summary import (
     Comparison,
     Cost,
@@ -37,6 +37,7 @@ from lossbench.contract.summary import (
     summary_json,
 )
 from lossbench.contract.techniques import STAGES, TECHNIQUES
+from lossbench.stats import ALPHA, ratio, two_proportion_test, wilson_interval
 
 if TYPE_CHECKING:
     from lossbench.model.predict import Prediction
@@ -51,15 +52,20 @@ Floats = npt.NDArray[np.float64]
 
 
 def compare(
-    run_dir: str | os.PathLike[str], *, reference: str = "ajax", predict_events: int = 200_000
+    run_dir: str | os.PathLike[str],
+    *,
+    reference: str = "ajax",
+    predict_events: int = 200_000,
+    strict: bool = False,
 ) -> Summary:
     """Build the summary of a run directory (raises LedgerError when its ledgers can't be read).
 
     ``reference`` is the technique every other is compared against; when it is not in the run, the
     technique with the highest loss is used. ``predict_events`` is the Monte Carlo size of the prediction.
+    ``strict``: a damaged ledger line stops it (LedgerError) instead of being skipped with a warning.
     """
     run_dir = Path(run_dir)
-    ledgers = read_ledgers(run_dir)
+    ledgers = read_ledgers(run_dir, strict=strict)
     warnings = _ledger_warnings(ledgers)
     run = _read_run(run_dir, warnings)
     names = ledgers.techniques
@@ -100,6 +106,7 @@ def compare(
                 lines=info.lines,
                 complete=info.complete,
                 truncated_last_line=info.truncated_last_line,
+                damaged_lines=info.damaged_lines,
             )
             for info in ledgers.files
         ],
@@ -433,9 +440,16 @@ def _timing_warnings(timing: Timing, median_rtt: float) -> list[str]:
 
 
 def _ledger_warnings(ledgers: Ledgers) -> list[str]:
-    """Files that were not closed cleanly or whose footer disagrees with what was read."""
+    """Files that were not closed cleanly, had damaged lines, or whose footer disagrees with what was read."""
     out = []
     for info in ledgers.files:
+        if info.damaged_lines:
+            n = info.damaged_lines
+            out.append(
+                f"{info.path}: {n} damaged line{'s' if n > 1 else ''} skipped ({'; '.join(info.damage)}"
+                f"{'; ...' if n > len(info.damage) else ''}) — their events are left out; repair or delete "
+                "them, or run compare --strict to stop on them"
+            )
         if not info.complete:
             why = "no footer"
             if info.truncated_last_line:

@@ -1,19 +1,21 @@
 """Ledger lines read with numpy, a block at a time: the fast path of ``lossbench.analysis.read``.
 
-``json`` costs about 9 µs a sent line: 90 s for a run of 10 million events. The writers always write the same
-shape — compact JSON, keys in a fixed order (docs/FORMATS.md, "Key order") — so a block of lines can be
-read column by column instead: every line of the block at once, one key after the other, with a cursor per
-line. Each step fetches a window of 16 to 64 bytes at every cursor (one numpy gather) and checks it with
-word-wide integer arithmetic (SWAR): literal text is compared whole, a technique or stage name is picked
-from the known names, a number is taken apart digit by digit.
+A JSON parser costs microseconds a sent line (``json`` about 9 µs, msgspec into typed Structs about 3):
+tens of seconds for a run of 10 million events. The writers always write the same shape — compact JSON,
+keys in the order of the line types of ``lossbench.contract.lines``, which this module walks — so a block
+of lines can be read column by column instead: every line of the block at once, one key after the other,
+with a cursor per line. Each step fetches a window of 16 to 64 bytes at every cursor (one numpy gather) and
+checks it with word-wide integer arithmetic (SWAR): literal text is compared whole, a technique or stage
+name is picked from the known names, a number is taken apart digit by digit.
 
 Every byte of a line the fast path accepts is checked against that shape, so an accepted line is valid JSON
-and its values are exactly what ``json`` gives. Numbers are converted exactly: their digits make an integer
-below 2**53, divided (or multiplied) by an exact power of ten up to 10**22 — one correctly rounded
-operation, the same double ``float()`` gives (Clinger's fast path); any other number is left to json. A
-line of any other shape — a foreign id, an escaped character, a missing, moved or extra key, a number
-written otherwise, damage — is left to the exact JSON parser: the scan says which lines those are, and
-``lossbench.analysis.read`` reads them one by one. The columns are the same either way; only the time differs.
+and its values are exactly what a JSON parser gives. Numbers are converted exactly: their digits make an
+integer below 2**53, divided (or multiplied) by an exact power of ten up to 10**22 — one correctly rounded
+operation, the same double ``float()`` gives (Clinger's fast path); any other number is left to the exact
+path. A line of any other shape — a foreign id, an escaped character, a missing, moved or extra key, a
+number written otherwise, damage — is left to the exact path (msgspec): the scan says which lines those
+are, and ``lossbench.analysis.read`` reads them one by one. The columns are the same either way; only the
+time differs.
 
 Nothing here decides what a line means (pings, defaults, errors): that stays in ``lossbench.analysis.read``.
 """
@@ -24,28 +26,32 @@ import dataclasses
 import functools
 import sys
 import threading
+from collections.abc import Callable
+from typing import cast
 
 import numpy as np
 
-from lossbench.contract.techniques import TECHNIQUES
+from lossbench.contract.lines import ReceivedEvent, SentEvent, SentPing, written_keys
+from lossbench.contract.techniques import ABORTS, DONE, EVENT_TYPES, STAGES, TECHNIQUES
 
 ENABLED = sys.byteorder == "little"
 """Windows are read as little-endian words; elsewhere every line takes the JSON path."""
 
-SENT_KEYS = (
-    "id", "tech", "type", "rtt", "dns", "A", "abort", "stage", "written", "t_written", "acked", "retried",
-    "requests", "connections", "plan", "real", "t0",
-)  # fmt: skip
-"""Key order of a sent event line as ``PlayedEvent.record`` writes it (``error`` may come before ``t0``)."""
-RECEIVED_KEYS = ("id", "tech", "m", "t", "c")
-"""Key order of a received line as the collector writes it."""
-PING_KEYS = ("ping", "requests", "connections", "virtual")
-"""Key order of a ping line as ``record_pings`` writes it."""
+SENT_KEYS = written_keys(SentEvent)
+RECEIVED_KEYS = written_keys(ReceivedEvent)
+PING_KEYS = written_keys(SentPing)
+"""The key orders walked: the writers' own, from the line types (``lossbench.contract.lines``)."""
 
 TECH_NAMES: tuple[str, ...] = TECHNIQUES
-TYPE_NAMES = ("pageview", "click", "outbound")
-ABORT_NAMES = ("unload", "drop")
-STAGE_NAMES = ("dns", "connect", "tls", "preflight", "headers", "body", "request", "done", "error")
+TYPE_NAMES: tuple[str, ...] = EVENT_TYPES
+ABORT_NAMES: tuple[str, ...] = ABORTS
+STAGE_NAMES: tuple[str, ...] = (
+    *dict.fromkeys(s for t in TECHNIQUES for s in STAGES[t]),
+    "tls",
+    DONE,
+    "error",
+)
+"""Stages: the model's, ``tls`` (for ledgers that name it) and ``error`` (the client failed, not cut)."""
 METHOD_NAMES = ("GET", "POST")
 """Names the fast path knows; a line with another name takes the JSON path."""
 
@@ -53,6 +59,10 @@ MAX_STAGES = 8  # entries of "plan"/"real" read by the fast path; a line with mo
 
 PAD = 4096  # bytes after a block: windows read past a line's end never leave the buffer
 _U = np.uint64
+Read = tuple[np.ndarray, np.ndarray, np.ndarray | None]
+"""What a value reader gives per window: read (valid there), length in bytes, value (None: only checked)."""
+ValueReader = Callable[[np.ndarray, int, bytes], Read]
+"""Reads a value at ``offset`` of each window, followed by one of the ``bytes`` given."""
 _HIGH = _U(0x8080808080808080)
 _ZEROS = _U(0x3030303030303030)
 _ADD_LO = _U(0x5050505050505050)  # byte + 0x50 has its high bit set iff byte >= 0x30 ("0")
@@ -80,7 +90,7 @@ def _nondigits(w: np.ndarray) -> np.ndarray:
 
 def _lowest(x: np.ndarray) -> np.ndarray:
     """The lowest set bit of each word (0 for 0)."""
-    return x & np.negative(x)
+    return cast(np.ndarray, x & np.negative(x))
 
 
 def _bytes_below(unit: np.ndarray) -> np.ndarray:
@@ -92,15 +102,16 @@ def _parse8(v: np.ndarray) -> np.ndarray:
     """Eight digit values (0-9, first byte most significant) as one integer (simdjson's SWAR)."""
     v = ((v & _U(0x0F0F0F0F0F0F0F0F)) * _U(2561)) >> _U(8)
     v = ((v & _U(0x00FF00FF00FF00FF)) * _U(6553601)) >> _U(16)
-    return (((v & _U(0x0000FFFF0000FFFF)) * _U(42949672960001)) >> _U(32)) & _U(0xFFFFFFFF)
+    return cast(np.ndarray, (((v & _U(0x0000FFFF0000FFFF)) * _U(42949672960001)) >> _U(32)) & _U(0xFFFFFFFF))
 
 
 def _not_number_char(c: np.ndarray) -> np.ndarray:
     """Bytes that cannot continue a JSON number: a number ends before one of them."""
-    return (
+    return cast(
+        np.ndarray,
         ((c - np.uint8(0x2D)) > np.uint8(12))
         & (c != np.uint8(0x2B))
-        & ((c | np.uint8(0x20)) != np.uint8(0x65))
+        & ((c | np.uint8(0x20)) != np.uint8(0x65)),
     )
 
 
@@ -110,12 +121,12 @@ def _ends(w: np.ndarray, unit: np.ndarray, end: bytes) -> np.ndarray:
     found = at == unit * _U(end[0])
     for c in end[1:]:
         found |= at == unit * _U(c)
-    return found
+    return cast(np.ndarray, found)
 
 
 def _zero_bytes(t: np.ndarray) -> np.ndarray:
     """High bit set in every byte of ``t`` that is zero (exact: no borrow between bytes)."""
-    return ~(((t & _U(0x7F7F7F7F7F7F7F7F)) + _U(0x7F7F7F7F7F7F7F7F)) | t) & _HIGH
+    return cast(np.ndarray, ~(((t & _U(0x7F7F7F7F7F7F7F7F)) + _U(0x7F7F7F7F7F7F7F7F)) | t) & _HIGH)
 
 
 @functools.cache
@@ -150,7 +161,7 @@ class Padded:
         return self.array[: self.n].tobytes()
 
     def isascii(self) -> bool:
-        if self._ascii is None:  # asked twice per block (UTF-8 check, then the scan)
+        if self._ascii is None:  # cached: asked by the scan and the buffer
             self._ascii = not self.n or int(self.array[: self.n].max()) < 0x80
         return self._ascii
 
@@ -194,7 +205,7 @@ class _Buffer:
             starts, ends = starts[:-1], ends[:-1]
         self.starts, self.ends = starts, ends
         self.ascii = np.ones(len(starts), bool)
-        if not data.isascii():  # such lines take the JSON path (the caller has checked the UTF-8)
+        if not data.isascii():  # such lines take the exact path, which checks their UTF-8
             where = np.flatnonzero(buf[:n] >= 0x80)
             self.ascii[np.unique(np.searchsorted(starts, where, side="right") - 1)] = False
 
@@ -206,7 +217,7 @@ class _Buffer:
         """
         if len(p) and p.max() > self.limit:
             p = np.minimum(p, self.limit)
-        return self.views[width][p].view(_U).reshape(len(p), width // 8)
+        return cast(np.ndarray, self.views[width][p].view(_U).reshape(len(p), width // 8))
 
     def window(self, p: np.ndarray) -> np.ndarray:
         return self.fetch(p, 8)[:, 0]
@@ -227,7 +238,7 @@ def _text(g: np.ndarray, offset: int, text: bytes) -> np.ndarray:
         eq = (g[:, k] if mask is None else (g[:, k] & mask)) == value
         ok = eq if ok is None else (ok & eq)
     assert ok is not None
-    return ok
+    return cast(np.ndarray, ok)
 
 
 def _choice(g: np.ndarray, offset: int, options: tuple[bytes, ...]) -> tuple[np.ndarray, np.ndarray]:
@@ -245,8 +256,12 @@ def _choice(g: np.ndarray, offset: int, options: tuple[bytes, ...]) -> tuple[np.
     return found.astype(np.int16) - 1, length
 
 
+_Table = tuple[np.ndarray, np.ndarray, np.ndarray, list[int], np.ndarray, int, int, int]
+"""``_dispatch``'s table: lut, masks, values, columns, lengths, word and byte of the telling bytes, span."""
+
+
 @functools.cache
-def _dispatch(offset: int, options: tuple[bytes, ...], width: int):
+def _dispatch(offset: int, options: tuple[bytes, ...], width: int) -> _Table | None:
     """For many options: one or two bytes that tell them apart, a table from those bytes to the option,
     and each option's expected words (to check the whole of it); None when no such bytes exist."""
     if len(options) < 5:
@@ -278,7 +293,7 @@ def _dispatch(offset: int, options: tuple[bytes, ...], width: int):
     return lut, masks, values, columns, lengths, k, r, span
 
 
-def _choice_by_table(g: np.ndarray, table) -> tuple[np.ndarray, np.ndarray]:
+def _choice_by_table(g: np.ndarray, table: _Table) -> tuple[np.ndarray, np.ndarray]:
     lut, masks, values, columns, lengths, k, r, span = table
     word = g[:, k] >> _U(8 * r)
     if r + span > 8:
@@ -294,10 +309,10 @@ def _choice_by_table(g: np.ndarray, table) -> tuple[np.ndarray, np.ndarray]:
 # -- numbers: (read, length, value) from windows; other spellings go to _general -------------------------
 
 
-def _short(g: np.ndarray, offset: int, end: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """A number of at most 8 characters written "I.F" (as repr writes most seconds) followed by one of
-    ``end``: (read, length, value, whether "}" ends it)."""
-    return _short_words(_word_at(g, offset), _word_at(g, offset + 1), end)
+def _short(g: np.ndarray, offset: int, end: bytes) -> Read:
+    """A number of at most 8 characters written "I.F" (as most seconds are written) followed by one of
+    ``end``: (read, length, value)."""
+    return _short_words(_word_at(g, offset), _word_at(g, offset + 1), end)[:3]
 
 
 def _words_at(g: np.ndarray, offset: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -312,8 +327,11 @@ def _words_at(g: np.ndarray, offset: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return w, (lo >> bits) | (hi << (_U(64) - bits))
 
 
-def _short_words(w: np.ndarray, w1: np.ndarray, end: bytes):
-    """``_short`` on a number's first 8 bytes ``w`` and the 8 bytes one on, ``w1``."""
+def _short_words(
+    w: np.ndarray, w1: np.ndarray, end: bytes
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``_short`` on a number's first 8 bytes ``w`` and the 8 bytes one on, ``w1``; and whether "}" ends
+    it."""
     dot = _lowest(_nondigits(w))
     u1 = dot >> _U(7)  # 1 << 8d
     good = (w & (u1 * _BYTE)) == (u1 * _U(0x2E))  # "." at d
@@ -377,7 +395,8 @@ def _integer(g: np.ndarray, offset: int, end: bytes) -> tuple[np.ndarray, np.nda
 
 
 def _scientific(w: np.ndarray, end: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """ "Me-XX" or "M.Fe-XX" in at most 7 characters (repr of 1e-06 <= x < 1e-04: "5e-06", "1.5e-05")."""
+    """ "Me-X" or "M.Fe-XX" in at most 7 characters: seconds below 1e-5 as msgspec writes them ("5e-6"), and
+    below 1e-4 as Python's repr did in older ledgers ("5e-06", "1.5e-05")."""
     nd = _nondigits(w)
     ue = _lowest(_zero_bytes(w ^ _U(0x6565656565656565))) >> _U(7)  # 1 << 8x: the "e"
     um = ue << _U(8)
@@ -404,11 +423,19 @@ def _scientific(w: np.ndarray, end: bytes) -> tuple[np.ndarray, np.ndarray, np.n
     exponent = exp_digits // _SCALE_INT[_bytes_below(u2) - _bytes_below(ue) - np.uint8(2)]
     frac = _bytes_below(ue) - _bytes_below(dot) - np.uint8(1)
     scale = exponent.astype(np.int64) + np.where(has_dot, frac, 0)
-    good &= scale <= 22  # beyond, the division by a power of ten would not be exact: json reads it
+    good &= scale <= 22  # beyond, the division by a power of ten would not be exact: msgspec reads it
     return good, _bytes_below(u2).astype(np.int64), mantissa / _POW10[scale.clip(0, 22)]
 
 
-def _general(b: _Buffer, pos: np.ndarray, good, length, value, want: np.ndarray, end: bytes) -> None:
+def _general(
+    b: _Buffer,
+    pos: np.ndarray,
+    good: np.ndarray,
+    length: np.ndarray,
+    value: np.ndarray | None,
+    want: np.ndarray,
+    end: bytes,
+) -> None:
     """Numbers the window readers did not read (where ``want``): other spellings, in place."""
     redo = np.flatnonzero(want & ~good)
     if not len(redo):
@@ -504,7 +531,7 @@ _ABORT_OPTIONS = _quoted(ABORT_NAMES)
 _STAGE_OPTIONS = _quoted(STAGE_NAMES)
 _METHOD_OPTIONS = _quoted(METHOD_NAMES)
 _BOOL_OPTIONS = (b"false", b"true")
-_KEY_NAMES = STAGE_NAMES[:7]  # stages a plan can hold (not "done", "error")
+_KEY_NAMES = tuple(s for s in STAGE_NAMES if s not in (DONE, "error"))  # stages a plan can hold
 _KEY_OPTIONS = [tuple(f'{sep}"{name}":'.encode() for name in _KEY_NAMES) for sep in "{,"]
 
 
@@ -538,11 +565,13 @@ class _Walk:
         self.p = buffer.starts[lines].copy()
         self.ok = buffer.ascii[lines].copy()
 
-    def step(self, key: bytes, read, width: int = 32, end: bytes = b",", general: bool = False):
+    def step(
+        self, key: bytes, read: ValueReader, width: int = 32, end: bytes = b",", general: bool = False
+    ) -> np.ndarray | None:
         """``key`` then a value read by ``read(windows, offset, end)``; the cursor moves past both."""
         g = self.b.fetch(self.p, width)
         self.ok &= _text(g, 0, key)
-        good, length, value = read(g, len(key), end)[:3]
+        good, length, value = read(g, len(key), end)
         if general:
             _general(self.b, self.p + len(key), good, length, value, self.ok, end)
         self.ok &= good
@@ -557,17 +586,20 @@ class _Walk:
         self.p += len(key) + length
         return found
 
-    def end(self) -> None:
-        """The line ends here."""
+    def close(self) -> None:
+        """The closing brace, and the line ends there."""
+        self.ok &= self.b.buf[np.minimum(self.p, self.b.limit)] == ord("}")
+        self.p += 1
         self.ok &= self.p == self.b.ends[self.lines]
 
 
-def _or_null(read):
+def _or_null(read: ValueReader) -> ValueReader:
     """A reader of ``read``'s numbers or ``null`` (nan)."""
 
-    def read_or_null(g: np.ndarray, offset: int, end: bytes):
+    def read_or_null(g: np.ndarray, offset: int, end: bytes) -> Read:
         null = (_word_at(g, offset) & _mask(5)) == _word(b"null" + end[:1])
-        good, length, value = read(g, offset, end)[:3]
+        good, length, value = read(g, offset, end)
+        assert value is not None
         value[null] = np.nan
         length[null] = 4
         return good | null, length, value
@@ -623,7 +655,8 @@ def _stages(walk: _Walk, key: bytes, plan: _Stages | None) -> tuple[_Stages, np.
     """``key`` then ``{"stage":seconds,...}``, for the lines still ok.
 
     Without ``plan``, returns the plan read; with it (``real``), the keys must be the plan's, in its order
-    (any other ``real`` is left to json), and returns the value at the plan's entry planned to end last.
+    (any other ``real`` is left to the exact path), and returns the value at the plan's entry planned to end
+    last.
     The lines still in the object are kept in compact arrays (``rows``), shrinking entry by entry.
     """
     n = len(walk.p)
@@ -642,7 +675,7 @@ def _stages(walk: _Walk, key: bytes, plan: _Stages | None) -> tuple[_Stages, np.
     walk.ok[rows[done]] = True
     walk.p[rows[done]] = p[done] + off + 2
     good &= ~empty
-    # per line still open: keys seen (a key twice is left to json, which keeps the last), best so far
+    # per line still open: keys seen (a key twice is left to the exact path: it keeps the last), best so far
     seen = np.zeros(len(rows), np.int64)
     best = np.full(len(rows), -np.inf)
     best_at = np.full(len(rows), -1, np.int64)
@@ -700,28 +733,99 @@ def _stages(walk: _Walk, key: bytes, plan: _Stages | None) -> tuple[_Stages, np.
     return read, at_best
 
 
+def _key(name: str) -> bytes:
+    """A key as it follows the previous value."""
+    return f',"{name}":'.encode()
+
+
+def _head_keys(keys: tuple[str, ...], first: str, second: str | None = None) -> tuple[str, ...]:
+    """The keys after those ``_head`` (or a ping's head) reads, which must be the line's first."""
+    head = (first,) if second is None else (first, second)
+    if keys[: len(head)] != head:
+        raise ImportError(f"a ledger line must start with the keys {head}, not {keys[: len(head)]}")
+    return keys[len(head) :]
+
+
+Reader = Callable[[_Walk, bytes, bytes], np.ndarray | None]
+"""Reads one key (``bytes``, with its comma) and its value at every cursor, given what ends the value."""
+
+
+def _string(options: tuple[bytes, ...], width: int = 32) -> Reader:
+    return lambda walk, key, end: walk.choose(key + b'"', options, width)
+
+
+def _boolean(walk: _Walk, key: bytes, end: bytes) -> np.ndarray:
+    return cast(np.ndarray, walk.choose(key, _BOOL_OPTIONS, 16) == 1)
+
+
+def _number(read: ValueReader, width: int = 32, general: bool = True) -> Reader:
+    return lambda walk, key, end: walk.step(key, read, width, end, general)
+
+
+_SENT_READERS: dict[str, Reader] = {
+    "type": _string(_TYPE_OPTIONS),
+    "rtt": _number(_short, 16),
+    "dns": _number(_short, 16),
+    "A": _number(_or_null(_dotted)),
+    "abort": _string(_ABORT_OPTIONS),
+    "stage": _string(_STAGE_OPTIONS),
+    "written": _boolean,
+    "t_written": _number(_or_null(_short)),
+    "acked": _boolean,
+    "retried": _boolean,
+    "requests": _number(_integer, general=False),
+    "connections": _number(_integer, general=False),
+    "t0": _number(_wall),
+}
+"""How the fast path reads each key of a sent event line (``plan`` and ``real`` are read by ``_stages``)."""
+_SENT_WALK = _head_keys(SENT_KEYS, "id", "tech")
+_SENT_COLUMNS = frozenset(("type", "rtt", "A", "stage", "written", "t_written", "acked", "retried",
+                           "requests", "connections"))  # fmt: skip
+"""The keys whose values become columns (the others are checked and skipped)."""
+
+_RECEIVED_READERS: dict[str, Reader] = {
+    "m": _string(_METHOD_OPTIONS, 16),
+    "t": _number(_wall),
+    "c": _number(_integer, 16, general=False),
+}
+_RECEIVED_WALK = _head_keys(RECEIVED_KEYS, "id", "tech")
+_RECEIVED_COLUMNS = {"m": "method"}
+
+_PING_READERS: dict[str, Reader] = {
+    "requests": _number(_integer, general=False),
+    "connections": _number(_integer, general=False),
+    "virtual": _boolean,
+}
+_PING_WALK = _head_keys(PING_KEYS, "ping")
+
+
+def _walk_keys(
+    walk: _Walk, keys: tuple[str, ...], readers: dict[str, Reader], kept: dict[str, str]
+) -> dict[str, np.ndarray]:
+    """Read ``keys`` in order, then the closing brace; returns the values of the ``kept`` keys (key ->
+    column). Sent lines' ``plan`` and ``real`` give the ``timing_error`` column."""
+    out: dict[str, np.ndarray] = {}
+    plan: _Stages | None = None
+    for i, name in enumerate(keys):
+        key, end = _key(name), (b"}" if i == len(keys) - 1 else b",")
+        if name == "plan":
+            plan, _ = _stages(walk, key, None)
+        elif name == "real" and plan is not None:
+            _, real = _stages(walk, key, plan)
+            out["timing_error"] = np.where(plan.count > 0, real - plan.best, np.nan)
+        else:
+            value = readers[name](walk, key, end)
+            if name in kept and value is not None:
+                out[kept[name]] = value
+    walk.close()
+    return out
+
+
 def _event_lines(b: _Buffer) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     walk = _Walk(b, np.arange(len(b.starts)))
     cols: dict[str, np.ndarray] = {}
     cols["id"], cols["key"], cols["tech"] = _head(walk)
-    cols["type"] = walk.choose(b',"type":"', _TYPE_OPTIONS)
-    cols["rtt"] = walk.step(b',"rtt":', _short, 16, general=True)
-    walk.step(b',"dns":', _short, 16, general=True)
-    cols["A"] = walk.step(b',"A":', _or_null(_dotted), general=True)
-    walk.choose(b',"abort":"', _ABORT_OPTIONS)
-    cols["stage"] = walk.choose(b',"stage":"', _STAGE_OPTIONS)
-    cols["written"] = walk.choose(b',"written":', _BOOL_OPTIONS, 16) == 1
-    cols["t_written"] = walk.step(b',"t_written":', _or_null(_short), general=True)
-    cols["acked"] = walk.choose(b',"acked":', _BOOL_OPTIONS, 16) == 1
-    cols["retried"] = walk.choose(b',"retried":', _BOOL_OPTIONS, 16) == 1
-    cols["requests"] = walk.step(b',"requests":', _integer)
-    cols["connections"] = walk.step(b',"connections":', _integer)
-    plan, _ = _stages(walk, b',"plan":', None)
-    _, real = _stages(walk, b',"real":', plan)
-    cols["timing_error"] = np.where(plan.count > 0, real - plan.best, np.nan)
-    walk.step(b',"t0":', _wall, end=b"}", general=True)
-    walk.p += 1
-    walk.end()
+    cols.update(_walk_keys(walk, _SENT_WALK, _SENT_READERS, {name: name for name in _SENT_COLUMNS}))
     events = np.flatnonzero(walk.ok)
     return events, _rows(cols, events, len(walk.ok))
 
@@ -738,12 +842,13 @@ def _ping_lines(b: _Buffer, lines: np.ndarray) -> tuple[np.ndarray, dict[str, np
     tech, length = _choice(g, 9, _TECH_OPTIONS)
     walk.ok &= tech >= 0
     walk.p += 9 + length
-    requests = walk.step(b',"requests":', _integer)
-    connections = walk.step(b',"connections":', _integer)
-    walk.step(b',"virtual":true}', lambda g, o, e: (True, 0, None), 16)
-    walk.end()
+    cols = _walk_keys(walk, _PING_WALK, _PING_READERS, {"requests": "requests", "connections": "connections"})
     read = np.flatnonzero(walk.ok)
-    return lines[read], {"tech": tech[read], "requests": requests[read], "connections": connections[read]}
+    return lines[read], {
+        "tech": tech[read],
+        "requests": cols["requests"][read],
+        "connections": cols["connections"][read],
+    }
 
 
 def _others(n: int, *read: np.ndarray) -> np.ndarray:
@@ -770,11 +875,7 @@ def scan_received(data: bytes | Padded) -> Scan:
     walk = _Walk(b, np.arange(len(b.starts)))
     cols: dict[str, np.ndarray] = {}
     cols["id"], cols["key"], cols["tech"] = _head(walk)
-    cols["method"] = walk.choose(b',"m":"', _METHOD_OPTIONS, 16)
-    walk.step(b',"t":', _wall, general=True)
-    walk.step(b',"c":', _integer, 16, end=b"}")
-    walk.p += 1
-    walk.end()
+    cols.update(_walk_keys(walk, _RECEIVED_WALK, _RECEIVED_READERS, _RECEIVED_COLUMNS))
     events = np.flatnonzero(walk.ok)
     empty = np.empty(0, np.int64)
     return Scan(

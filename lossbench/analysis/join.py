@@ -97,8 +97,8 @@ def _dense_match(sent_keys: np.ndarray, recv_keys: np.ndarray) -> Match | None:
             return None
         last = salt[-1]
         for a, b in itertools.pairwise([0, *starts.tolist(), len(salt)]):
-            lo, hi = ranges.get(int(salt[a]), (1 << COUNTER_BITS, -1))
-            ranges[int(salt[a])] = min(lo, int(counter[a:b].min())), max(hi, int(counter[a:b].max()))
+            low, high = ranges.get(int(salt[a]), (1 << COUNTER_BITS, -1))
+            ranges[int(salt[a])] = min(low, int(counter[a:b].min())), max(high, int(counter[a:b].max()))
     salts = np.array(sorted(ranges), np.uint64)
     lo, hi = (np.array([ranges[s][i] for s in sorted(ranges)], np.int64) for i in (0, 1))
     size = hi - lo + 1

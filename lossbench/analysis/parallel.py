@@ -27,7 +27,7 @@ import multiprocessing
 import os
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
 import numpy as np
@@ -150,7 +150,9 @@ def workers(total_bytes: int, block_bytes: int, ahead: int) -> Iterator[Pool]:
             yield Pool(executor, block_bytes)
 
 
-def in_order(pool: Pool, run: Callable[[Any, int | None], Any], tasks: list, ahead: int) -> Iterator[Any]:
+def in_order(
+    pool: Pool, run: Callable[[Any, int | None], Any], tasks: list[Any], ahead: int
+) -> Generator[Any, None, None]:
     """``run(task, slot)`` over ``tasks``, results in order, with up to ``ahead`` tasks under way.
 
     A result's arena slot (None without an arena) is handed to another task only once the caller asks for
@@ -160,7 +162,7 @@ def in_order(pool: Pool, run: Callable[[Any, int | None], Any], tasks: list, ahe
         yield from (run(task, None) for task in tasks)
         return
     free = pool.arena.free if pool.arena is not None else None
-    pending: collections.deque[tuple[concurrent.futures.Future, int | None]] = collections.deque()
+    pending: collections.deque[tuple[concurrent.futures.Future[Any], int | None]] = collections.deque()
     queue = iter(tasks)
 
     def submit(task: Any) -> None:

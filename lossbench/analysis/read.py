@@ -1,27 +1,30 @@
 """Reading ledger files: every ledger of a run directory into numpy columns, for ``compare`` to join.
 
 Lines in the writers' exact shape are read with numpy (``lossbench.analysis.fast``), any other line with
-``json``: the columns are the same either way. Large runs are read in worker processes
-(``lossbench.analysis.parallel``). A missing, empty, truncated or damaged ledger raises ``LedgerError``
-naming the file and what to do.
+msgspec, decoded into the contract's line types (``lossbench.contract.lines``) with every key optional: the
+columns are the same either way. Large runs are read in worker processes (``lossbench.analysis.parallel``).
+A missing, empty or headerless ledger raises ``LedgerError`` naming the file and what to do; a damaged line
+is skipped, counted and named (``strict``: raises); a truncated last line is skipped and reported.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import io
 import itertools
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
+import msgspec
 import numpy as np
 
 from lossbench.analysis import fast as ledger_fast
 from lossbench.analysis import parallel as ledger_parallel
-from lossbench.contract.ledger import SCHEMA
+from lossbench.contract.lines import SCHEMA, ReceivedEvent, SentEvent, SentPing
 from lossbench.contract.techniques import TECHNIQUES
 
 # ---------------------------------------------------------------------------------------------------------
@@ -31,8 +34,8 @@ from lossbench.contract.techniques import TECHNIQUES
 # A file is read in three parts: the header (first line), the last line (footer, an event, or a line cut
 # short by a killed process) and the body between them, handed over in blocks of whole lines. Only the
 # block parsers look inside event lines, so that the rules about headers, footers and truncation hold
-# whichever parser reads the body: ``prepare_fast`` (numpy for the writers' lines, json for the others) or
-# ``prepare_exact`` (json for every line, the reference). A block is prepared without the run's
+# whichever parser reads the body: ``prepare_fast`` (numpy for the writers' lines, msgspec for the others)
+# or ``prepare_exact`` (msgspec for every line, the reference). A block is prepared without the run's
 # vocabularies — in worker processes, ranges of the files at a time — and finished (names coded) in file
 # order, so that the codes are those a reading line by line gives.
 
@@ -59,16 +62,9 @@ class LedgerFileInfo:
     truncated_last_line: bool  # the last line was cut short and skipped
     pings: int = 0
     footer_events: int | None = None  # lines the footer says were written between header and footer
-    body_lines: int = 0  # event and ping lines found, to check against footer_events
-
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "path": self.path,
-            "kind": self.kind,
-            "lines": self.lines,
-            "complete": self.complete,
-            "truncated_last_line": self.truncated_last_line,
-        }
+    body_lines: int = 0  # event, ping and damaged lines found, to check against footer_events
+    damaged_lines: int = 0  # lines before the last that were not valid events or pings: skipped
+    damage: list[str] = dataclasses.field(default_factory=list)  # the first few: "line N: reason"
 
 
 class Vocab:
@@ -129,7 +125,7 @@ class Block:
 
 
 class BadLine(Exception):
-    """Raised by a block parser: ``index`` is the 0-based line within the block."""
+    """A line that is not a valid event or ping: ``index`` is its 0-based line within the block."""
 
     def __init__(self, index: int, reason: str) -> None:
         super().__init__(reason)
@@ -137,112 +133,117 @@ class BadLine(Exception):
         self.reason = reason
 
 
-_raw_decode = json.JSONDecoder().raw_decode
+def _reading(name: str, line_types: tuple[type[msgspec.Struct], ...], markers: tuple[str, ...]) -> type:
+    """The lines of a ledger's body as the exact path decodes them: the keys of ``line_types`` with their
+    types, every one optional (a line edited by hand may lack any: a default, or the line is bad), unknown
+    keys ignored; ``markers``, keys of any value that tell a line of another kind (a header in the middle,
+    a ping in a received ledger)."""
+    fields: dict[str, tuple[str, object, object]] = {}
+    for line_type in line_types:
+        for f in msgspec.structs.fields(line_type):
+            fields.setdefault(f.name, (f.name, f.type | None, None))
+    fields.update({key: (key, object, msgspec.UNSET) for key in markers})
+    return msgspec.defstruct(name, list(fields.values()), gc=False)
 
 
-def _lines(block: bytes) -> list[str]:
-    """The block's lines as text, decoded once (not line by line: that costs as much as the JSON)."""
+_DECODERS: dict[str, msgspec.json.Decoder[Any]] = {
+    "sent": msgspec.json.Decoder(_reading("SentLine", (SentEvent, SentPing), ("ledger", "ledger_end"))),
+    "received": msgspec.json.Decoder(
+        _reading("ReceivedLine", (ReceivedEvent,), ("ping", "ledger", "ledger_end"))
+    ),
+}
+
+
+def _decode(kind: str, line: bytes, index: int) -> Any:
     try:
-        return block.decode().split("\n")
-    except UnicodeDecodeError as e:
-        raise BadLine(block.count(b"\n", 0, e.start), f"invalid UTF-8 ({e.reason})") from None
+        return _DECODERS[kind].decode(line)
+    except msgspec.ValidationError as e:
+        raise BadLine(index, f"not a {kind} ledger line ({e})") from None
+    except msgspec.DecodeError as e:
+        raise BadLine(index, f"invalid JSON ({e})") from None
 
 
-def _loads(line: str, index: int) -> dict:
-    try:
-        obj, end = _raw_decode(line)
-    except ValueError:
-        end = -1
-    if end != len(line):  # leading/trailing blanks, extra data or bad JSON: let json.loads decide
-        try:
-            obj = json.loads(line)
-        except ValueError as e:
-            raise BadLine(index, f"invalid JSON ({e})") from None
-    if not isinstance(obj, dict):
-        raise BadLine(index, "not a JSON object")
-    return obj
-
-
-def _event_id(obj: dict, index: int) -> bytes:
-    ident = obj.get("id")
-    if not isinstance(ident, str) or not ident:
-        if obj.get("ledger_end"):
+def _event_id(line: Any, index: int) -> bytes:
+    ident = line.id
+    if not ident:
+        if line.ledger_end:
             raise BadLine(index, "a footer in the middle of the file (two ledgers concatenated?)")
-        if "ledger" in obj:
+        if line.ledger is not msgspec.UNSET:
             raise BadLine(index, "a header in the middle of the file (two ledgers concatenated?)")
         raise BadLine(index, 'event line without an "id"')
-    return ident.encode()
+    return str(ident).encode()
 
 
-def _timing_error(plan: object, real: object) -> float:
+def _timing_error(plan: dict[str, float] | None, real: dict[str, float] | None) -> float:
     """real − plan at the last stage completed (the one planned to end last); nan when none completed."""
-    if not plan or not real or not isinstance(plan, dict) or not isinstance(real, dict):
+    if not plan or not real:
         return _NAN
     last = max(plan, key=plan.__getitem__)
     actual = real.get(last)
-    return _NAN if actual is None else float(actual) - float(plan[last])
+    return _NAN if actual is None else actual - plan[last]
 
 
-def _num(x: object) -> float:
-    return _NAN if x is None else float(x)  # type: ignore[arg-type]
+def _num(x: float | None) -> float:
+    return _NAN if x is None else x
 
 
 SENT_NAMED = {"tech": "tech", "type": "type", "stage": "stage"}
 RECEIVED_NAMED = {"tech": "tech", "method": "method"}
 """Columns of names, coded through the run's vocabularies (column -> ``Vocabs`` field)."""
 
+Row = tuple[object, ...]
+Tally = tuple[str, int, int]  # a ping line: (technique, requests, connections)
 
-def _sent_row(obj: dict, index: int) -> tuple:
+
+def _sent_row(line: Any, index: int) -> Row:
     """One sent event's values in SENT_COLUMNS order, names (not codes) in the named columns."""
-    ident = _event_id(obj, index)
-    get = obj.get
+    ident = _event_id(line, index)
+    if line.tech is None:
+        raise BadLine(index, "event line without 'tech'")
     try:
         return (
             ident,
-            str(obj["tech"]),
-            str(get("type") or "unknown"),
-            str(get("stage") or "unknown"),
-            bool(get("written")),
-            _num(get("t_written")),
-            bool(get("acked")),
-            bool(get("retried")),
-            _count(get("requests")),
-            _count(get("connections")),
-            _num(get("A")),
-            _num(get("rtt")),
-            _timing_error(get("plan"), get("real")),
+            line.tech,
+            line.type or "unknown",
+            line.stage or "unknown",
+            bool(line.written),
+            _num(line.t_written),
+            bool(line.acked),
+            bool(line.retried),
+            _count(line.requests),
+            _count(line.connections),
+            _num(line.A),
+            _num(line.rtt),
+            _timing_error(line.plan, line.real),
         )
-    except KeyError as e:
-        raise BadLine(index, f"event line without {e}") from None
-    except (TypeError, ValueError) as e:
-        raise BadLine(index, f"event line with a value of the wrong type ({e})") from None
+    except ValueError as e:
+        raise BadLine(index, f"event line with a value out of range ({e})") from None
 
 
-def _count(x: object) -> int:
-    n = int(x or 0)  # type: ignore[call-overload]
+def _count(x: int | None) -> int:
+    n = x or 0
     if not -(2**31) <= n < 2**31:
         raise ValueError(f"{n} does not fit a 32-bit count")
     return n
 
 
-def _received_row(obj: dict, index: int) -> tuple:
+def _received_row(line: Any, index: int) -> Row:
     """One received event's values in RECEIVED_COLUMNS order, names in the named columns."""
-    return (_event_id(obj, index), str(obj.get("tech") or ""), str(obj.get("m") or ""))
+    return (_event_id(line, index), line.tech or "", line.m or "")
 
 
-def _sent_ping(obj: dict) -> tuple[str, int, int] | None:
+def _sent_ping(line: Any) -> Tally | None:
     """(technique, requests, connections) of a ping line; None for an event line."""
-    ping = obj.get("ping")
-    if ping is None:
-        return None
-    return str(ping), int(obj.get("requests") or 0), int(obj.get("connections") or 0)
+    return None if line.ping is None else (line.ping, line.requests or 0, line.connections or 0)
 
 
-def _received_ping(obj: dict) -> tuple[str, int, int] | None:
-    return ("", 0, 0) if "ping" in obj else None
+def _received_ping(line: Any) -> Tally | None:
+    return None if line.ping is msgspec.UNSET else ("", 0, 0)
 
 
-_KINDS = {
+_KINDS: dict[
+    str, tuple[dict[str, str], dict[str, str], Callable[[Any, int], Row], Callable[[Any], Tally | None]]
+] = {
     "sent": (SENT_COLUMNS, SENT_NAMED, _sent_row, _sent_ping),
     "received": (RECEIVED_COLUMNS, RECEIVED_NAMED, _received_row, _received_ping),
 }
@@ -254,15 +255,15 @@ class Prepared:
     ``finish`` runs in file order, so that names get the codes the exact path would give them)."""
 
     kind: str
-    scan: ledger_fast.Scan | None  # what the fast path read (None: every line went through json)
-    slow_lines: list[int]  # lines (0-based) of the events read with json, and their rows
-    slow_rows: list[tuple]
-    pings: list[tuple[int, str, int, int]]  # read with json: (line, technique, requests, connections)
-    lines: int  # event and ping lines (blank lines excluded)
+    scan: ledger_fast.Scan | None  # what the fast path read (None: every line went through msgspec)
+    slow_lines: list[int]  # lines (0-based) of the events read by msgspec, and rows
+    slow_rows: list[Row]
+    pings: list[tuple[int, str, int, int]]  # read by msgspec: (line, technique, requests, connections)
+    lines: int  # event and ping lines (blank and bad lines excluded)
     span: int = 0  # lines in the block, the last one counted even without its newline
     size: int = 0  # bytes of the block
-    # all pings, json's and numpy's: how many, and per technique [requests, connections] summed, in order of
-    # first appearance (the order a reading line by line adds them in)
+    # all pings, msgspec's and numpy's: how many, and per technique [requests, connections] summed, in order
+    # of first appearance (the order a reading line by line adds them in)
     ping_count: int = 0
     ping_tally: dict[str, list[int]] = dataclasses.field(default_factory=dict)
     # assembled by _assemble, still in the worker: the columns, named columns as indices into their names,
@@ -270,28 +271,34 @@ class Prepared:
     columns: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
     names: dict[str, tuple[list[str], list[int]]] = dataclasses.field(default_factory=dict)
     keys: np.ndarray | None = None
+    bad: list[tuple[int, str]] = dataclasses.field(default_factory=list)  # (line, reason), skipped
 
 
-def _read_slowly(kind: str, lines, prepared: Prepared) -> None:
-    """Read (index, text) lines with json, the exact path, into ``prepared``."""
+def _read_slowly(kind: str, lines: Iterable[tuple[int, bytes]], prepared: Prepared) -> None:
+    """Read (index, text) lines with msgspec, the exact path, into ``prepared``; a bad line is noted in
+    ``prepared.bad`` and skipped."""
     _, _, row, ping = _KINDS[kind]
     for index, line in lines:
         if not line or line.isspace():
             continue
-        obj = _loads(line, index)
-        prepared.lines += 1
-        tally = ping(obj)
-        if tally is not None:
-            prepared.pings.append((index, *tally))
+        try:
+            decoded = _decode(kind, line, index)
+            tally = ping(decoded)
+            if tally is None:
+                prepared.slow_rows.append(row(decoded, index))
+                prepared.slow_lines.append(index)
+            else:
+                prepared.pings.append((index, *tally))
+        except BadLine as e:
+            prepared.bad.append((e.index, e.reason))
             continue
-        prepared.slow_rows.append(row(obj, index))
-        prepared.slow_lines.append(index)
+        prepared.lines += 1
 
 
 def prepare_exact(block: bytes | ledger_fast.Padded, kind: str) -> Prepared:
-    """Every line of the block read with ``json``: the reference the fast path must equal."""
-    lines = _lines(block if isinstance(block, bytes) else block.tobytes())
-    prepared = Prepared(kind, None, [], [], [], 0, len(lines) - (lines[-1] == ""))
+    """Every line of the block read with msgspec: the reference the fast path must equal."""
+    lines = (block if isinstance(block, bytes) else block.tobytes()).split(b"\n")
+    prepared = Prepared(kind, None, [], [], [], 0, len(lines) - (lines[-1] == b""))
     _read_slowly(kind, enumerate(lines), prepared)
     _tally_pings(prepared, None)
     _assemble(prepared)
@@ -300,23 +307,21 @@ def prepare_exact(block: bytes | ledger_fast.Padded, kind: str) -> Prepared:
 
 def prepare_fast(block: bytes | ledger_fast.Padded, kind: str) -> Prepared:
     """The lines of the writers' exact shape read with numpy (``lossbench.analysis.fast``), the others with
-    ``json``; the same result as ``prepare_exact``."""
-    if not ledger_fast.ENABLED or not _valid_utf8(block):
+    msgspec; the same result as ``prepare_exact``."""
+    if not ledger_fast.ENABLED:
         return prepare_exact(block, kind)
     scan = (ledger_fast.scan_sent if kind == "sent" else ledger_fast.scan_received)(block)
     prepared = Prepared(kind, scan, [], [], [], len(scan.events) + len(scan.pings), len(scan.starts))
     starts, ends = scan.starts, scan.ends
     data = block.array if isinstance(block, ledger_fast.Padded) else np.frombuffer(block, np.uint8)
-    _read_slowly(
-        kind, ((i, data[starts[i] : ends[i]].tobytes().decode()) for i in scan.others.tolist()), prepared
-    )
+    _read_slowly(kind, ((i, data[starts[i] : ends[i]].tobytes()) for i in scan.others.tolist()), prepared)
     _tally_pings(prepared, scan)
     _assemble(prepared)
     return prepared
 
 
 def _tally_pings(prepared: Prepared, scan: ledger_fast.Scan | None) -> None:
-    """Sum the block's pings per technique: numpy's (``scan``) by technique code, json's one by one.
+    """Sum the block's pings per technique: numpy's (``scan``) by technique code, msgspec's one by one.
 
     Pings are many (one a visit), and only their sums matter; the sums are kept in order of each
     technique's first ping, as a reading line by line would add them.
@@ -333,23 +338,13 @@ def _tally_pings(prepared: Prepared, scan: ledger_fast.Scan | None) -> None:
             requests, connections = int(c["requests"][mine].sum()), int(c["connections"][mine].sum())
             tally[ledger_fast.TECH_NAMES[code]] = (first, requests, connections)
     for line, name, requests, connections in prepared.pings:
-        first, r, c = tally.get(name, (line, 0, 0))
-        tally[name] = (min(first, line), r + requests, c + connections)
+        first, r, k = tally.get(name, (line, 0, 0))
+        tally[name] = (min(first, line), r + requests, k + connections)
     prepared.ping_count = count
     prepared.ping_tally = {
         name: [r, c] for name, (_, r, c) in sorted(tally.items(), key=lambda item: item[1][0])
     }
     prepared.pings = []  # tallied: nothing left to send back
-
-
-def _valid_utf8(block: bytes | ledger_fast.Padded) -> bool:
-    if block.isascii():
-        return True
-    try:
-        (block if isinstance(block, bytes) else block.tobytes()).decode()
-    except UnicodeDecodeError:
-        return False
-    return True
 
 
 _FAST_NAMES = {
@@ -364,13 +359,13 @@ def _first_seen(local: np.ndarray, count: int) -> list[int]:
     """The indices present in ``local``, in order of first appearance."""
     present = np.flatnonzero(np.bincount(local, minlength=count))
     if len(present) < 2:
-        return present.tolist()
+        return [int(c) for c in present]
     first = [int(np.argmax(local == c)) for c in present]
-    return present[np.argsort(first)].tolist()
+    return [int(c) for c in present[np.argsort(first)]]
 
 
 def _assemble(prepared: Prepared) -> None:
-    """The fast path's rows and json's, merged in line order into columns (no vocabulary needed yet)."""
+    """The fast path's rows and msgspec's, merged in line order into columns (no vocabulary needed yet)."""
     dtypes, named, _, _ = _KINDS[prepared.kind]
     scan, rows = prepared.scan, prepared.slow_rows
     slow = dict(zip(dtypes, map(list, zip(*rows, strict=True)), strict=True)) if rows else None
@@ -425,39 +420,8 @@ def finish(prepared: Prepared, vocabs: Vocabs) -> Block:
     return out
 
 
-def parse_sent_block(block: bytes, vocabs: Vocabs) -> Block:
-    """Parse whole sent-ledger lines with ``json`` (the exact path); pings are tallied, not kept as events.
-
-    Raises BadLine for the first line that is not a valid event or ping.
-    """
-    return finish(prepare_exact(block, "sent"), vocabs)
-
-
-def parse_received_block(block: bytes, vocabs: Vocabs) -> Block:
-    """Parse whole received-ledger lines with ``json`` (id, technique, method): the exact path."""
-    return finish(prepare_exact(block, "received"), vocabs)
-
-
-def parse_sent_block_fast(block: bytes, vocabs: Vocabs) -> Block:
-    """``parse_sent_block``'s result, read with numpy where lines have the writers' shape."""
-    return finish(prepare_fast(block, "sent"), vocabs)
-
-
-def parse_received_block_fast(block: bytes, vocabs: Vocabs) -> Block:
-    """``parse_received_block``'s result, read with numpy where lines have the collector's shape."""
-    return finish(prepare_fast(block, "received"), vocabs)
-
-
-PARSERS: dict[str, Callable[[bytes, Vocabs], Block]] = {
-    "sent": parse_sent_block_fast,
-    "received": parse_received_block_fast,
-}
-"""The block parser of each ledger kind (whole block at once): the fast path, which hands what it cannot
-read to the exact one. ``read_ledgers`` runs its two halves, ``PREPARE`` and ``finish``, so that blocks are
-prepared in parallel."""
-
 SMALL_BLOCK = 1 << 16
-"""Below this many bytes json is quicker than numpy's fixed cost per block: both give the same result."""
+"""Below this many bytes msgspec is quicker than numpy's fixed cost per block: both give the same result."""
 
 
 def prepare(block: bytes | ledger_fast.Padded, kind: str) -> Prepared:
@@ -471,7 +435,7 @@ PREPARE: dict[str, Callable[[bytes | ledger_fast.Padded], Prepared]] = {
 }
 
 
-def _to_arrays(cols: dict[str, list], dtypes: dict[str, str]) -> dict[str, np.ndarray]:
+def _to_arrays(cols: dict[str, list[object]], dtypes: dict[str, str]) -> dict[str, np.ndarray]:
     # ids: at least S16, wider when foreign ids are longer (np.array picks the widest)
     arrays = {name: np.array(values, dtype=dtypes[name]) for name, values in cols.items() if name != "id"}
     if "id" in cols:
@@ -491,10 +455,15 @@ class Ledgers:
     received: dict[str, np.ndarray]  # RECEIVED_COLUMNS
     ping_requests: dict[str, int]
     ping_connections: dict[str, int]
-    collector_stats: list[dict]
+    collector_stats: list[dict[str, object]]
     problems: list[str]  # things compare should warn about that did not stop the reading
     sent_keys: np.ndarray | None = None  # the id columns as uint64, when every id is 16 hex digits
     received_keys: np.ndarray | None = None
+
+    @property
+    def damaged_lines(self) -> int:
+        """Damaged lines skipped in all the files (each file's are in ``files``)."""
+        return sum(info.damaged_lines for info in self.files)
 
     @property
     def techniques(self) -> list[str]:
@@ -523,7 +492,7 @@ def _read_last_line(f: BinaryIO, size: int, start: int) -> tuple[int, bytes]:
 
 
 def _blocks(
-    f: BinaryIO, begin: int, end: int, spare: list[np.ndarray] | None = None
+    f: io.BufferedReader, begin: int, end: int, spare: list[np.ndarray] | None = None
 ) -> Iterator[ledger_fast.Padded]:
     """Body bytes between begin and end, cut at newlines into blocks of about BLOCK_BYTES.
 
@@ -542,7 +511,7 @@ def _blocks(
             buf = np.empty(max(size, BLOCK_BYTES + 2 * ledger_fast.PAD), np.uint8)
         buf[: len(carry)] = np.frombuffer(carry, np.uint8)
         filled = len(carry)
-        view = memoryview(buf)
+        view = buf.data
         while filled < len(carry) + want:
             got = f.readinto(view[filled : len(carry) + want])
             if not got:
@@ -601,8 +570,8 @@ def _open_ledger(path: Path, kind: str, rel: str) -> _Opened:
             return opened
         first = f.readline(1 << 16)
         try:
-            header: object = json.loads(first)
-        except ValueError:
+            header: object = msgspec.json.decode(first)
+        except msgspec.DecodeError:
             header = None
         if not isinstance(header, dict) or "ledger" not in header:
             opened.error = LedgerError(
@@ -637,7 +606,7 @@ class _Range:
 @dataclasses.dataclass
 class _RangeRead:
     blocks: list[Prepared]
-    error: tuple[int, str] | None = None  # (line within the range, reason) of the first bad line
+    bad: list[tuple[int, str]] = dataclasses.field(default_factory=list)  # (line within the range, reason)
     # per block, where its columns and keys are while the blocks travel without them (see _to_arena)
     shared: list[tuple[dict[str, ledger_parallel.Shared], ledger_parallel.Shared | None]] | None = None
 
@@ -672,11 +641,9 @@ def _read_range(task: _Range, slot: int | None = None) -> _RangeRead:
     spare: list[np.ndarray] = []
     with open(task.path, "rb") as f:
         for data in _blocks(f, task.start, task.end, spare):
-            try:
-                prepared = prepare(data)
-            except BadLine as e:
-                out.error = (lines + e.index, e.reason)
-                break
+            prepared = prepare(data)
+            out.bad += [(lines + index, reason) for index, reason in prepared.bad]
+            prepared.bad = []
             prepared.scan, prepared.slow_rows, prepared.slow_lines = None, [], []  # less to send back
             prepared.size = len(data)
             out.blocks.append(prepared)
@@ -718,9 +685,10 @@ def _read_body(
     ranges: int,
     vocabs: Vocabs,
     sink: Callable[[Block, int], None],
+    strict: bool,
 ) -> None:
     """Finish a file's prepared blocks in order (names coded, blocks handed to ``sink``), then its last
-    line."""
+    line. A damaged line is counted and skipped (``strict``: raises LedgerError naming it)."""
     info = opened.info
     lineno = 1  # line number of the last line handled so far
 
@@ -732,15 +700,12 @@ def _read_body(
 
     for _ in range(ranges):
         result = next(results)
+        first = lineno + 1  # line number of the range's first line
+        for index, reason in result.bad:
+            _damaged(opened, first + index, reason, strict)
         for prepared in result.blocks:
             keep(finish(prepared, vocabs), prepared.size)
             lineno += prepared.span
-        if result.error is not None:
-            index, reason = result.error
-            raise LedgerError(
-                f"{opened.path}:{lineno + 1 + index}: {reason} — only a file's last line may be damaged; "
-                "repair or delete this line, or move the file out of the run directory"
-            )
     if opened.last:
         tail: list[Block] = []
         _classify_last_line(opened.last, info, tail, vocabs, PREPARE[opened.kind])
@@ -748,35 +713,48 @@ def _read_body(
             keep(block, len(opened.last))
 
 
-def read_ledger_file(path: Path, kind: str, rel: str, vocabs: Vocabs) -> tuple[LedgerFileInfo, list[Block]]:
-    """Read one ledger (in this thread): check its header, parse its body, and classify its last line."""
-    opened = _open_ledger(path, kind, rel)
-    if opened.error is not None:
-        raise opened.error
-    blocks: list[Block] = []
-    tasks = _ranges(opened, 4 * BLOCK_BYTES)
-    _read_body(opened, map(_read_range, tasks), len(tasks), vocabs, lambda block, size: blocks.append(block))
-    return opened.info, blocks
+KEPT_DAMAGE = 5
+"""Damaged lines named per file (the others are only counted)."""
+
+
+def _damaged(opened: _Opened, line: int, reason: str, strict: bool) -> None:
+    """A damaged line (not the last): fatal with ``strict``, else counted, named (the first few) and
+    skipped."""
+    if strict:
+        raise LedgerError(
+            f"{opened.path}:{line}: {reason} — a damaged line (--strict stops on it); repair or delete this "
+            "line, or compare without --strict to skip it"
+        )
+    info = opened.info
+    info.damaged_lines += 1
+    info.body_lines += 1
+    if len(info.damage) < KEPT_DAMAGE:
+        info.damage.append(f"line {line}: {reason}")
 
 
 def _classify_last_line(
-    last: bytes, info: LedgerFileInfo, blocks: list[Block], vocabs: Vocabs, prepare: Callable
+    last: bytes,
+    info: LedgerFileInfo,
+    blocks: list[Block],
+    vocabs: Vocabs,
+    prepare: Callable[[bytes], Prepared],
 ) -> None:
     """The last line is a footer (file complete), an event (file incomplete) or cut short (skipped)."""
     try:
-        obj = json.loads(last)
-    except ValueError:
+        obj = msgspec.json.decode(last)
+    except msgspec.DecodeError:
         info.truncated_last_line = True
         return
     if isinstance(obj, dict) and obj.get("ledger_end"):
         info.complete = True
         events = obj.get("events")
-        info.footer_events = events if isinstance(events, int) else None
+        info.footer_events = events if isinstance(events, int) and not isinstance(events, bool) else None
         return
-    try:
-        blocks.append(finish(prepare(last), vocabs))
-    except BadLine:
+    prepared = prepare(last)
+    if prepared.bad:
         info.truncated_last_line = True  # valid JSON, but not a whole event: cut at a lucky place
+    else:
+        blocks.append(finish(prepared, vocabs))
 
 
 def _ledger_paths(run_dir: Path, kind: str, who: str) -> list[Path]:
@@ -789,7 +767,7 @@ def _ledger_paths(run_dir: Path, kind: str, who: str) -> list[Path]:
     return paths
 
 
-def _read_stats(run_dir: Path, problems: list[str]) -> list[dict]:
+def _read_stats(run_dir: Path, problems: list[str]) -> list[dict[str, object]]:
     stats = []
     for path in sorted((run_dir / "received").glob("*.stats.json")):
         try:
@@ -804,11 +782,12 @@ def _read_stats(run_dir: Path, problems: list[str]) -> list[dict]:
     return stats
 
 
-def read_ledgers(run_dir: str | os.PathLike[str]) -> Ledgers:
+def read_ledgers(run_dir: str | os.PathLike[str], *, strict: bool = False) -> Ledgers:
     """Read every sent and received ledger (and collector stats) of a run directory into columns.
 
-    Raises LedgerError when a ledger is missing, empty, not a ledger, or damaged anywhere but its last
-    line. Incomplete files and truncated last lines are read as far as they go and reported in ``files``.
+    Raises LedgerError when a ledger is missing, empty or not a ledger. A damaged line is skipped, and
+    counted and named in ``files`` (``strict``: LedgerError naming it). Incomplete files and truncated last
+    lines are read as far as they go and reported in ``files``.
 
     Ranges of the files are read and prepared by worker processes (``lossbench.analysis.parallel``; this
     thread for a small run), several at a time; their results are finished here in file order, so that
@@ -844,7 +823,7 @@ def read_ledgers(run_dir: str | os.PathLike[str]) -> Ledgers:
             for o, rs in zip(opened, ranges, strict=True):
                 if o.error is not None:
                     raise o.error
-                _read_body(o, results, len(rs), vocabs, stores[o.kind].add)
+                _read_body(o, results, len(rs), vocabs, stores[o.kind].add, strict)
         finally:
             results.close()
             in_order.close()

@@ -24,7 +24,8 @@ from lossbench.collector.config import HEAD_SLICE, CollectorConfig, validate_con
 from lossbench.collector.connection import BODY, HEADERS, IDLE, Connection, Event
 from lossbench.collector.responses import CLOSE, GIF, REFUSALS, http_response
 from lossbench.collector.stats import Stats
-from lossbench.contract.ledger import LedgerWriter, dumps_line
+from lossbench.contract.ledger import LedgerWriter, micro
+from lossbench.contract.lines import ReceivedEvent, encode_lines
 
 log = logging.getLogger(__name__)
 
@@ -32,13 +33,10 @@ Clock = Callable[[], float]
 """Seconds on a monotonic clock: every timeout and deadline of the collector is measured on one."""
 
 
-def event_line(event: Event, now: float, stamp: str) -> bytes:
-    """The ledger line of a valid event (docs/FORMATS.md): id first, at a fixed offset. ``stamp`` is
-    ``now`` formatted once per commit."""
+def event_line(event: Event, now: float) -> ReceivedEvent:
+    """The ledger line of a valid event (docs/FORMATS.md); ``now``, the commit's time, to the microsecond."""
     event_id, tech, method, connection = event
-    if '"' in event_id or "\\" in event_id:  # valid ids are printable ASCII: only these need escaping
-        return dumps_line({"id": event_id, "tech": tech, "m": method, "t": round(now, 6), "c": connection})
-    return f'{{"id":"{event_id}","tech":"{tech}","m":"{method}","t":{stamp},"c":{connection}}}\n'.encode()
+    return ReceivedEvent(id=event_id, tech=tech, m=method, t=now, c=connection)
 
 
 class ReceivedLedger(LedgerWriter):
@@ -188,10 +186,9 @@ class Collector:
         if not queue:
             return
         self.commit_queue = []
-        now = time.time()
-        stamp = f"{now:.6f}"
-        lines = [event_line(event, now, stamp) for conn in queue for event, _, _ in conn.pending if event]
-        written = not lines or self.write_events(b"".join(lines), len(lines))
+        now = micro(time.time())
+        lines = [event_line(event, now) for conn in queue for event, _, _ in conn.pending if event]
+        written = not lines or self.write_events(encode_lines(lines), len(lines))
         for conn in queue:
             conn.answer(written)
 

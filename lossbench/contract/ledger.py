@@ -2,33 +2,26 @@
 
 Writers call ``write(2)`` directly (no user-space buffer) so that a line is in the kernel, and survives a
 ``kill -9`` of the process, as soon as ``append`` returns. A batch of lines can be handed over at once
-(group commit) to pay for one system call instead of many. Reading them is ``lossbench.analysis.read``;
-joining sent with received is ``lossbench.analysis.join``.
+(group commit) to pay for one system call instead of many. What a line holds, and the one encoder that writes
+it, are ``lossbench.contract.lines``. Reading them is ``lossbench.analysis.read``; joining sent with received
+is ``lossbench.analysis.join``.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
-SCHEMA = 1
-
-_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+from lossbench.contract.lines import SCHEMA, Footer, Header, Line, encode_line
 
 
 def micro(seconds: float) -> float:
     """Seconds to the microsecond, as the ledgers record times (2x faster than ``round(x, 6)``, which
     rounds through decimal strings; it may differ from it in the last digit, never by more)."""
     return round(seconds * 1e6) / 1e6
-
-
-def dumps_line(record: dict[str, Any]) -> bytes:
-    """One compact JSON line, ending in a newline."""
-    return (_dumps(record) + "\n").encode()
 
 
 def default_ledger_name() -> str:
@@ -50,7 +43,7 @@ class LedgerWriter:
         *,
         name: str | None = None,
         max_bytes: int = 0,
-        extra_header: dict[str, Any] | None = None,
+        salt: str | None = None,
         buffer_bytes: int = 0,
     ) -> None:
         self.directory = Path(directory)
@@ -58,7 +51,7 @@ class LedgerWriter:
         self.kind = kind
         self.name = name or default_ledger_name()
         self.max_bytes = max_bytes
-        self.extra_header = extra_header or {}
+        self.salt = salt  # sent ledgers: the process salt of the event ids, in every header
         self.part = -1
         self.lines_in_part = 0
         self.lines_total = 0
@@ -77,17 +70,17 @@ class LedgerWriter:
         self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_TRUNC, 0o644)
         self.lines_in_part = 0
         self.bytes_in_part = 0
-        header = {
-            "ledger": self.kind,
-            "schema": SCHEMA,
-            "host": socket.gethostname(),
-            "pid": os.getpid(),
-            "part": self.part,
-            "started": time.time(),
-            **self.extra_header,
-        }
+        header = Header(
+            ledger=self.kind,
+            schema=SCHEMA,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            part=self.part,
+            started=time.time(),
+            salt=self.salt,
+        )
         try:
-            self._write(dumps_line(header))
+            self._write(encode_line(header))
         except OSError:
             if self.fd >= 0:
                 os.close(self.fd)
@@ -97,9 +90,9 @@ class LedgerWriter:
     def _write(self, data: bytes) -> None:
         """All of ``data`` or none of it. When the disk fills (or a file size limit is hit) in the middle of
         a line, the part already written would stay and the next successful write would follow it: a
-        damaged line in the middle of the file, which compare refuses to read. So the file is cut back to
-        its last whole line (``ftruncate`` needs no free space); if even that fails, the part ends there,
-        its damaged line its last one (which compare tolerates and reports)."""
+        damaged line in the middle of the file, which compare skips (losing its event). So the file is cut
+        back to its last whole line (``ftruncate`` needs no free space); if even that fails, the part ends
+        there, its damaged line its last one (which compare tolerates and reports)."""
         view = memoryview(data)
         done = 0
         try:
@@ -115,9 +108,10 @@ class LedgerWriter:
             raise
         self.bytes_in_part += len(data)
 
-    def append(self, record: dict[str, Any]) -> None:
-        """Write one event line; raises OSError (disk full, read-only) with nothing half-acknowledged."""
-        self.append_raw(dumps_line(record), 1)
+    def append(self, line: Line | Mapping[str, object]) -> None:
+        """Write one line (a mapping: a hand-made line, for tests and tools); raises OSError (disk full,
+        read-only) with nothing half-acknowledged."""
+        self.append_raw(encode_line(line), 1)
 
     def append_raw(self, data: bytes, lines: int) -> None:
         """Write ``lines`` already-encoded lines in one system call (group commit).
@@ -171,7 +165,7 @@ class LedgerWriter:
         try:
             if self._buffer:
                 self._write_buffer()
-            self._write(dumps_line({"ledger_end": True, "events": self.lines_in_part, "ended": time.time()}))
+            self._write(encode_line(Footer(events=self.lines_in_part, ended=time.time())))
         finally:
             if self.fd >= 0:
                 os.close(self.fd)

@@ -17,8 +17,11 @@ from typing import Any, Literal
 
 import msgspec
 
-SCHEMA = "lossbench.summary/1"
+SCHEMA = "lossbench.summary/2"
 """Version of the summary document; bump it when the JSON shape changes."""
+
+READABLE_SCHEMAS = (SCHEMA, "lossbench.summary/1")
+"""Versions ``load_summary`` reads: /1 lacks only ``ledgers[].damaged_lines``, which then reads as 0."""
 
 
 Direction = Literal["less", "more", "same"]
@@ -107,6 +110,7 @@ class LedgerFile(msgspec.Struct, frozen=True, kw_only=True):
     lines: int
     complete: bool
     truncated_last_line: bool
+    damaged_lines: int = 0
 
 
 class Summary(msgspec.Struct, frozen=True, kw_only=True):
@@ -140,7 +144,7 @@ def load_summary(path: str | Path) -> Summary:
     except msgspec.DecodeError as e:
         raise SummaryError(f"{path}: not valid JSON ({e}); {redo}") from None
     schema = doc.get("schema") if isinstance(doc, dict) else None
-    if schema != SCHEMA:
+    if schema not in READABLE_SCHEMAS:
         what = "no schema" if schema is None else f"schema {schema!r}"
         raise SummaryError(
             f"{path}: not a summary this lossbench reads ({what}, expected {SCHEMA!r}); {redo}"

@@ -7,9 +7,9 @@
 | ``pixel-prewarm`` | (DNS cached by an empty ping at page load) → connect → GET               |
 | ``pixel-keepalive``| (connection kept open by pings) → GET on the open connection            |
 
-A ``Tab`` holds what a browser tab keeps between events: one DNS cache per technique (Chrome's host cache
-keeps an entry 60 s), and the kept-alive connection. Visit time (seconds since page load) is passed in by
-the caller, so idle gaps can be compressed without changing how cache ages are decided.
+A ``Tab`` holds what a browser tab keeps between events: one DNS cache per technique (the model's own,
+``lossbench.model.dns``), and the kept-alive connection. Visit time (seconds since page load) is passed in
+by the caller, so idle gaps can be compressed without changing how cache ages are decided.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from lossbench.contract.events import encode_event
@@ -37,38 +36,15 @@ from lossbench.loadgen.wire import (
     send_all,
     send_before_cut,
 )
+from lossbench.model.dns import DnsCache
+from lossbench.model.profiles import NetworkDraw
 
-DNS_TTL = 60.0
 HOST_HEADER = "collector.lossbench.test"
 ORIGIN = "https://shop.lossbench.test"
 PAGE_URL = "https://shop.lossbench.test/catalog/item-4711?utm_source=news"
 REFERRER = "https://www.lossbench.test/"
 BODY_CHUNK_SECONDS = 0.01  # pacing granularity of an uplink-limited POST body
 PING_TIMEOUT = 10.0  # connecting and writing a ping, which no event's cut bounds
-
-
-@dataclass(frozen=True)
-class Network:
-    """One visit's network draw: round trip, cost of an uncached DNS lookup, uplink rate (None: unlimited)."""
-
-    rtt: float = 0.0
-    dns: float = 0.0
-    uplink_bps: float | None = None
-
-
-class DnsCache:
-    """A tab's cache entry for the collector's host name, in visit time."""
-
-    def __init__(self, ttl: float = DNS_TTL) -> None:
-        self.ttl = ttl
-        self.filled_at: float | None = None
-
-    def lookup_wait(self, visit_time: float, lookup_cost: float) -> float:
-        """Seconds this request waits for DNS at ``visit_time``; a miss starts a lookup that refills."""
-        if self.filled_at is not None and visit_time < self.filled_at + self.ttl:
-            return max(0.0, self.filled_at - visit_time)  # fresh, or a lookup still in flight
-        self.filled_at = visit_time + lookup_cost
-        return lookup_cost
 
 
 def event_payload(event_id: str, tech: str, event_type: str) -> dict[str, Any]:
@@ -161,7 +137,7 @@ class Tab:
     def __init__(
         self,
         address: tuple[str, int],
-        network: Network,
+        network: NetworkDraw,
         *,
         abort: str = "unload",
         close_mode: str = "rst",
@@ -196,10 +172,10 @@ class Tab:
         """
         if "pixel-prewarm" in techniques:
             # Fills the cache entry, which carries the ping's timing; the ping itself matters to no event.
-            self.dns["pixel-prewarm"].lookup_wait(visit_time, self.network.dns)
+            self.dns["pixel-prewarm"].wait(visit_time, self.network.dns)
             self._ping_new_connection("pixel-prewarm")
         if "pixel-keepalive" in techniques:
-            wait = self.dns["pixel-keepalive"].lookup_wait(visit_time, self.network.dns)
+            wait = self.dns["pixel-keepalive"].wait(visit_time, self.network.dns)
             channel = self.keepalive
             with channel.lock:
                 channel.discard()
@@ -315,7 +291,7 @@ def _written(result: EventResult, timeline: Timeline, stage: str) -> None:
 
 def _ajax(tab: Tab, tl: Timeline, wire: _Wire, body: bytes, visit_time: float) -> None:
     net, result = tab.network, tl.result
-    tl.wait("dns", tab.dns["ajax"].lookup_wait(visit_time, net.dns))
+    tl.wait("dns", tab.dns["ajax"].wait(visit_time, net.dns))
     wire.sock = open_connection(tab.address, tl)
     tl.wait("connect", net.rtt)
     started = tl.now()
@@ -363,7 +339,7 @@ def _ajax(tab: Tab, tl: Timeline, wire: _Wire, body: bytes, visit_time: float) -
 
 def _pixel(tab: Tab, tl: Timeline, wire: _Wire, body: bytes, visit_time: float) -> None:
     tech = tl.result.tech
-    tl.wait("dns", tab.dns[tech].lookup_wait(visit_time, tab.network.dns))
+    tl.wait("dns", tab.dns[tech].wait(visit_time, tab.network.dns))
     wire.sock = open_connection(tab.address, tl, nodelay=False)  # one write, then only reads
     tl.wait("connect", tab.network.rtt)
     send_before_cut(wire.sock, pixel_request(body), tl, "request")
@@ -376,7 +352,7 @@ def _keepalive(tab: Tab, tl: Timeline, wire: _Wire, body: bytes, visit_time: flo
     channel, result = tab.keepalive, tl.result
     if channel.sock is None and math.isinf(channel.ready_at):
         # No page_load opened it: the first event opens the connection the page will keep.
-        tl.wait("dns", tab.dns["pixel-keepalive"].lookup_wait(visit_time, tab.network.dns))
+        tl.wait("dns", tab.dns["pixel-keepalive"].wait(visit_time, tab.network.dns))
         channel.sock = open_connection(tab.address, tl)
         wire.sock, wire.kept = channel.sock, True
         channel.ready_at = visit_time + tl.intended + tab.network.rtt
@@ -389,7 +365,7 @@ def _keepalive(tab: Tab, tl: Timeline, wire: _Wire, body: bytes, visit_time: flo
                 # Found closed (or closed under our request): a new connection, as browsers retry once.
                 result.retried = True
                 channel.discard()
-                tl.wait("dns", tab.dns["pixel-keepalive"].lookup_wait(visit_time + tl.now(), tab.network.dns))
+                tl.wait("dns", tab.dns["pixel-keepalive"].wait(visit_time + tl.now(), tab.network.dns))
                 channel.sock = open_connection(tab.address, tl)
                 wire.sock, wire.kept = channel.sock, True
                 tl.wait("connect", tab.network.rtt)

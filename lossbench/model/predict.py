@@ -14,9 +14,8 @@ Stage durations, d being the DNS wait (below) and r the visit's RTT:
 - ``pixel-keepalive``: connect = waiting for the connection opened at visit time 0 (lookup then handshake,
   ready at ``dns + r``), request 0.
 
-DNS cache (one per technique's tab, entries live ``DNS_TTL`` s of visit time, as Chrome's host cache): with no
-fresh entry an event does a full lookup (d = dns) and fills the cache when it ends; with a fresh entry,
-d = 0, or the rest of the lookup still in flight. A cache hit does not extend the entry's life.
+DNS cache: ``lossbench.model.dns`` (with no fresh entry an event does a full lookup, d = dns; with one,
+d = 0, or the rest of the lookup still in flight).
 
 The cut: ``unload`` loses an event iff A < T; ``drop`` iff A - r/2 < T (bytes of the last one-way delay are
 lost too). Events never cut (A = inf) are delivered.
@@ -31,32 +30,16 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from lossbench.contract.techniques import ABORTS, DONE, STAGES, TECHNIQUES
+from lossbench.model.dns import DNS_TTL, DnsCache
 from lossbench.model.exits import ExitModel, get_exit_model
 from lossbench.model.profiles import NetworkProfile, get_profile
 from lossbench.model.visits import Visit, VisitBatch, sample_visits
+from lossbench.stats import wilson_interval
 
 AJAX_BODY_BYTES = 180
 """A typical event as JSON (id, type, page, referrer, a few properties), the POST body ajax paces uplink."""
 
-DNS_TTL = 60.0
-"""Seconds a host-cache entry stays fresh (Chrome's host cache keeps an entry 60 s)."""
-
-
 # --------------------------------------------------------------------------- the model, event by event
-
-
-class _DnsCache:
-    """One tab's host cache for the collector's name."""
-
-    def __init__(self, filled_at: float = -math.inf) -> None:
-        self.filled_at = filled_at  # visit time the entry was (or will be) filled; -inf: no entry
-
-    def wait(self, at: float, lookup: float) -> float:
-        """DNS wait of an event firing at visit time ``at``; a full lookup refills the cache."""
-        if at < self.filled_at + DNS_TTL:
-            return max(0.0, self.filled_at - at)
-        self.filled_at = at + lookup
-        return lookup
 
 
 def _body_time(uplink_bps: float | None) -> float:
@@ -76,7 +59,7 @@ def stage_durations(visit: Visit, technique: str) -> list[dict[str, float]]:
     if technique == "pixel-keepalive":
         ready = net.dns + rtt
         return [{"connect": max(0.0, ready - e.at), "request": 0.0} for e in visit.events]
-    cache = _DnsCache(filled_at=net.dns if technique == "pixel-prewarm" else -math.inf)
+    cache = DnsCache(filled_at=net.dns if technique == "pixel-prewarm" else -math.inf)
     plans = []
     for event in visit.events:
         d = cache.wait(event.at, net.dns)
@@ -133,24 +116,13 @@ class Prediction:
         return asdict(self)
 
 
-def wilson_interval(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
-    """Wilson score interval for k successes in n trials (95% by default)."""
-    if n <= 0:
-        return (0.0, 1.0)
-    p = k / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
-
-
 def _positions(visit: np.ndarray) -> np.ndarray:
     """Each event's index within its visit (events ordered by visit)."""
     return np.arange(len(visit)) - np.searchsorted(visit, visit, side="left")
 
 
 def _dns_waits(batch: VisitBatch, filled_at: np.ndarray) -> np.ndarray:
-    """Vectorised :class:`_DnsCache`: the k-th events of all visits at once, for k = 0, 1, ..."""
+    """Vectorised :class:`DnsCache`: the k-th events of all visits at once, for k = 0, 1, ..."""
     pos = _positions(batch.visit)
     filled = filled_at.copy()
     waits = np.empty(batch.events)

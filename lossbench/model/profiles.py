@@ -36,10 +36,11 @@ _DNS_MISS_EXTRA = 0.1
 
 @dataclass(frozen=True)
 class NetworkDraw:
-    """One visit's network: median RTT, the cost of one uncached DNS lookup, uplink rate (None: unlimited)."""
+    """One visit's network: median RTT, the cost of one uncached DNS lookup, uplink rate (None: unlimited).
+    The load generator's tabs play it as it is (zero delays by default: a bare tab, for tests)."""
 
-    rtt: float
-    dns: float
+    rtt: float = 0.0
+    dns: float = 0.0
     uplink_bps: float | None = None
 
 

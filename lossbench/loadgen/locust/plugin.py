@@ -36,7 +36,8 @@ from locust.runners import STATE_MISSING, MasterRunner, WorkerRunner
 from locust.user.task import LOCUST_STATE_STOPPING
 
 from lossbench import __version__
-from lossbench.contract.ledger import LedgerWriter, default_ledger_name, dumps_line
+from lossbench.contract.ledger import LedgerWriter, default_ledger_name
+from lossbench.contract.lines import SentPing
 from lossbench.contract.techniques import ABORTS as ABORT_KINDS
 from lossbench.contract.techniques import CLOSE_MODES, TECHNIQUES
 from lossbench.loadgen.player import EventIds, PlayedEvent, VisitSource, play_visit
@@ -406,7 +407,7 @@ def sent_ledger() -> LedgerWriter | None:
                 directory,
                 "sent",
                 name=name,
-                extra_header={"salt": f"{ids().salt:06x}"},
+                salt=f"{ids().salt:06x}",
                 buffer_bytes=LEDGER_BUFFER,
             )
         except OSError as exc:
@@ -501,9 +502,7 @@ def record_pings(tech: str, count: int) -> None:
     ledger = sent_ledger()
     if ledger is not None:
         try:
-            ledger.append_raw(
-                dumps_line({"ping": tech, "requests": count, "connections": 0, "virtual": True}), 1
-            )
+            ledger.append(SentPing(ping=tech, requests=count, connections=0))
         except OSError as exc:
             sent_ledger_failed(ledger.path, exc)
 

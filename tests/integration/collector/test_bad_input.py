@@ -31,7 +31,8 @@ from lossbench.contract.events import (
     valid_id,
 )
 from lossbench.contract.techniques import TECHNIQUES
-from lossbench.loadgen.techniques import Network, Tab
+from lossbench.loadgen.techniques import Tab
+from lossbench.model.profiles import NetworkDraw
 from support import exchange, received_events, received_ids
 
 # -- raw HTTP helpers ---------------------------------------------------------------------------------
@@ -202,7 +203,7 @@ def test_bad_input_gets_its_4xx_and_counter_and_nothing_is_counted(
     assert stats["refused"] == {reason: 1}
     assert stats["events"] == {} and received_events(tmp_path) == []
     # still serving, on a new connection, with a valid event
-    tab = Tab(("127.0.0.1", collector.port), Network())
+    tab = Tab(("127.0.0.1", collector.port), NetworkDraw())
     assert tab.fire("pixel", "after-bad-input").acked
     tab.close()
     assert received_ids(tmp_path) == {"after-bad-input": 1}
@@ -451,7 +452,7 @@ def test_fuzzed_requests_never_crash_never_count_invalid_never_lose_valid(
     others: list[tuple[str, bool]] = []
 
     def other_client() -> None:
-        tab = Tab(("127.0.0.1", collector.port), Network())
+        tab = Tab(("127.0.0.1", collector.port), NetworkDraw())
         n = 0
         while not stop.is_set():
             event_id = f"other-{n}"

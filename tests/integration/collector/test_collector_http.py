@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from lossbench.contract.events import encode_pixel_param
-from lossbench.loadgen.techniques import Network, Tab
+from lossbench.loadgen.techniques import Tab
+from lossbench.model.profiles import NetworkDraw
 from support import exchange, received_ids, wait_until
 
 
@@ -78,7 +79,7 @@ def test_bad_requests_get_4xx_and_a_counter(collector, raw, status, reason):
 
 def test_ledger_rotates_and_every_part_is_found(collector_factory, tmp_path):
     collector = collector_factory(ledger_max_bytes=4096)
-    tab = Tab(("127.0.0.1", collector.port), Network())
+    tab = Tab(("127.0.0.1", collector.port), NetworkDraw())
     tab.page_load(["pixel-keepalive"])
     for i in range(150):
         tab.fire("pixel-keepalive", f"rot-{i}", visit_time=1.0)
@@ -108,7 +109,7 @@ def _start_cli(tmp_path: Path, *args: str) -> tuple[subprocess.Popen[str], int]:
 def test_collector_command_serves_and_stops_cleanly_on_sigterm(tmp_path, processes):
     proc, port = _start_cli(tmp_path, "--processes", str(processes))
     try:
-        tabs = [Tab(("127.0.0.1", port), Network()) for _ in range(40)]
+        tabs = [Tab(("127.0.0.1", port), NetworkDraw()) for _ in range(40)]
         for n, tab in enumerate(tabs):
             for tech in ("pixel", "ajax"):
                 assert tab.fire(tech, f"cli-{tech}-{n}").acked

@@ -23,10 +23,12 @@ from pathlib import Path
 import pytest
 
 from lossbench.analysis.compare import compare
-from lossbench.contract.ledger import LedgerWriter, dumps_line
+from lossbench.contract.ledger import LedgerWriter
+from lossbench.contract.lines import encode_line
 from lossbench.contract.techniques import TECHNIQUES
-from lossbench.loadgen.techniques import Network, Tab, event_body, pixel_request
+from lossbench.loadgen.techniques import Tab, event_body, pixel_request
 from lossbench.loadgen.timeline import EventResult
+from lossbench.model.profiles import NetworkDraw
 from support import ROOT, connect, master_on_a_free_port, read_until_closed, received_ids, wait_until
 
 ADDRESS = "127.0.0.1"
@@ -107,7 +109,7 @@ def write_sent_ledger(run_dir: Path, results: list[EventResult]) -> None:
         rest = r.as_record()
         del rest["id"], rest["tech"]
         head = {"id": r.id, "tech": r.tech, "type": "click", "rtt": 0.0, "dns": 0.0, "A": None}
-        ledger.append_raw(dumps_line({**head, "abort": "unload", **rest, "t0": 0.0}), 1)
+        ledger.append_raw(encode_line({**head, "abort": "unload", **rest, "t0": 0.0}), 1)
     ledger.close()
 
 
@@ -124,7 +126,7 @@ def test_kill_9_mid_load_every_acknowledged_event_is_in_the_ledger(tmp_path, pro
     stop = threading.Event()
 
     def tab_loop(k: int) -> None:
-        tab = Tab((ADDRESS, port), Network())
+        tab = Tab((ADDRESS, port), NetworkDraw())
         tab.page_load(list(TECHNIQUES))
         n = 0
         while not stop.is_set():
@@ -226,7 +228,7 @@ def test_a_ledger_refusing_writes_gets_503_and_nothing_unwritten_is_acknowledged
     """The ledger's descriptor is pointed at /dev/full (every write fails with ENOSPC): every technique's
     event is answered 503, not acknowledged and counted in ledger_errors; once writes work again, events
     are acknowledged again and the ledger holds exactly the acknowledged ones."""
-    tab = Tab((ADDRESS, collector.port), Network())
+    tab = Tab((ADDRESS, collector.port), NetworkDraw())
     tab.page_load(list(TECHNIQUES))
     assert tab.fire("pixel", "before").acked
     ledger = collector.collector.ledger

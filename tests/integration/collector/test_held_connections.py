@@ -23,7 +23,8 @@ import pytest
 from lossbench.collector.config import HEAD_SLICE, CollectorConfig
 from lossbench.contract.events import encode_event, encode_pixel_param
 from lossbench.contract.techniques import TECHNIQUES
-from lossbench.loadgen.techniques import Network, Tab
+from lossbench.loadgen.techniques import Tab
+from lossbench.model.profiles import NetworkDraw
 from lossbench.system import raise_fd_limit
 from support import connect, read_until_closed, received_ids, wait_until
 
@@ -142,7 +143,7 @@ def test_past_the_connection_cap_a_clear_503_and_others_are_served_again(collect
         assert stats["connections_refused"] == 1 and stats["refused"] == {"too_many_connections": 1}
         held.pop().close()
         assert wait_until(lambda: collector.stats()["connections_open"] == 19)
-        tab = Tab((ADDRESS, collector.port), Network())
+        tab = Tab((ADDRESS, collector.port), NetworkDraw())
         assert tab.fire("pixel", "under-cap").acked
         tab.close()
     assert received_ids(tmp_path) == {"under-cap": 1}
@@ -251,7 +252,7 @@ def test_2000_held_connections_bounded_memory_and_others_still_served(collector_
     body timeouts then close every held connection."""
     raise_fd_limit()
     proc, port = collector_process
-    tab = Tab((ADDRESS, port), Network())
+    tab = Tab((ADDRESS, port), NetworkDraw())
     tab.page_load(list(TECHNIQUES))
     for n, tech in enumerate(TECHNIQUES * 25):  # warm up: allocations every later request reuses
         assert tab.fire(tech, f"warm-{n}").acked
@@ -264,7 +265,7 @@ def test_2000_held_connections_bounded_memory_and_others_still_served(collector_
     )
     # Kept connections are opened before the held ones: Tab checks them with select(), which cannot
     # watch a file descriptor above 1023 (a limit of lossbench.loadgen.techniques, not of the collector).
-    tabs = [Tab((ADDRESS, port), Network()) for _ in range(10)]
+    tabs = [Tab((ADDRESS, port), NetworkDraw()) for _ in range(10)]
     for tab in tabs:
         tab.page_load(list(TECHNIQUES))
     with ExitStack() as stack:

@@ -14,11 +14,12 @@ from pathlib import Path
 import pytest
 
 from lossbench.collector.server import CollectorThread
-from lossbench.loadgen.techniques import Network, Tab, event_body, pixel_request
+from lossbench.loadgen.techniques import Tab, event_body, pixel_request
+from lossbench.model.profiles import NetworkDraw
 from support import received_ids, wait_until
 
-NET = Network(rtt=0.05, dns=0.05)
-SLOW_UPLINK = Network(rtt=0.05, dns=0.05, uplink_bps=16_000)  # a ~190-byte body takes ~95 ms
+NET = NetworkDraw(rtt=0.05, dns=0.05)
+SLOW_UPLINK = NetworkDraw(rtt=0.05, dns=0.05, uplink_bps=16_000)  # a ~190-byte body takes ~95 ms
 
 
 def _check(collector: CollectorThread, tmp_path: Path, result, expected_stage: str) -> None:

@@ -7,12 +7,13 @@ import time
 import pytest
 
 from lossbench.contract.techniques import TECHNIQUES
-from lossbench.loadgen.techniques import Network, Tab
+from lossbench.loadgen.techniques import Tab
+from lossbench.model.profiles import NetworkDraw
 from support import received_ids, wait_until
 
 
 def test_many_events_over_one_kept_connection(collector, tmp_path):
-    tab = Tab(("127.0.0.1", collector.port), Network(rtt=0.0, dns=0.0))
+    tab = Tab(("127.0.0.1", collector.port), NetworkDraw(rtt=0.0, dns=0.0))
     tab.page_load(["pixel-keepalive"])
     results = [tab.fire("pixel-keepalive", f"ka-{i}", visit_time=1.0) for i in range(200)]
     tab.close()
@@ -26,7 +27,7 @@ def test_many_events_over_one_kept_connection(collector, tmp_path):
 
 def test_collector_closing_idle_connection_then_retry_delivers(collector_factory, tmp_path):
     collector = collector_factory(idle_timeout=0.2)
-    tab = Tab(("127.0.0.1", collector.port), Network(rtt=0.02, dns=0.02))
+    tab = Tab(("127.0.0.1", collector.port), NetworkDraw(rtt=0.02, dns=0.02))
     tab.page_load(["pixel-keepalive"])
     first = tab.fire("pixel-keepalive", "before-idle", visit_time=1.0)
     assert wait_until(lambda: collector.stats()["idle_timeouts"] == 1)
@@ -43,7 +44,7 @@ def test_closed_under_the_request_is_retried_once(collector_factory, tmp_path, m
     """The race a browser meets: the GET is written on a connection the collector already closed. The
     client learns it one RTT later and retries once on a new connection."""
     collector = collector_factory(idle_timeout=0.2)
-    tab = Tab(("127.0.0.1", collector.port), Network(rtt=0.02, dns=0.02))
+    tab = Tab(("127.0.0.1", collector.port), NetworkDraw(rtt=0.02, dns=0.02))
     tab.page_load(["pixel-keepalive"])
     assert wait_until(lambda: collector.stats()["idle_timeouts"] == 1)
     monkeypatch.setattr(type(tab.keepalive), "looks_closed", lambda self: self.sock is None)
@@ -57,7 +58,7 @@ def test_closed_under_the_request_is_retried_once(collector_factory, tmp_path, m
 
 def test_pings_keep_the_connection_alive(collector_factory, tmp_path):
     collector = collector_factory(idle_timeout=0.3)
-    tab = Tab(("127.0.0.1", collector.port), Network())
+    tab = Tab(("127.0.0.1", collector.port), NetworkDraw())
     tab.page_load(["pixel-keepalive"])
     for _ in range(5):
         time.sleep(0.15)
@@ -74,7 +75,7 @@ def test_no_cut_every_event_received_exactly_once(collector, tmp_path):
     per_technique = 60
     sent: list[str] = []
     for n in range(per_technique):
-        tab = Tab(("127.0.0.1", collector.port), Network(rtt=0.001, dns=0.001))
+        tab = Tab(("127.0.0.1", collector.port), NetworkDraw(rtt=0.001, dns=0.001))
         tab.page_load(TECHNIQUES)
         for tech in TECHNIQUES:
             event_id = f"{tech}-{n}"

@@ -197,7 +197,7 @@ def test_invalid_line_in_the_middle_names_file_and_line(tmp_path: Path) -> None:
     path.write_bytes(b"".join(lines))
     write(tmp_path, "received", [])
     with pytest.raises(LedgerError, match=r"sent/box-1\.0\.jsonl:3: invalid JSON"):
-        read_ledgers(tmp_path)
+        read_ledgers(tmp_path, strict=True)
 
 
 def test_event_without_technique_names_file_and_line(tmp_path: Path) -> None:
@@ -206,7 +206,7 @@ def test_event_without_technique_names_file_and_line(tmp_path: Path) -> None:
     write(tmp_path, "sent", [event(0), bad, event(2)])
     write(tmp_path, "received", [])
     with pytest.raises(LedgerError, match=r"box-1\.0\.jsonl:3: event line without 'tech'"):
-        read_ledgers(tmp_path)
+        read_ledgers(tmp_path, strict=True)
 
 
 def test_missing_directories_say_what_to_do(tmp_path: Path) -> None:
@@ -327,12 +327,14 @@ def test_mislabelled_receipts_are_warned(tmp_path: Path) -> None:
 
 def test_a_run_stored_before_the_change_gives_the_same_summary(tmp_path: Path) -> None:
     """Issue 10's acceptance: compare on a run directory of the old layout writes the summary the old code
-    wrote; only the schema version may differ (the run's timestamps are run.json's, so they match too)."""
+    wrote; only the schema version differs, and /2's count of damaged lines per ledger file (none here).
+    The run's timestamps are run.json's, so they match too."""
     shutil.copytree(RUN_BEFORE, tmp_path / "run", ignore=shutil.ignore_patterns("*.before.*"))
     path = write_summary(compare(tmp_path / "run"), tmp_path / "run")
     before = json.loads((RUN_BEFORE / "summary.before.json").read_text())
     after = json.loads(path.read_text())
     assert before.pop("schema") == "lossbench.summary/1" and after.pop("schema") == SCHEMA
+    assert [f.pop("damaged_lines") for f in after["ledgers"]] == [0] * len(before["ledgers"])
     assert after == before
     assert isinstance(load_summary(path), Summary)
 

@@ -25,11 +25,14 @@ from hypothesis import strategies as st
 from lossbench.analysis import fast as ledger_fast
 from lossbench.analysis import read as ledger
 from lossbench.analysis.join import match_received
-from lossbench.analysis.read import BadLine, Vocabs, read_ledgers
-from lossbench.contract.ledger import LedgerWriter, dumps_line
+from lossbench.analysis.read import BadLine, LedgerError, Vocabs, read_ledgers
+from lossbench.cli import main
+from lossbench.collector.state import event_line
+from lossbench.contract.ledger import LedgerWriter, micro
+from lossbench.contract.lines import ReceivedEvent, SentEvent, SentPing, encode_line, written_keys
 from lossbench.contract.techniques import TECHNIQUES
 from lossbench.loadgen.player import EventIds, PlayedEvent
-from lossbench.loadgen.techniques import Network, Tab
+from lossbench.loadgen.techniques import Tab
 from lossbench.loadgen.timeline import EventResult
 from lossbench.model.profiles import NetworkDraw
 from lossbench.model.visits import PlannedEvent, Visit
@@ -121,7 +124,7 @@ def check_each(texts: list[bytes], kind: str = "sent") -> None:
 
 
 def lines(*records: dict[str, Any]) -> bytes:
-    return b"".join(dumps_line(r) for r in records)
+    return b"".join(encode_line(r) for r in records)
 
 
 # -- lines as the writers write them -------------------------------------------------------------------
@@ -142,7 +145,7 @@ def played(
     error: str | None = None,
     **fields: Any,
 ) -> dict[str, Any]:
-    """A sent line exactly as ``PlayedEvent.record`` builds it."""
+    """A sent line exactly as ``PlayedEvent.line`` builds it, as a dict (for tests to bend)."""
     plan = {"dns": 0.05, "connect": 0.1, "request": 0.1} if plan is None else plan
     result = EventResult(
         id=f"{i:016x}",
@@ -159,21 +162,21 @@ def played(
         **fields,
     )
     visit = Visit(NetworkDraw(rtt, dns), (PlannedEvent("click", 1.0),), 5.0)
-    return PlayedEvent(result, "click", visit, exit_after, fired).record()
+    return json.loads(PlayedEvent(result, "click", visit, exit_after, fired).record_line())
 
 
 def received(i: int = 1, tech: str = "pixel", method: str = "GET", t: float = 1764250000.456789) -> dict:
-    """A received line as the collector's ``_event`` builds it."""
-    return {"id": f"{i:016x}", "tech": tech, "m": method, "t": round(t, 6), "c": 17}
+    """A received line as the collector's ``event_line`` builds it."""
+    return json.loads(encode_line(event_line((f"{i:016x}", tech, method, 17), micro(t))))
 
 
 def ping(tech: str = "pixel-keepalive", requests: int = 3) -> dict:
     """A ping line as ``record_pings`` builds it."""
-    return {"ping": tech, "requests": requests, "connections": 0, "virtual": True}
+    return json.loads(encode_line(SentPing(ping=tech, requests=requests, connections=0)))
 
 
-def test_record_line_is_record_and_takes_the_fast_path() -> None:
-    """``PlayedEvent.record_line`` (the load generator's hot path) writes ``record()``'s bytes."""
+def test_record_line_takes_the_fast_path() -> None:
+    """``PlayedEvent.record_line`` (the load generator's hot path) writes lines the fast path reads."""
     result = EventResult(id="0123456789abcdef", tech="ajax", written=True, t_written=0.4123456, requests=2)
     result.plan = {"dns": 0.05, "connect": 0.1, "preflight": 2.5e-05}
     result.real = {"dns": 0.0501, "connect": 0.1002, "preflight": 3.1e-05}
@@ -182,7 +185,6 @@ def test_record_line_is_record_and_takes_the_fast_path() -> None:
         PlayedEvent(result, "click", visit, a, 1764250000.1234567) for a in (4.25, math.inf, 12345.6789)
     ]
     block = b"".join(e.record_line() for e in events)
-    assert block == lines(*(e.record() for e in events))
     assert len(check(block).events) == 3
 
 
@@ -218,7 +220,7 @@ def test_the_writers_lines_take_the_fast_path() -> None:
 def test_a_real_client_and_collector(collector_factory, tmp_path: Path) -> None:
     """Events fired at a real collector: its lines and PlayedEvent.record's all take the fast path."""
     collector = collector_factory()
-    tab = Tab(("127.0.0.1", collector.port), Network(rtt=0.0, dns=0.0))
+    tab = Tab(("127.0.0.1", collector.port), NetworkDraw(rtt=0.0, dns=0.0))
     tab.page_load(list(TECHNIQUES))
     ids = EventIds()
     sent = LedgerWriter(tmp_path / "sent", "sent", name="box-1")
@@ -226,8 +228,8 @@ def test_a_real_client_and_collector(collector_factory, tmp_path: Path) -> None:
     for k in range(3):
         for tech in TECHNIQUES:
             result = tab.fire(tech, ids.next(), event_type="click", exit_after=math.inf, visit_time=1.0 + k)
-            sent.append(PlayedEvent(result, "click", visit, math.inf, 1764250000.0 + k).record())
-    sent.append(ping())
+            sent.append(PlayedEvent(result, "click", visit, math.inf, 1764250000.0 + k).line())
+    sent.append(SentPing(**ping()))
     sent.close()
     tab.close()
     collector.stop()
@@ -292,7 +294,7 @@ def test_odd_sent_lines_read_the_same(record: dict) -> None:
 def test_odd_sent_lines_in_other_spellings() -> None:
     spellings = [json.dumps(r).encode() for r in ODD_SENT]  # json's own spacing
     spellings += [json.dumps(r, ensure_ascii=True, separators=(",", ":")).encode() for r in ODD_SENT]
-    check_each(spellings + [dumps_line(r).rstrip(b"\n") for r in ODD_SENT])
+    check_each(spellings + [encode_line(r).rstrip(b"\n") for r in ODD_SENT])
 
 
 ODD_BLOCKS = [
@@ -425,11 +427,11 @@ def damage(line: bytes, data: st.DataObject) -> bytes:
 @given(st.data())
 def test_damaged_lines_read_the_same(data: st.DataObject) -> None:
     """A byte or two changed, dropped or added anywhere: json decides, the fast path must agree."""
-    texts = [damage(dumps_line(data.draw(sent_records())).rstrip(), data) for _ in range(16)]
-    texts += [damage(dumps_line(ping()).rstrip(), data) for _ in range(4)]
+    texts = [damage(encode_line(data.draw(sent_records())).rstrip(), data) for _ in range(16)]
+    texts += [damage(encode_line(ping()).rstrip(), data) for _ in range(4)]
     check_each(texts)
     texts = [
-        damage(dumps_line(received(data.draw(st.integers(0, 2**64 - 1)))).rstrip(), data) for _ in range(16)
+        damage(encode_line(received(data.draw(st.integers(0, 2**64 - 1)))).rstrip(), data) for _ in range(16)
     ]
     check_each(texts, "received")
 
@@ -442,7 +444,7 @@ def test_numbers_read_the_same(numbers: list[float | int]) -> None:
     values = numbers + [round(x, 6) for x in numbers if isinstance(x, float)]
     check(lines(*({**played(), "rtt": x, "A": x, "plan": {"dns": x}, "real": {"dns": x}} for x in values)))
     check(lines(*({**received(), "t": x} for x in values)), "received")
-    check_each([dumps_line({**played(), "t_written": x, "dns": x, "t0": x}).rstrip() for x in values])
+    check_each([encode_line({**played(), "t_written": x, "dns": x, "t0": x}).rstrip() for x in values])
 
 
 # -- whole runs, read in many blocks by several threads -------------------------------------------------
@@ -514,7 +516,7 @@ def test_the_benchmark_generates_the_writers_lines(tmp_path: Path) -> None:
         data = path.read_bytes()
         for line in data.splitlines(keepends=True)[1:-1]:
             record = json.loads(line)
-            assert dumps_line(record) == line
+            assert encode_line(record) == line
             shape = "ping" if "ping" in record else path.parent.name
             assert list(record) == keys[shape], line
         body = b"".join(data.splitlines(keepends=True)[1:-1])
@@ -523,3 +525,99 @@ def test_the_benchmark_generates_the_writers_lines(tmp_path: Path) -> None:
     assert tuple(keys["sent"]) == ledger_fast.SENT_KEYS
     assert tuple(keys["received"]) == ledger_fast.RECEIVED_KEYS
     assert tuple(keys["ping"]) == ledger_fast.PING_KEYS
+
+
+# -- one writer, one key order ---------------------------------------------------------------------------
+
+
+def test_the_line_types_are_the_shape_the_fast_path_walks() -> None:
+    """Lines encoded from the contract's types take the fast path, keys in the types' order; the same line
+    with two keys swapped is left to msgspec. Fails if the writer's order and the reader's diverge."""
+    event = SentEvent(
+        id="00ab120000000001", tech="ajax", type="click", rtt=0.05, dns=0.0623, A=4.25, abort="unload",
+        stage="done", written=True, t_written=3.6e-05, acked=True, retried=False, requests=2, connections=1,
+        plan={"dns": 0.05, "connect": 0.1}, real={"dns": 0.0501, "connect": 5e-06}, t0=1764250000.123456,
+    )  # fmt: skip
+    got = ReceivedEvent(id="00ab120000000001", tech="ajax", m="POST", t=1764250000.5, c=7)
+    pinged = SentPing(ping="pixel-keepalive", requests=3, connections=0)
+    for line, kind in ((event, "sent"), (got, "received"), (pinged, "sent")):
+        text = encode_line(line)
+        assert tuple(json.loads(text)) == written_keys(type(line))
+        scan = check(text, kind)
+        assert len(scan.events) + len(scan.pings) == 1 and len(scan.others) == 0, text
+        record = json.loads(text)
+        first, second, *rest = record
+        keys = (
+            [first, *rest[:1], second, *rest[1:]]
+            if kind == "sent" and line is event
+            else [second, first, *rest]
+        )
+        swapped = json.dumps({k: record[k] for k in keys}, separators=(",", ":")).encode()
+        assert len(check(swapped, kind).others) == 1, swapped
+
+
+@pytest.mark.parametrize("kind", ["sent", "received"])
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "exact"])
+def test_a_damaged_line_in_the_middle_is_skipped_and_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str, fast: bool
+) -> None:
+    """A damaged line before the last: the good lines around it are read, it is counted and named (file and
+    line); ``strict`` stops on it instead."""
+    if not fast:
+        monkeypatch.setattr(ledger_fast, "ENABLED", False)
+    sent = LedgerWriter(tmp_path / "sent", "sent", name="box-1")
+    got = LedgerWriter(tmp_path / "received", "received", name="box-2")
+    for i in range(20):
+        sent.append(played(i))
+        got.append(received(i))
+    sent.close()
+    got.close()
+    path = next((tmp_path / kind).glob("*.jsonl"))
+    text = path.read_bytes().splitlines(keepends=True)
+    text[8] = text[8][:40] + b"\n"  # line 9: the event of id 7, cut short
+    path.write_bytes(b"".join(text))
+    ledgers = read_ledgers(tmp_path)
+    assert ledgers.damaged_lines == 1
+    (info,) = [f for f in ledgers.files if f.kind == kind]
+    assert info.damaged_lines == 1 and info.damage[0].startswith("line 9: ") and info.complete
+    ids = getattr(ledgers, kind)["id"].tolist()
+    assert len(ids) == 19 and f"{7:016x}".encode() not in ids
+    with pytest.raises(LedgerError, match=f"{path.name}:9: "):
+        read_ledgers(tmp_path, strict=True)
+
+
+def test_compare_strict_stops_on_a_damaged_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``lossbench compare`` skips a damaged line with a warning; ``--strict`` exits 2 naming it."""
+    sent = LedgerWriter(tmp_path / "sent", "sent", name="box-1")
+    got = LedgerWriter(tmp_path / "received", "received", name="box-2")
+    for i in range(10):
+        sent.append(played(i))
+        got.append(received(i))
+    sent.append_raw(b'{"id":"00\n', 1)
+    sent.append(played(10))
+    sent.close()
+    got.close()
+    assert main(["compare", str(tmp_path)]) == 0
+    assert "sent/box-1.0.jsonl: 1 damaged line skipped (line 12: invalid JSON" in capsys.readouterr().out
+    assert json.loads((tmp_path / "summary.json").read_text())["ledgers"][0]["damaged_lines"] == 1
+    assert main(["compare", "--strict", str(tmp_path)]) == 2
+    assert "box-1.0.jsonl:12: invalid JSON" in capsys.readouterr().err
+
+
+OLD_WRITERS = [  # lines as the hand-formatted writers before the line types wrote them (repr, fixed stamps)
+    b'{"id":"00ab120000000001","tech":"ajax","type":"click","rtt":0.051234,"dns":0.062346,"A":3.456789,'
+    b'"abort":"unload","stage":"done","written":true,"t_written":3.6e-05,"acked":true,"retried":false,'
+    b'"requests":2,"connections":1,"plan":{"dns":0.05,"connect":1e-06},"real":{"dns":0.0501,"connect":1.5e-05},'
+    b'"t0":1764250000.123456}',
+    b'{"ping":"pixel-keepalive","requests":3,"connections":0,"virtual":true}',
+]
+OLD_RECEIVED = [b'{"id":"00ab120000000001","tech":"ajax","m":"POST","t":1764250000.456000,"c":17}']
+
+
+def test_ledgers_of_the_old_writers_take_the_fast_path() -> None:
+    """Ledgers written before the line types (numbers as Python's repr, the collector's stamp with six
+    decimals) read as before: every line by numpy, the same values as msgspec's."""
+    scan = check(b"\n".join(OLD_WRITERS), "sent")
+    assert (len(scan.events), len(scan.pings), len(scan.others)) == (1, 1, 0)
+    scan = check(b"\n".join(OLD_RECEIVED), "received")
+    assert (len(scan.events), len(scan.others)) == (1, 0)

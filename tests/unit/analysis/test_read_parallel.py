@@ -2,7 +2,8 @@
 
 Runs are cut into many small ranges (more than the arena has slots), read both ways, and compared column by
 column: the same columns, keys, vocabularies, pings, file reports and summary, or the same error naming the
-same file and line. Small runs must not start processes at all.
+same file and line. A damaged line is skipped and counted either way (``strict``: the same error). Small
+runs must not start processes at all.
 """
 
 from __future__ import annotations
@@ -102,11 +103,13 @@ def pools(monkeypatch: pytest.MonkeyPatch) -> list[ledger_parallel.Pool]:
     return used
 
 
-def read(run_dir: Path, monkeypatch: pytest.MonkeyPatch, *, parallel: bool) -> Ledgers | str:
+def read(
+    run_dir: Path, monkeypatch: pytest.MonkeyPatch, *, parallel: bool, strict: bool = False
+) -> Ledgers | str:
     with monkeypatch.context() as m:
         m.setattr(ledger_parallel, "SERIAL_BYTES", 0 if parallel else 1 << 62)
         try:
-            return ledger.read_ledgers(run_dir)
+            return ledger.read_ledgers(run_dir, strict=strict)
         except LedgerError as e:
             return f"LedgerError: {e}"
 
@@ -154,6 +157,9 @@ def test_workers_read_what_this_thread_reads(tmp_path: Path, monkeypatch, pools)
         ranges = sum(len(ledger._ranges(ledger._open_ledger(p, p.parent.name, ""), pools[1].range_bytes))
                      for p in sorted(run.glob("*/*.jsonl")))  # fmt: skip
         assert ranges > 4 * len(pools[1].arena.free)  # slots are handed from range to range
+    else:  # another thread is alive: forking is not safe, so threads read, results by reference
+        assert isinstance(pools[1].executor, concurrent.futures.ThreadPoolExecutor)
+        assert pools[1].arena is None and not loaded
     same_ledgers(serial, parallel)
     assert not isinstance(serial, str) and len(serial.sent["id"]) == 3000
     assert serial.ping_requests == {"pixel-keepalive": 2 * 38 * 2}
@@ -189,40 +195,86 @@ def damage(path: Path, line: int, text: bytes) -> None:
     path.write_bytes(b"".join(lines))
 
 
+BAD_SENT = ("sent/gen-1.0.jsonl", 701)  # (file, 1-based line) of the damaged lines below
+BAD_RECEIVED = ("received/col-0.1.jsonl", 31)
+BAD_UTF8 = ("sent/gen-0.0.jsonl", 301)
+
+
 @pytest.mark.parametrize(
-    "harm",
+    ("harm", "damaged", "error"),
     [
-        pytest.param(lambda run: cut(run / "sent/gen-0.0.jsonl", -30), id="truncated-last-line"),
-        pytest.param(lambda run: cut(run / "received/col-1.0.jsonl", -1000), id="killed-collector"),
+        pytest.param(lambda run: cut(run / "sent/gen-0.0.jsonl", -30), None, None, id="truncated-last-line"),
         pytest.param(
-            lambda run: damage(run / "sent/gen-1.0.jsonl", 700, b'{"id": "00\n'), id="bad-sent-line"
+            lambda run: cut(run / "received/col-1.0.jsonl", -1000), None, None, id="killed-collector"
         ),
         pytest.param(
-            lambda run: damage(run / "received/col-0.1.jsonl", 30, b'{"tech":"pixel"}\n'), id="bad-received"
+            lambda run: damage(run / BAD_SENT[0], BAD_SENT[1] - 1, b'{"id": "00\n'),
+            BAD_SENT,
+            None,
+            id="bad-sent",
         ),
-        pytest.param(lambda run: damage(run / "sent/gen-0.0.jsonl", 300, b"\xff\xfe\n"), id="bad-utf8"),
-        pytest.param(lambda run: (run / "received/zz.jsonl").write_bytes(b""), id="empty-file"),
-        pytest.param(lambda run: damage(run / "sent/gen-1.0.jsonl", 0, b"{}\n"), id="no-header"),
+        pytest.param(
+            lambda run: damage(run / BAD_RECEIVED[0], BAD_RECEIVED[1] - 1, b'{"tech":"pixel"}\n'),
+            BAD_RECEIVED,
+            None,
+            id="bad-received",
+        ),
+        pytest.param(
+            lambda run: damage(run / BAD_UTF8[0], BAD_UTF8[1] - 1, b"\xff\xfe\n"),
+            BAD_UTF8,
+            None,
+            id="bad-utf8",
+        ),
+        pytest.param(
+            lambda run: (run / "received/zz.jsonl").write_bytes(b""),
+            None,
+            "zz.jsonl: empty file",
+            id="empty-file",
+        ),
+        pytest.param(
+            lambda run: damage(run / "sent/gen-1.0.jsonl", 0, b"{}\n"),
+            None,
+            "gen-1.0.jsonl: line 1 is not a ledger header",
+            id="no-header",
+        ),
     ],
 )
-def test_damaged_runs_read_the_same(tmp_path: Path, monkeypatch, pools, harm) -> None:
+def test_damaged_runs_read_the_same(tmp_path: Path, monkeypatch, pools, harm, damaged, error) -> None:
+    """Workers and this thread: the same columns and reports, a damaged line skipped and named, or the same
+    error; with ``strict`` a damaged line is that error."""
     run = make_run(tmp_path, events=800)
     harm(run)
     serial, parallel = read(run, monkeypatch, parallel=False), read(run, monkeypatch, parallel=True)
     same_ledgers(serial, parallel)
-    if isinstance(serial, str):
-        assert ".jsonl" in serial  # the error names the file (and the line, for a damaged one)
+    if error is not None:
+        assert isinstance(serial, str) and error in serial
+        return
+    assert not isinstance(serial, str)
+    assert serial.damaged_lines == (damaged is not None)
+    if damaged is not None:
+        path, line = damaged
+        (info,) = [f for f in serial.files if f.damaged_lines]
+        assert info.path == path and info.damage[0].startswith(f"line {line}: ")
+        assert info.as_dict()["damaged_lines"] == 1
+        assert f"{path}: 1 damaged line skipped (line {line}: " in "\n".join(compare(run)["warnings"])
+        for parallel_read in (False, True):
+            strict = read(run, monkeypatch, parallel=parallel_read, strict=True)
+            assert isinstance(strict, str) and f"{path}:{line}: " in strict, strict
+    with_strict = read(run, monkeypatch, parallel=True, strict=True)
+    assert isinstance(with_strict, str) == (damaged is not None)
 
 
 def test_small_runs_are_read_in_this_thread(tmp_path: Path, monkeypatch, pools) -> None:
     run = make_run(tmp_path, events=200)
     total = sum(p.stat().st_size for p in run.glob("*/*.jsonl"))
     assert total < ledger_parallel.SERIAL_BYTES
-    ledger.read_ledgers(run)
+    serial = ledger.read_ledgers(run)
     assert pools[-1].executor is None and pools[-1].arena is None
     monkeypatch.setattr(ledger_parallel, "SERIAL_BYTES", total)  # as large as the threshold: workers
-    ledger.read_ledgers(run)
+    in_workers = ledger.read_ledgers(run)
     assert pools[-1].executor is not None
+    same_ledgers(serial, in_workers)  # and what they read is what this thread read
+    assert len(in_workers.sent["id"]) == 400 and in_workers.damaged_lines == 0
 
 
 def test_the_arena_gives_back_what_was_stored() -> None:

@@ -6,14 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from lossbench.analysis.stats import (
-    fisher_exact,
-    format_p,
-    ratio,
-    ratio_text,
-    two_proportion_test,
-    wilson_interval,
-)
+from lossbench.analysis.stats import format_p, ratio_text
+from lossbench.stats import fisher_exact, ratio, two_proportion_test, wilson_interval
 
 
 @pytest.mark.parametrize(

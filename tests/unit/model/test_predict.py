@@ -11,10 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lossbench.contract.techniques import STAGES, TECHNIQUES
+from lossbench.model.dns import DNS_TTL
 from lossbench.model.exits import get_exit_model
 from lossbench.model.predict import (
     AJAX_BODY_BYTES,
-    DNS_TTL,
     data_written_times,
     is_lost,
     predict_batch,
@@ -22,10 +22,10 @@ from lossbench.model.predict import (
     stage_at,
     stage_durations,
     stage_matrix,
-    wilson_interval,
 )
 from lossbench.model.profiles import NetworkDraw, NetworkProfile
 from lossbench.model.visits import PlannedEvent, Visit, VisitBatch
+from lossbench.stats import wilson_interval
 
 # rtt exactly 0.1 s, an uncached lookup exactly 0.1 s, no uplink limit.
 EXACT = NetworkProfile("exact", rtt=0.1)
