@@ -150,7 +150,7 @@ def load_summary(path: str | Path) -> Summary:
             f"{path}: not a summary this lossbench reads ({what}, expected {SCHEMA!r}); {redo}"
         )
     try:
-        return msgspec.convert(doc, Summary)
+        return msgspec.convert({**doc, "schema": SCHEMA}, Summary)  # an older version reads as this one
     except msgspec.ValidationError as e:
         raise SummaryError(f"{path}: damaged summary ({e}); {redo}") from None
 

@@ -255,8 +255,9 @@ def test_damaged_runs_read_the_same(tmp_path: Path, monkeypatch, pools, harm, da
         path, line = damaged
         (info,) = [f for f in serial.files if f.damaged_lines]
         assert info.path == path and info.damage[0].startswith(f"line {line}: ")
-        assert info.as_dict()["damaged_lines"] == 1
-        assert f"{path}: 1 damaged line skipped (line {line}: " in "\n".join(compare(run)["warnings"])
+        summary = compare(run)
+        assert [f.damaged_lines for f in summary.ledgers if f.path == path] == [1]
+        assert f"{path}: 1 damaged line skipped (line {line}: " in "\n".join(summary.warnings)
         for parallel_read in (False, True):
             strict = read(run, monkeypatch, parallel=parallel_read, strict=True)
             assert isinstance(strict, str) and f"{path}:{line}: " in strict, strict
