@@ -72,22 +72,22 @@ class LocustPlugin:
         self.users_started = 0
         self.workers_stopped: set[str] = set()
 
-    def listen(self, hooks: Events) -> None:
+    def listen(self, locust_events: Events) -> None:
         """Answer Locust's events (once per process: Locust's events are global)."""
-        hook(hooks.init_command_line_parser).add_listener(self.add_arguments)
-        hook(hooks.init).add_listener(self.on_init)
-        hook(hooks.test_start).add_listener(self.on_test_start)
-        hook(hooks.test_stop).add_listener(self.on_test_stop)
-        hook(hooks.quitting).add_listener(self.on_quitting)
+        hook(locust_events.init_command_line_parser).add_listener(self.add_arguments)
+        hook(locust_events.init).add_listener(self.on_init)
+        hook(locust_events.test_start).add_listener(self.on_test_start)
+        hook(locust_events.test_stop).add_listener(self.on_test_stop)
+        hook(locust_events.quitting).add_listener(self.on_quitting)
 
     @staticmethod
     def add_arguments(parser: LocustParser, **_: Any) -> None:
         add_locust_arguments(parser)
 
-    def options(self, environment: Environment | None = None) -> PluginOptions:
+    @staticmethod
+    def options(environment: Environment) -> PluginOptions:
         """The run's options, as Locust parsed them (a worker's are the master's, from its spawn message)."""
-        environment = environment or self.environment
-        if environment is None or environment.parsed_options is None:
+        if environment.parsed_options is None:
             raise SystemExit("lossbench: run this scenario with the locust command (no parsed options found)")
         return PluginOptions.of(environment.parsed_options)
 

@@ -66,7 +66,7 @@ class LossbenchUser(User):
         return killed
 
     def on_stop(self) -> None:
-        self.stopping = True  # killed by other means (the runner's quit)
+        self.stopping = True  # killed without stop(): a tab whose own greenlet quit the runner
 
     def keep_going(self) -> bool:
         return not self.stopping

@@ -44,12 +44,12 @@ LOCUST_PARSER_SCRIPT = textwrap.dedent(
     """
 )
 
-FLAGS = ["--profile", "4G", "--exit-model", "fixed:0.6", "--abort", "drop", "--seed", "7",
+FLAGS = ["--profile", "Cable", "--exit-model", "fixed:0.6", "--abort", "drop", "--seed", "7",
          "--techniques", "pixel,ajax", "--close-mode", "fin", "--real-time"]  # fmt: skip
-GIVEN = PluginOptions(network_profile="4G", exit_model="fixed:0.6", abort="drop", seed=7,
+GIVEN = PluginOptions(network_profile="Cable", exit_model="fixed:0.6", abort="drop", seed=7,
                       techniques="pixel,ajax", close_mode="fin", real_time=True)  # fmt: skip
 ENV = {"LOSSBENCH_SEED": "5", "LOSSBENCH_CLOSE_MODE": "silent", "LOSSBENCH_REAL_TIME": "true",
-       "LOSSBENCH_PROFILE": "4G"}  # fmt: skip
+       "LOSSBENCH_PROFILE": "Cable"}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
