@@ -7,7 +7,6 @@ must not import: the orchestration hands the plugin a ``Finish`` (see ``lossbenc
 from __future__ import annotations
 
 import os
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -46,12 +45,6 @@ def report_event(environment: Environment, played: PlayedEvent) -> None:
     )
 
 
-def say(text: str) -> None:
-    """A line on standard output, at once: the loss table is the run's answer."""
-    sys.stdout.write(text + "\n")
-    sys.stdout.flush()
-
-
 def end_of_run(
     environment: Environment, run_dir: Path, ledger_error: str | None, finish: Finish | None
 ) -> None:
@@ -62,11 +55,14 @@ def end_of_run(
     """
     if ledger_error is not None:
         # compare would only say that a sent ledger is incomplete: say why, last, and fail the run.
-        say(f"\nlossbench: no loss table: {ledger_error}")
+        print(f"\nlossbench: no loss table: {ledger_error}", flush=True)
         environment.process_exit_code = 1
         return
     if finish is None:
-        say(f"\nlossbench: this locustfile compares nothing at the end: run lossbench compare {run_dir}")
+        print(
+            f"\nlossbench: this locustfile compares nothing at the end: run lossbench compare {run_dir}",
+            flush=True,
+        )
         environment.process_exit_code = 0
         return
     wait_for_closed_ledgers(run_dir / "sent", timeout=15.0)
