@@ -70,7 +70,8 @@ class LocustPlugin:
         self.sent = SentLedger(on_failure=self._stop_run)
         self.in_flight = InFlight()
         self.users_started = 0
-        self.workers_stopped: set[str] = set()
+        self.workers_stopped: set[str] = set()  # master: the workers that sent their final report
+        self.workers_asked = False  # master: this test's workers were asked for it
 
     def listen(self, locust_events: Events) -> None:
         """Answer Locust's events (once per process: Locust's events are global)."""
@@ -137,7 +138,10 @@ class LocustPlugin:
         return url
 
     def on_test_start(self, environment: Environment, **_: Any) -> None:
-        """A new test (the web UI runs several): its events go to a new sent ledger."""
+        """A new test (the web UI runs several): its events go to a new sent ledger, and the master asks
+        its workers for their final reports anew at its end."""
+        self.workers_stopped.clear()
+        self.workers_asked = False
         self.sent.start_test(Path(self.options(environment).run_dir) / "sent")
 
     # -- each event -----------------------------------------------------------------------------------
@@ -167,7 +171,9 @@ class LocustPlugin:
 
     def on_test_stop(self, environment: Environment, **_: Any) -> None:
         if isinstance(environment.runner, MasterRunner):
-            self._stop_workers(environment.runner)
+            if not self.workers_asked:  # once a test: quitting after the test's end does not ask again
+                self.workers_asked = True
+                self._stop_workers(environment.runner)
             return
         self.in_flight.wait(LATE_AFTER)
         self.sent.close()
@@ -186,8 +192,8 @@ class LocustPlugin:
 
     def _on_worker_stopped(self, environment: Environment, msg: Message, **_: Any) -> None:
         """Master: a worker's final statistics, handed to Locust as its own report would be."""
-        hook(environment.events.worker_report).fire(client_id=msg.node_id, data=msg.data["stats"])
         self.workers_stopped.add(msg.node_id)
+        hook(environment.events.worker_report).fire(client_id=msg.node_id, data=msg.data["stats"])
 
     def _stop_workers(self, runner: MasterRunner, timeout: float = 60.0) -> None:
         """Master: Locust's quit waits only 0.5 s for final reports; ask each worker to stop and wait."""
