@@ -157,6 +157,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     from lossbench.report.text import evaluate_fail_if
     from lossbench.runner import RunError, RunOptions, run, say_now
 
+    try:
+        plugin = run_options(args)
+    except ValueError as exc:  # a LOSSBENCH_* variable that cannot be read
+        print(f"lossbench run: {exc}", file=sys.stderr)
+        return 2
     options = RunOptions(
         out=Path(args.out),
         run_id=args.run_id,
@@ -166,7 +171,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         processes=args.processes,
         collector_processes=args.collector_processes,
         scenario=Path(args.scenario) if args.scenario else None,
-        plugin=run_options(args),
+        plugin=plugin,
     )
     try:
         _, summary = run(options, say=say_now)

@@ -40,7 +40,8 @@ class Option:
         return "--" + self.name.replace("_", "-")
 
     def parse_env(self, environ: Mapping[str, str]) -> Value:
-        """The default, or the value of the environment variable as Locust reads it (configargparse)."""
+        """The default, or the value of the environment variable as Locust reads it (configargparse);
+        ValueError naming the variable when it cannot be read."""
         raw = environ.get(self.env)
         if raw is None:
             return self.default
@@ -53,7 +54,7 @@ class Option:
             if self.choices is not None and value not in self.choices:
                 raise ValueError(f"choose from {', '.join(self.choices)}")
         except ValueError as exc:
-            raise SystemExit(f"lossbench: {self.env}={raw!r} is not a valid {self.flag}: {exc}") from None
+            raise ValueError(f"{self.env}={raw!r} is not a valid {self.flag}: {exc}") from None
         return value
 
 
@@ -104,7 +105,7 @@ class PluginOptions:
         "LOSSBENCH_ABORT",
         choices=ABORTS,
     )
-    seed: int = _option(1, "random seed (default: 1)", "LOSSBENCH_SEED")
+    seed: int = _option(1, "random seed (default: %(default)s)", "LOSSBENCH_SEED")
     techniques: str = _option(
         "",
         "comma-separated subset of the scenario's techniques (default: all of them)",
@@ -165,24 +166,26 @@ def add_locust_arguments(parser: LocustParser) -> None:
         parser.add_argument(option.flag, help=option.help, **keywords, **_value_keywords(option))
 
 
-def add_run_arguments(parser: argparse.ArgumentParser, environ: Mapping[str, str] = os.environ) -> None:
-    """The options lossbench run passes on, on its argparse parser, with the same defaults and choices
-    (an environment variable sets the default, as it does for Locust)."""
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options lossbench run passes on, on its argparse parser, with the same choices. Their defaults
+    are the table's, or the environment's as for Locust, decided by ``run_options`` (not here: a bad
+    variable must not break the other commands, which build the same parser)."""
     for option in OPTIONS:
         if not option.locust_only:
             parser.add_argument(
                 option.flag,
                 *option.run_aliases,
                 dest=option.name,
-                default=option.parse_env(environ),
-                help=option.help,
-                **_value_keywords(option),
+                default=None,  # not given
+                help=option.help % {"default": option.default},
+                **_value_keywords(option, none_when_absent=True),
             )
 
 
-def _value_keywords(option: Option) -> dict[str, Any]:
+def _value_keywords(option: Option, *, none_when_absent: bool = False) -> dict[str, Any]:
+    """How the option takes its value; with ``none_when_absent`` a flag not given is None, not False."""
     if isinstance(option.default, bool):
-        return {"action": "store_true"}
+        return {"action": "store_const", "const": True} if none_when_absent else {"action": "store_true"}
     return {"type": type(option.default), "choices": option.choices}
 
 
@@ -199,6 +202,12 @@ def locust_arguments(options: PluginOptions) -> list[str]:
     return arguments
 
 
-def run_options(args: argparse.Namespace) -> PluginOptions:
-    """What lossbench run parsed, as the options it passes on (the Locust-only ones at their defaults)."""
-    return PluginOptions(**{o.name: getattr(args, o.name) for o in OPTIONS if not o.locust_only})
+def run_options(args: argparse.Namespace, environ: Mapping[str, str] = os.environ) -> PluginOptions:
+    """What lossbench run was given, as the options it passes on: each one given, or else its environment
+    variable's value, or else the table's default (the Locust-only ones are lossbench run's to set)."""
+    values: dict[str, Any] = {}  # each of its option's type
+    for option in OPTIONS:
+        if not option.locust_only:
+            given = getattr(args, option.name)
+            values[option.name] = given if given is not None else option.parse_env(environ)
+    return PluginOptions(**values)
