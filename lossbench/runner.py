@@ -226,6 +226,7 @@ def finish_run(run_dir: Path, say: Say) -> dict[str, Any]:
 
 
 def say_now(line: str) -> None:
+    """A line on standard output at once: progress is worth seeing while the children run."""
     print(line, flush=True)
 
 

@@ -69,6 +69,7 @@ class LossbenchUser(User):
         self.stopping = True  # killed without stop(): a tab whose own greenlet quit the runner
 
     def keep_going(self) -> bool:
+        """Asked by the visit player before each event: False once the tab is stopped."""
         return not self.stopping
 
     def _play_visits(self) -> None:
