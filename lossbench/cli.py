@@ -153,27 +153,28 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from lossbench.analysis.read import LedgerError
+    from lossbench.loadgen.locust.options import run_options
     from lossbench.report.fail_if import evaluate_fail_if
-    from lossbench.runner import RunError, RunOptions, run
+    from lossbench.runner import RunError, RunOptions, run, say_now
 
+    try:
+        plugin = run_options(args)
+    except ValueError as exc:  # a LOSSBENCH_* variable that cannot be read
+        print(f"lossbench run: {exc}", file=sys.stderr)
+        return 2
     options = RunOptions(
         out=Path(args.out),
         run_id=args.run_id,
         duration=args.duration,
         users=args.users,
         spawn_rate=args.spawn_rate or float(args.users),
-        profile=args.profile,
-        exit_model=args.exit_model,
-        abort=args.abort,
-        seed=args.seed,
-        techniques=tuple(t.strip() for t in args.techniques.split(",") if t.strip()),
         processes=args.processes,
         collector_processes=args.collector_processes,
         scenario=Path(args.scenario) if args.scenario else None,
-        real_time=args.real_time,
+        plugin=plugin,
     )
     try:
-        _, summary = run(options, say=lambda line: print(line, flush=True))
+        _, summary = run(options, say=say_now)
     except (RunError, LedgerError) as exc:
         print(f"lossbench run: {exc}", file=sys.stderr)
         return 2
@@ -240,9 +241,8 @@ def _add_report(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.set_defaults(func=cmd_report)
 
 
-def _add_run(sub: argparse._SubParsersAction) -> None:
-    from lossbench.model.exits import DEFAULT_EXIT_MODEL
-    from lossbench.model.profiles import DEFAULT_PROFILE
+def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from lossbench.loadgen.locust.options import add_run_arguments
     from lossbench.runner import RunOptions
 
     defaults = RunOptions()
@@ -252,7 +252,9 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
         description=(
             "Start the reference collector, run Locust headless with scenarios/all.py (the four techniques "
             "side by side under the same draws), then compare and report. Prints progress, the loss table "
-            "and the path of the report. See 'lossbench models' for profiles and exit models."
+            "and the path of the report. See 'lossbench models' for profiles and exit models. The options "
+            "from --network-profile on are the Locust plugin's, passed on as they are (environment "
+            "variables LOSSBENCH_* set their defaults)."
         ),
     )
     p.add_argument(
@@ -266,27 +268,25 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--spawn-rate", type=float, default=0.0, help="users started per second (default: all at once)"
     )
-    p.add_argument("--profile", default=DEFAULT_PROFILE, help="network profile (default: %(default)s)")
-    p.add_argument("--exit-model", default=DEFAULT_EXIT_MODEL, help="exit model (default: %(default)s)")
-    p.add_argument(
-        "--abort", default="unload", choices=("unload", "drop"), help="abort kind (default: unload)"
-    )
-    p.add_argument("--seed", type=int, default=1, help="random seed (default: 1)")
-    p.add_argument("--techniques", default=",".join(defaults.techniques), help="comma-separated techniques")
     p.add_argument(
         "--processes",
         type=int,
         default=defaults.processes,
         help="Locust worker processes; 1 runs a single local process (default: %(default)s)",
     )
-    p.add_argument("--collector-processes", type=int, default=1, help="collector processes sharing the port")
+    p.add_argument(
+        "--collector-processes",
+        type=int,
+        default=defaults.collector_processes,
+        help="collector processes sharing the port",
+    )
     p.add_argument(
         "--scenario",
         default="",
         help="locustfile: a path, or a scenario shipped in the package (default: all.py)",
     )
-    p.add_argument("--real-time", action="store_true", help="keep idle gaps real (slow)")
     p.add_argument("--fail-if", action="append", default=[], metavar="EXPR", help="as in compare")
+    add_run_arguments(p)
     p.set_defaults(func=cmd_run)
 
 

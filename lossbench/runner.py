@@ -1,4 +1,5 @@
-"""``lossbench run``: the main job in one command — collector, Locust, compare, report.
+"""``lossbench run``: the main job in one command — collector, Locust, compare, report; and the same
+collector start and finish for Locust run on its own, through the plugin's ``RunHooks``.
 
 The collector and Locust run as child processes (each gets its own core on a 2-core machine). Progress
 comes from the collector's ``/stats`` while Locust runs; Locust's own output goes to ``locust.log`` in the
@@ -7,6 +8,7 @@ run directory. Every child is stopped in ``finally``: an interrupted run leaves 
 
 from __future__ import annotations
 
+import functools
 import json
 import signal
 import socket
@@ -15,14 +17,16 @@ import sys
 import time
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from lossbench.contract.summary import Summary
 from lossbench.contract.techniques import TECHNIQUES
-from lossbench.model.exits import DEFAULT_EXIT_MODEL, get_exit_model
-from lossbench.model.profiles import DEFAULT_PROFILE, get_profile
+from lossbench.loadgen.locust.options import PluginOptions, locust_arguments
+from lossbench.model.exits import get_exit_model
+from lossbench.model.profiles import get_profile
 
 Say = Callable[[str], None]
 
@@ -36,15 +40,10 @@ class RunOptions:
     duration: float = 90.0
     users: int = 400
     spawn_rate: float = 100.0
-    profile: str = DEFAULT_PROFILE
-    exit_model: str = DEFAULT_EXIT_MODEL
-    abort: str = "unload"
-    seed: int = 1
-    techniques: tuple[str, ...] = TECHNIQUES
     processes: int = 2
     collector_processes: int = 1
     scenario: Path | None = None
-    real_time: bool = False
+    plugin: PluginOptions = field(default_factory=PluginOptions)  # passed on to Locust as they are
 
 
 class RunError(Exception):
@@ -52,8 +51,8 @@ class RunError(Exception):
 
 
 def find_scenario(name: str = "all.py") -> Path:
-    """A scenario shipped in the package (``lossbench/loadgen/locust/scenarios``), or a locustfile path."""
-    from lossbench.loadgen.locust import scenarios
+    """A scenario shipped in the package (``lossbench/scenarios``), or a locustfile path."""
+    from lossbench import scenarios
 
     for candidate in (Path(scenarios.__file__).parent / name, Path(name)):
         if candidate.is_file():
@@ -63,18 +62,18 @@ def find_scenario(name: str = "all.py") -> Path:
 
 def validate(options: RunOptions) -> None:
     try:
-        get_profile(options.profile)
-        get_exit_model(options.exit_model)
+        get_profile(options.plugin.network_profile)
+        get_exit_model(options.plugin.exit_model)
     except ValueError as exc:
         raise RunError(str(exc)) from None
-    unknown = [t for t in options.techniques if t not in TECHNIQUES]
+    unknown = [t for t in options.plugin.chosen_techniques() if t not in TECHNIQUES]
     if unknown:
         raise RunError(f"unknown technique(s) {', '.join(unknown)}; choose from {', '.join(TECHNIQUES)}")
     if options.duration <= 0 or options.users <= 0:
         raise RunError("--duration and --users must be positive")
 
 
-def run(options: RunOptions, say: Say = print) -> tuple[Path, dict[str, Any]]:
+def run(options: RunOptions, say: Say = print) -> tuple[Path, Summary]:
     """Run the benchmark; returns the run directory and its summary."""
     validate(options)
     scenario = options.scenario or find_scenario()
@@ -83,9 +82,11 @@ def run(options: RunOptions, say: Say = print) -> tuple[Path, dict[str, Any]]:
     if (run_dir / "sent").exists():
         raise RunError(f"{run_dir} already holds a run; choose another --run-id or remove it")
     run_dir.mkdir(parents=True, exist_ok=True)
+    plugin = options.plugin
+    techniques = ", ".join(plugin.chosen_techniques()) or f"every technique of {scenario.name}"
     say(
-        f"lossbench run {run_id}: {', '.join(options.techniques)} on {options.profile}, exit model "
-        f"{options.exit_model}, {options.users} users for {options.duration:g} s"
+        f"lossbench run {run_id}: {techniques} on {plugin.network_profile}, exit model "
+        f"{plugin.exit_model}, {options.users} users for {options.duration:g} s"
     )
     collector, url = start_collector(run_dir, options.collector_processes)
     try:
@@ -93,7 +94,7 @@ def run(options: RunOptions, say: Say = print) -> tuple[Path, dict[str, Any]]:
         run_locust(options, scenario, run_dir, url, say)
     finally:
         stop_process(collector)
-    return run_dir, finish(run_dir, say)
+    return run_dir, finish_run(run_dir, say)
 
 
 def start_collector(run_dir: Path, processes: int) -> tuple[subprocess.Popen[str], str]:
@@ -118,16 +119,13 @@ def start_collector(run_dir: Path, processes: int) -> tuple[subprocess.Popen[str
 
 
 def locust_command(options: RunOptions, scenario: Path, run_dir: Path, url: str) -> list[str]:
+    """Locust, headless, told every plugin option; the run compares and reports itself (--no-summary)."""
+    plugin = replace(options.plugin, run_dir=str(run_dir), no_summary=True)
     command = [
         sys.executable, "-m", "locust", "-f", str(scenario), "--headless",
         "-u", str(options.users), "-r", str(options.spawn_rate), "-t", f"{options.duration:g}s",
-        "--host", url, "--run-dir", str(run_dir), "--network-profile", options.profile,
-        "--exit-model", options.exit_model, "--abort", options.abort, "--seed", str(options.seed),
-        "--techniques", ",".join(options.techniques), "--no-summary", "--only-summary",
-        "--stop-timeout", "0",
+        "--host", url, *locust_arguments(plugin), "--only-summary", "--stop-timeout", "0",
     ]  # fmt: skip
-    if options.real_time:
-        command.append("--real-time")
     if options.processes > 1:
         port = str(free_port())  # the master's port on loopback, not Locust's default *:5557
         command += ["--processes", str(options.processes), "--master-bind-host", "127.0.0.1",
@@ -139,7 +137,8 @@ def locust_command(options: RunOptions, scenario: Path, run_dir: Path, url: str)
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+        port: int = probe.getsockname()[1]
+        return port
 
 
 def run_locust(options: RunOptions, scenario: Path, run_dir: Path, url: str, say: Say) -> None:
@@ -191,7 +190,8 @@ def watch(proc: subprocess.Popen[str], url: str, duration: float, say: Say, ever
 def collector_stats(url: str) -> dict[str, Any] | None:
     try:
         with urllib.request.urlopen(f"{url}/stats", timeout=2.0) as response:
-            return json.loads(response.read())
+            stats: dict[str, Any] = json.loads(response.read())
+            return stats
     except (OSError, ValueError):
         return None
 
@@ -207,8 +207,9 @@ def stop_process(proc: subprocess.Popen[str], timeout: float = 20.0) -> None:
         proc.wait()
 
 
-def finish(run_dir: Path, say: Say) -> dict[str, Any]:
-    """Compare, write summary.json, render the report; print the table and where the report is."""
+def finish_run(run_dir: Path, say: Say) -> Summary:
+    """Finish a run, whoever ran it: compare, write summary.json, render the report; say the loss table
+    and where the report is. Raises LedgerError when the ledgers cannot be read."""
     from lossbench.analysis.compare import compare, write_summary
     from lossbench.report.html import render_report
     from lossbench.report.text import summary_to_text
@@ -223,3 +224,36 @@ def finish(run_dir: Path, say: Say) -> dict[str, Any]:
     say("")
     say(f"report: {paths.html}")
     return summary
+
+
+def say_now(line: str) -> None:
+    """A line on standard output at once: progress is worth seeing while the children run."""
+    print(line, flush=True)
+
+
+def attach_to_locust() -> None:
+    """For a locustfile run with the locust command: the plugin starts the reference collector when no
+    --host is given and finishes the run at the end, as ``lossbench run`` does. (Imported here: importing
+    Locust patches the process with gevent, which no other command of lossbench wants.)"""
+    from lossbench.loadgen.locust.lifecycle import PLUGIN, RunHooks
+
+    PLUGIN.hooks = RunHooks(start_collector=_collector_for_locust, finish=_finish_for_locust)
+
+
+def _collector_for_locust(run_dir: Path) -> tuple[str, Callable[[], None]]:
+    try:
+        proc, url = start_collector(run_dir, processes=1)
+    except RunError as exc:
+        raise SystemExit(f"lossbench: {exc}") from None
+    return url, functools.partial(stop_process, proc)
+
+
+def _finish_for_locust(run_dir: Path) -> bool:
+    from lossbench.analysis.read import LedgerError
+
+    try:
+        finish_run(run_dir, say_now)
+    except LedgerError as exc:
+        say_now(f"\nlossbench: no loss table: {exc}")
+        return False
+    return True

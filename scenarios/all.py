@@ -1,5 +1,5 @@
 """Thin locustfile for `locust -f scenarios/all.py` from a checkout; the scenario lives in the package."""
 
-from lossbench.loadgen.locust.scenarios.all import AllTechniques
+from lossbench.scenarios.all import AllTechniques
 
 __all__ = ["AllTechniques"]

@@ -1,5 +1,5 @@
 """Thin locustfile for `locust -f scenarios/pixel.py` from a checkout; the scenario lives in the package."""
 
-from lossbench.loadgen.locust.scenarios.pixel import PixelTechniques
+from lossbench.scenarios.pixel import PixelTechniques
 
 __all__ = ["PixelTechniques"]

@@ -23,7 +23,7 @@ def test_the_wheel_carries_the_scenarios_and_templates(tmp_path: Path) -> None:
     (wheel,) = tmp_path.glob("lossbench-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     for scenario in ("all.py", "pixel.py", "ajax.py"):
-        assert f"lossbench/loadgen/locust/scenarios/{scenario}" in names
+        assert f"lossbench/scenarios/{scenario}" in names
     templates = [n for n in names if n.startswith("lossbench/report/templates/")]
     assert templates, "the report's templates are not in the wheel"
 

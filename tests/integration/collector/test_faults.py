@@ -405,7 +405,7 @@ def test_a_locust_worker_killed_mid_run_leaves_a_readable_ledger_and_compare_nam
     killed with SIGKILL while it fires events; the other finishes and closes its ledger. The killed
     worker's ledger is readable, and compare names it as the incomplete one.
 
-    The master would wait up to a minute for the dead worker's final report (lossbench.loadgen.locust.plugin),
+    The master would wait up to a minute for the dead worker's final report (lossbench.loadgen.locust),
     so once the surviving worker has closed its ledger the test stops the collector with SIGTERM and the
     master by its pid."""
     run_dir = tmp_path / "run"
@@ -546,13 +546,13 @@ def test_a_sent_ledger_that_cannot_be_written_stops_the_run_and_says_why(tmp_pat
 LATE_EVENT_SCRIPT = """
 import json, sys, types
 from pathlib import Path
-import lossbench.loadgen.locust.plugin as plugin
+from lossbench.loadgen.locust.lifecycle import LocustPlugin
 from lossbench.loadgen.timeline import EventResult
 from lossbench.model.profiles import NetworkDraw
 from lossbench.model.visits import PlannedEvent, Visit
 from lossbench.loadgen.player import PlayedEvent
 
-plugin.STATE.options = types.SimpleNamespace(run_dir=sys.argv[1])
+plugin = LocustPlugin()
 reported = []
 request = types.SimpleNamespace(fire=lambda **kw: reported.append(kw))
 env = types.SimpleNamespace(events=types.SimpleNamespace(request=request), runner=None)
@@ -562,13 +562,14 @@ def played(n):
     result = EventResult(id=f"{n:016x}", tech="pixel", written=True, t_written=0.0)
     return PlayedEvent(result, "click", visit, float("inf"), 0.0)
 
+plugin.sent.start_test(Path(sys.argv[1]) / "sent")  # the test starts
 plugin.record(env, played(1))
 plugin.on_test_stop(env)  # the test ends: its sent ledger is closed
 plugin.record(env, played(2))  # an event that finished later
-plugin.on_test_start(env)  # a second test in the same process (the web UI)
+plugin.sent.start_test(Path(sys.argv[1]) / "sent")  # a second test in the same process (the web UI)
 plugin.record(env, played(3))
 plugin.on_test_stop(env)
-print(json.dumps({"late": plugin.STATE.late_events, "reported": len(reported)}))
+print(json.dumps({"late": plugin.sent.late, "reported": len(reported)}))
 """
 
 

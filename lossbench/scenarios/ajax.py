@@ -3,7 +3,10 @@
 locust -f scenarios/ajax.py
 """
 
-from lossbench.loadgen.locust.plugin import LossbenchUser
+from lossbench.loadgen.locust.user import LossbenchUser
+from lossbench.runner import attach_to_locust
+
+attach_to_locust()
 
 
 class AjaxTechnique(LossbenchUser):

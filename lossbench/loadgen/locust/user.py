@@ -1,0 +1,98 @@
+"""The Locust user: a browser tab that plays visits back to back, every event with every technique of
+its scenario side by side. A scenario is a subclass naming its techniques (``lossbench.scenarios``)."""
+
+from __future__ import annotations
+
+import functools
+import random
+
+import gevent
+import numpy as np
+from locust import User, constant, task
+
+from lossbench.contract.techniques import TECHNIQUES
+from lossbench.loadgen.locust.greenlets import call_later
+from lossbench.loadgen.locust.lifecycle import PLUGIN, loopback_address, scenario_techniques
+from lossbench.loadgen.player import VisitSource, play_visit
+from lossbench.model.exits import get_exit_model
+from lossbench.model.profiles import get_profile
+from lossbench.model.visits import Visit
+
+START_JITTER = 3.0  # seconds over which tabs started together spread their first visit
+
+
+class LossbenchUser(User):
+    """A browser tab: plays visits back to back, each with every technique side by side."""
+
+    abstract = True
+    techniques: tuple[str, ...] = TECHNIQUES
+    wait_time = constant(0)
+    stopping = False
+
+    def on_start(self) -> None:
+        options = PLUGIN.options(self.environment)
+        self.address = loopback_address(self.host or self.environment.host or "")
+        self.active_techniques = scenario_techniques(type(self).techniques, options)
+        PLUGIN.users_started += 1
+        process = getattr(self.environment.runner, "worker_index", 0) or 0
+        user_seed = [options.seed, process, PLUGIN.users_started]
+        self.visits = iter(
+            VisitSource(
+                get_profile(options.network_profile),
+                get_exit_model(options.exit_model),
+                options.abort,
+                seed=_seed(user_seed),
+            )
+        )
+        self.close_mode = options.close_mode
+        self.real_time = options.real_time
+        # Tabs started in one spawn burst would fire their page views together: spread them out.
+        gevent.sleep(START_JITTER * random.Random(_seed(user_seed)).random())
+
+    @task
+    def visit(self) -> None:
+        """Play visits back to back until the tab is stopped.
+
+        They run in a greenlet of their own, made once per tab: when the run ends Locust kills this
+        user's greenlet, and an event cut short by that would be on the wire but in no sent ledger.
+        """
+        PLUGIN.in_flight.spawn(self._play_visits).join()
+
+    def stop(self, force: bool = False) -> bool:
+        """Locust stops the tab: killed, or asked to finish gracefully (``--stop-timeout``), in which case
+        it waits for this task to return. Either way the visit being played fires no further event."""
+        self.stopping = True
+        killed: bool = super().stop(force)
+        return killed
+
+    def on_stop(self) -> None:
+        self.stopping = True  # killed without stop(): a tab whose own greenlet quit the runner
+
+    def keep_going(self) -> bool:
+        """Asked by the visit player before each event: False once the tab is stopped."""
+        return not self.stopping
+
+    def _play_visits(self) -> None:
+        while self.keep_going():
+            self._play(next(self.visits))
+
+    def _play(self, visit: Visit) -> None:
+        with PLUGIN.in_flight.held():
+            pings = play_visit(
+                visit,
+                self.address,
+                self.active_techniques,
+                PLUGIN.sent.ids,
+                functools.partial(PLUGIN.record, self.environment),
+                close_mode=self.close_mode,
+                real_time=self.real_time,
+                spawn=PLUGIN.in_flight.spawn,
+                call_later=call_later,
+                keep_going=self.keep_going,
+            )
+            if pings and not self.real_time:
+                PLUGIN.sent.append_pings("pixel-keepalive", pings)
+
+
+def _seed(parts: list[int]) -> int:
+    return int(np.random.SeedSequence(parts).generate_state(1)[0])
