@@ -14,6 +14,7 @@ import pytest
 from markupsafe import escape
 
 from lossbench.contract.summary import (
+    SCHEMA,
     Comparison,
     Cost,
     LedgerFile,
@@ -275,8 +276,10 @@ def test_rendering_is_deterministic(tmp_path: Path, rendered: Rendered) -> None:
 def test_the_templates_write_what_the_renderer_before_them_wrote(stored: Summary) -> None:
     """The stored run's page and Markdown, as the string-built renderer before issue 10 wrote them (the
     page without charts): the same bytes, but for how an apostrophe is escaped (markupsafe writes &#39;,
-    html.escape wrote &#x27;; a browser shows both as ')."""
-    before = (BEFORE / "report.before.html").read_text(encoding="utf-8")
+    html.escape wrote &#x27;; a browser shows both as '), and the summary's version the page names."""
+    before = (
+        (BEFORE / "report.before.html").read_text(encoding="utf-8").replace("lossbench.summary/1", SCHEMA)
+    )
     assert summary_html(stored, {}) == before.replace("&#x27;", "&#39;").replace("&quot;", "&#34;")
     charts = ["loss", "stages", "time_to_written", "cost"]
     markdown = (BEFORE / "report.before.md").read_text(encoding="utf-8")
