@@ -42,7 +42,7 @@ def cmd_collector(args: argparse.Namespace) -> int:
     return run_collector(config, announce=lambda line: print(line, flush=True))
 
 
-def _add_collector(sub: argparse._SubParsersAction) -> None:
+def _add_collector(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "collector",
         help="run the reference collector",
@@ -290,7 +290,7 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(func=cmd_run)
 
 
-def _add_models(sub: argparse._SubParsersAction) -> None:
+def _add_models(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("models", help="list network profiles and exit models, with their sources")
     p.set_defaults(func=cmd_models)
 
@@ -307,7 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-ADDERS: list[Callable[[argparse._SubParsersAction], None]] = [
+ADDERS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
     _add_run,
     _add_compare,
     _add_report,

@@ -14,10 +14,10 @@ by the caller, so idle gaps can be compressed without changing how cache ages ar
 
 from __future__ import annotations
 
+import _socket
 import base64
 import functools
 import math
-import socket
 import threading
 import time
 from collections import defaultdict
@@ -108,7 +108,7 @@ class KeepAliveChannel:
     """The connection a ``pixel-keepalive`` tab keeps open with pings; one request at a time on it."""
 
     def __init__(self) -> None:
-        self.sock: socket.socket | None = None
+        self.sock: _socket.socket | None = None
         self.ready_at = math.inf  # visit time at which the connection opened at page load is usable
         self.lock = threading.Lock()
         self.last_used = 0.0
@@ -119,7 +119,7 @@ class KeepAliveChannel:
         if self.sock is None:
             return True
         try:
-            return self.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+            return self.sock.recv(1, _socket.MSG_PEEK | _socket.MSG_DONTWAIT) == b""
         except BlockingIOError:
             return False  # nothing to read: open and idle
         except OSError:
@@ -153,7 +153,7 @@ class Tab:
         self.clock = clock or time.monotonic  # looked up now, after any gevent monkey-patching
         self.sleep = sleep or time.sleep
         self.dns: defaultdict[str, DnsCache] = defaultdict(DnsCache)  # one per technique, made when used
-        self.limbo: list[tuple[float, socket.socket]] = []  # silently abandoned sockets
+        self.limbo: list[tuple[float, _socket.socket]] = []  # silently abandoned sockets
         self.pings_sent = 0
         self.connections_opened = 0
 
@@ -215,7 +215,7 @@ class Tab:
                 keep.append((since, sock))
         self.limbo = keep
 
-    def _connect_plain(self) -> socket.socket:
+    def _connect_plain(self) -> _socket.socket:
         """A connection for the page's own requests (pings), outside any event's timeline."""
         sock = connect(self.address, PING_TIMEOUT)
         self.connections_opened += 1
@@ -279,7 +279,7 @@ class Tab:
 class _Wire:
     """The socket an event is using, so the cut can close it wherever it comes."""
 
-    sock: socket.socket | None = None
+    sock: _socket.socket | None = None
     kept = False  # the kept-alive channel's socket: not closed by the event unless cut
 
 

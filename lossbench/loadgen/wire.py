@@ -48,7 +48,7 @@ def _cooperative_wait() -> _GeventWaits | None:
     return _gevent_waits
 
 
-def wait_ready(sock: socket.socket, for_write: bool, timeout: float | None) -> None:
+def wait_ready(sock: _socket.socket, for_write: bool, timeout: float | None) -> None:
     """Block this thread or greenlet until ``sock`` is readable (or writable); TimeoutError after
     ``timeout`` seconds (None: no limit)."""
     cooperative = _cooperative_wait()
@@ -87,7 +87,7 @@ def _left(deadline: float | None) -> float | None:
     return left
 
 
-def connect(address: tuple[str, int], timeout: float | None, *, nodelay: bool = True) -> socket.socket:
+def connect(address: tuple[str, int], timeout: float | None, *, nodelay: bool = True) -> _socket.socket:
     """A connected non-blocking TCP socket. ``nodelay=False`` saves a system call where the client writes
     once and then only reads (Nagle's algorithm never holds a first write)."""
     family = _socket.AF_INET6 if ":" in address[0] else _socket.AF_INET
@@ -114,7 +114,7 @@ def connect(address: tuple[str, int], timeout: float | None, *, nodelay: bool = 
     return sock
 
 
-def send_all(sock: socket.socket, data: bytes, timeout: float | None = None) -> None:
+def send_all(sock: _socket.socket, data: bytes, timeout: float | None = None) -> None:
     """Write all of ``data``, waiting for room in the send buffer at most ``timeout`` seconds in all."""
     try:
         sent = sock.send(data)
@@ -131,7 +131,7 @@ def send_all(sock: socket.socket, data: bytes, timeout: float | None = None) -> 
             wait_ready(sock, True, _left(deadline))
 
 
-def receive(sock: socket.socket, deadline: float | None, ancillary: int = 0) -> tuple[bytes, list[Any]]:
+def receive(sock: _socket.socket, deadline: float | None, ancillary: int = 0) -> tuple[bytes, list[Any]]:
     """The next bytes the kernel holds for ``sock`` (and the ancillary data of ``recvmsg``); b"" at EOF."""
     patient = False
     while True:
@@ -148,7 +148,7 @@ def receive(sock: socket.socket, deadline: float | None, ancillary: int = 0) -> 
 
 def open_connection(
     address: tuple[str, int], timeline: Timeline, stage: str = "connect", *, nodelay: bool = True
-) -> socket.socket:
+) -> _socket.socket:
     """A real TCP connect for an event, bounded by the time left before the cut."""
     timeline.check(stage)
     # Without a cut the connect is bounded by the kernel (SYN retries): no timer, which under gevent costs
@@ -162,7 +162,7 @@ def open_connection(
     return sock
 
 
-def send_before_cut(sock: socket.socket, data: bytes, timeline: Timeline, stage: str) -> None:
+def send_before_cut(sock: _socket.socket, data: bytes, timeline: Timeline, stage: str) -> None:
     """Write ``data`` for an event; a send buffer that stays full until the cut is the cut."""
     try:
         send_all(sock, data, None if timeline.cut_after == math.inf else max(timeline.remaining(), 0.0))
@@ -173,7 +173,7 @@ def send_before_cut(sock: socket.socket, data: bytes, timeline: Timeline, stage:
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux; Python does not export it
 
 
-def read_response_stamped(sock: socket.socket, timeline: Timeline, stage: str) -> tuple[int, float]:
+def read_response_stamped(sock: _socket.socket, timeline: Timeline, stage: str) -> tuple[int, float]:
     """Read one response; also return the client time its first bytes reached the kernel.
 
     The kernel's receive timestamp (SO_TIMESTAMPNS) excludes the time this thread or greenlet waited to
@@ -201,7 +201,7 @@ def read_response_stamped(sock: socket.socket, timeline: Timeline, stage: str) -
     return read_response(sock, timeline, stage, first), arrived
 
 
-def read_response(sock: socket.socket, timeline: Timeline | None, stage: str, initial: bytes = b"") -> int:
+def read_response(sock: _socket.socket, timeline: Timeline | None, stage: str, initial: bytes = b"") -> int:
     """Read one HTTP response; returns its status. Raises Stale on EOF before any byte, Cut on timeout."""
     timeout = RESPONSE_TIMEOUT if timeline is None else min(timeline.remaining(), RESPONSE_TIMEOUT)
     if timeout <= 0:
@@ -240,7 +240,7 @@ _LINGER_ZERO = struct.pack("ii", 1, 0)
 
 
 def close(
-    sock: socket.socket, mode: str = "rst", limbo: list[tuple[float, socket.socket]] | None = None
+    sock: _socket.socket, mode: str = "rst", limbo: list[tuple[float, _socket.socket]] | None = None
 ) -> None:
     """Close as a tab does. ``rst``: SO_LINGER 0 (no TIME_WAIT); ``fin``: orderly; ``silent``: keep the
     socket open and hand it to ``limbo`` so the collector sees nothing until its own timeout."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields, replace
+from typing import Any
 
 import numpy as np
 
@@ -53,7 +54,8 @@ def _nav_delay(
     n = len(net)
     server = rng.lognormal(math.log(server_median), server_sigma, n)
     warm = rng.random(n) < warm_prob
-    return np.where(warm, 0.0, net.dns + net.rtt) + net.rtt + server
+    delay: np.ndarray = np.where(warm, 0.0, net.dns + net.rtt) + net.rtt + server
+    return delay
 
 
 _DWELL_SOURCE = (
@@ -248,7 +250,7 @@ def get_exit_model(spec: str) -> ExitModel:
     if not params.strip():
         return model
     tunable = {f.name: f.type for f in fields(model) if f.name not in _BASE_FIELDS}
-    changes: dict[str, float | int] = {}
+    changes: dict[str, Any] = {}  # numbers, by the field they tune
     for item in params.split(","):
         key, eq, value = (s.strip() for s in item.partition("="))
         if not eq or key not in tunable:

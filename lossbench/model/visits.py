@@ -77,7 +77,8 @@ class VisitBatch:
 
     def exit_times(self) -> np.ndarray:
         """A for every event (``inf`` where the page never goes away)."""
-        return self.leave_at[self.visit] - self.at
+        times: np.ndarray = self.leave_at[self.visit] - self.at
+        return times
 
     def visit_at(self, i: int) -> Visit:
         lo, hi = np.searchsorted(self.visit, [i, i + 1])
