@@ -47,6 +47,8 @@ def trickle(sock: socket.socket, data: bytes, every: float) -> bytes:
             chunk = sock.recv(4096)
         except TimeoutError:
             continue
+        except ConnectionResetError:
+            break  # a byte sent after the collector closed drew an RST; its answer was read before
         answer += chunk
         if not chunk:
             break

@@ -2,6 +2,10 @@
 
 The rule under test: the collector counts an event if and only if the client wrote its complete data
 before the cut. Network time is emulated with 50 ms steps, so each cut lands 25 ms inside its stage.
+
+The tabs run on client time that moves only when they wait out emulated network time (``new_tab``): the real
+socket operations take none of it, so a loaded machine (a late thread, a slow connect) cannot move a cut
+into another stage. Only the collector's answer must come within the time left before the cut.
 """
 
 from __future__ import annotations
@@ -20,6 +24,25 @@ from support import received_ids, wait_until
 
 NET = NetworkDraw(rtt=0.05, dns=0.05)
 SLOW_UPLINK = NetworkDraw(rtt=0.05, dns=0.05, uplink_bps=16_000)  # a ~190-byte body takes ~95 ms
+
+
+class ClientTime:
+    """A tab's clock that moves only when the tab sleeps: the emulated network's steps, exactly."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def new_tab(collector: CollectorThread, net: Network, **options: str) -> Tab:
+    """A tab on its own client time (``ClientTime``)."""
+    client = ClientTime()
+    return Tab(("127.0.0.1", collector.port), net, clock=client.clock, sleep=client.sleep, **options)
 
 
 def _check(collector: CollectorThread, tmp_path: Path, result, expected_stage: str) -> None:
@@ -53,7 +76,7 @@ CASES = [
 
 @pytest.mark.parametrize(("tech", "net", "visit_time", "exit_after", "stage", "written"), CASES)
 def test_counted_iff_written(collector, tmp_path, tech, net, visit_time, exit_after, stage, written):
-    tab = Tab(("127.0.0.1", collector.port), net)
+    tab = new_tab(collector, net)
     try:
         tab.page_load([tech], visit_time=0.0)
         result = tab.fire(tech, f"{tech}-{stage}-{exit_after}", exit_after=exit_after, visit_time=visit_time)
@@ -65,8 +88,8 @@ def test_counted_iff_written(collector, tmp_path, tech, net, visit_time, exit_af
 
 def test_drop_cuts_half_an_rtt_earlier(collector, tmp_path):
     """A 'drop' abort loses bytes written in the last one-way delay: GET due at 100 ms, cut at 120 - 25."""
-    tab = Tab(("127.0.0.1", collector.port), NET, abort="drop")
-    unload = Tab(("127.0.0.1", collector.port), NET, abort="unload")
+    tab = new_tab(collector, NET, abort="drop")
+    unload = new_tab(collector, NET, abort="unload")
     try:
         dropped = tab.fire("pixel", "dropped", exit_after=0.120)
         delivered = unload.fire("pixel", "unloaded", exit_after=0.120)
@@ -78,7 +101,7 @@ def test_drop_cuts_half_an_rtt_earlier(collector, tmp_path):
 
 
 def test_cut_during_preflight_counts_the_preflight_only(collector, tmp_path):
-    tab = Tab(("127.0.0.1", collector.port), NET)
+    tab = new_tab(collector, NET)
     result = tab.fire("ajax", "cut-in-preflight", exit_after=0.125)
     tab.close()
     _check(collector, tmp_path, result, "preflight")
@@ -91,7 +114,7 @@ def test_body_cut_silently_is_closed_by_the_body_timeout(collector_factory, tmp_
     """Headers sent, body cut with the network gone (no FIN, no RST): not counted, and the collector's
     body timeout closes the connection instead of holding it forever."""
     collector = collector_factory(body_timeout=0.4)
-    tab = Tab(("127.0.0.1", collector.port), SLOW_UPLINK, close_mode="silent")
+    tab = new_tab(collector, SLOW_UPLINK, close_mode="silent")
     result = tab.fire("ajax", "body-never-completes", exit_after=0.200)
     assert result.stage == "body" and not result.written
     assert len(tab.limbo) == 1
@@ -111,7 +134,7 @@ def test_body_cut_silently_is_closed_by_the_body_timeout(collector_factory, tmp_
 
 @pytest.mark.parametrize("close_mode", ["rst", "fin"])
 def test_body_cut_with_close_is_incomplete(collector, tmp_path, close_mode):
-    tab = Tab(("127.0.0.1", collector.port), SLOW_UPLINK, close_mode=close_mode)
+    tab = new_tab(collector, SLOW_UPLINK, close_mode=close_mode)
     result = tab.fire("ajax", f"body-cut-{close_mode}", exit_after=0.200)
     tab.close()
     _check(collector, tmp_path, result, "body")
