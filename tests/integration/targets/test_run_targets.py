@@ -16,7 +16,9 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from lossbench.contract.targets import load_targets
+from lossbench.runner import RunError, RunOptions, run
 from lossbench.targets import TargetError, thin_python
+from lossbench.targets import nginx as nginx_target
 from lossbench.targets.nginx import find_nginx
 from support import ROOT
 
@@ -133,3 +135,12 @@ def test_targets_compares_the_three_in_one_command(tmp_path: Path) -> None:
         assert c.text in result.stdout
     assert (folder / "targets.html").is_file() and (folder / "targets.md").is_file()
     assert (folder / "charts" / "targets.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_run_without_nginx_says_how_to_install_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The error reaches ``lossbench run`` as a RunError (exit 2 with the message), before any load."""
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr(nginx_target, "SBIN_DIRS", ())
+    with pytest.raises(RunError, match=r"nginx not found .* `apt-get install nginx-light`"):
+        run(RunOptions(out=tmp_path, run_id="r", target="nginx"), say=lambda _: None)
+    assert not (tmp_path / "r" / "sent").exists()
