@@ -50,8 +50,8 @@ class TargetResult(msgspec.Struct, frozen=True, kw_only=True):
     written_lost: int
     collector_loss: float
     collector_ci95: tuple[float, float]
-    load_seconds: float  # wall time of the load (Locust running)
-    throughput: float  # events sent per second of load
+    load_seconds: float  # wall time of Locust running (its start and stop included)
+    throughput: float  # events sent per second of the load's duration (run.json's)
     cpu_seconds: float  # the target's CPU time (user + system, its processes) during the run
     cpu_per_event_us: float | None  # cpu_seconds per received event, in microseconds
     skipped_lines: dict[str, int]  # lines of its log without an event, by category

@@ -56,7 +56,7 @@ def load_text(document: TargetsDocument) -> str:
     techniques = ", ".join(load.get("techniques") or []) or "?"
     return (
         f"{techniques} on {load.get('profile')}, exit model {load.get('exit_model')}, "
-        f"seed {load.get('seed')}, {load.get('users')} users for {load.get('duration')}; "
+        f"seed {load.get('seed')}, {load.get('users')} users for {load.get('duration')} s; "
         f"reference target: {document.reference}"
     )
 

@@ -37,7 +37,7 @@ def test_document_table_and_sentences(stored: Summary, tmp_path: Path) -> None:
     assert document.reference == "reference" and reference.written_lost == 0
     assert aiohttp.techniques["pixel"].written_lost == 3
     assert aiohttp.techniques["pixel"].collector_ci95 == wilson_interval(3, written)
-    assert aiohttp.run_dir == "aiohttp" and aiohttp.throughput == aiohttp.sent / 10.0
+    assert aiohttp.run_dir == "aiohttp" and aiohttp.throughput == aiohttp.sent / stored.run["duration"]
     assert aiohttp.cpu_per_event_us == pytest.approx(1e6 * 4.0 / aiohttp.received)
     overall = document.comparisons[0]
     assert overall.technique is None and overall.direction == "more"
