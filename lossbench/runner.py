@@ -173,7 +173,8 @@ def run_measured(options: RunOptions, say: Say = print) -> RunResult:
     try:
         record_target(run_dir, "url" if is_url(options.target) else options.target, load)
         if load.target is None or load.target.kind != "reference":
-            say(f"target: {options.target} at {load.url}; received events read with {load.received_from}")
+            what = "a running target" if load.target is None else load.target.kind
+            say(f"target: {what} at {load.url}; received events read with {load.received_from}")
         else:
             say(f"collector: {load.url} ({options.collector_processes} process(es))")
         cpu_at_start, started = load.cpu_seconds(), time.monotonic()  # the start-up is not the load's
