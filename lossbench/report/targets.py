@@ -14,12 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import jinja2
-from matplotlib.figure import Figure  # after the backend is chosen
+from matplotlib.figure import Figure  # saves PNG through Agg whatever the backend (see report.charts)
+from matplotlib.patches import Patch
 
 from lossbench import __version__
 from lossbench.contract.summary import format_pct, format_pct_interval
 from lossbench.contract.targets import TargetsDocument
-from lossbench.report.charts import DPI, TECH_COLORS, WIDTH_IN  # first: it selects the Agg backend
+from lossbench.report.charts import DPI, TECH_COLORS, WIDTH_IN
 from lossbench.report.markdown import md_escape
 
 HATCHES = ("", "//", "..", "xx", "\\\\")
@@ -131,7 +132,8 @@ def targets_chart(document: TargetsDocument, path: Path) -> Path:
     """Loss per technique and target (bars with 95% intervals), and collector-side loss per target."""
     fig = Figure(figsize=(WIDTH_IN, 7.5), layout="constrained")
     top, bottom = fig.subplots(2, 1, height_ratios=(3, 2))
-    fig.suptitle(f"Loss per target, the same load\n{load_text(document)}", fontsize=11)
+    load, reference = load_text(document).split("; ")
+    fig.suptitle(f"Loss per target, the same load\n{load}\n{reference}", fontsize=11)
     names = list(dict.fromkeys(n for t in document.targets for n in t.techniques))
     width = 0.8 / max(len(document.targets), 1)
     for i, t in enumerate(document.targets):
@@ -143,12 +145,15 @@ def targets_chart(document: TargetsDocument, path: Path) -> Path:
             y = 100 * f.loss
             err = [[y - 100 * f.ci95[0]], [100 * f.ci95[1] - y]]
             color, hatch = TECH_COLORS.get(name, "#777777"), HATCHES[i % len(HATCHES)]
-            label = t.target if j == 0 else None
-            top.bar(x, y, width, color=color, hatch=hatch, edgecolor="white", label=label)
+            top.bar(x, y, width, color=color, hatch=hatch, edgecolor="white")
             top.errorbar(x, y, yerr=err, fmt="none", ecolor="black", capsize=3, lw=1)
     top.set_xticks(range(len(names)), names)
     top.set_ylabel("loss (%), 95% interval")
-    top.legend(title="target (hatch)", fontsize=9, frameon=False)
+    legend = [
+        Patch(facecolor="#999999", edgecolor="white", hatch=HATCHES[i % len(HATCHES)], label=t.target)
+        for i, t in enumerate(document.targets)
+    ]
+    top.legend(handles=legend, title="target", fontsize=9, frameon=False)
     xs = range(len(document.targets))
     values = [100 * t.collector_loss for t in document.targets]
     errors = [
