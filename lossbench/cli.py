@@ -12,6 +12,7 @@ from lossbench import __version__
 
 if TYPE_CHECKING:
     from lossbench.contract.summary import Summary
+    from lossbench.runner import RunOptions
 
 
 def cmd_collector(args: argparse.Namespace) -> int:
@@ -91,6 +92,7 @@ def _add_collector(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    from lossbench.analysis.adapters import AdapterError
     from lossbench.analysis.compare import compare, write_summary
     from lossbench.analysis.read import LedgerError
     from lossbench.contract.summary import summary_json
@@ -98,8 +100,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from lossbench.report.text import summary_to_text
 
     try:
-        summary = compare(Path(args.run_dir), reference=args.reference, strict=args.strict)
-    except LedgerError as exc:
+        summary = compare(
+            Path(args.run_dir), reference=args.reference, strict=args.strict, received_from=args.received_from
+        )
+    except (LedgerError, AdapterError) as exc:
         print(f"lossbench compare: {exc}", file=sys.stderr)
         return 2
     path = write_summary(summary, args.run_dir)
@@ -127,6 +131,7 @@ def _fail_if(summary: Summary, conditions: list[str], evaluate: Callable[[Summar
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from lossbench.analysis.adapters import AdapterError
     from lossbench.analysis.compare import compare, write_summary
     from lossbench.analysis.read import LedgerError
     from lossbench.contract.summary import SummaryError, load_summary
@@ -140,7 +145,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         else:
             summary = compare(run_dir)
             write_summary(summary, run_dir)
-    except (LedgerError, SummaryError) as exc:
+    except (LedgerError, SummaryError, AdapterError) as exc:
         print(f"lossbench report: {exc}", file=sys.stderr)
         return 2
     paths = render_report(run_dir, summary)
@@ -151,34 +156,63 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    from lossbench.analysis.read import LedgerError
+def _run_options(args: argparse.Namespace, command: str) -> RunOptions | None:
+    """The options of ``run`` and ``targets``; None (after saying why) when an environment variable is bad."""
     from lossbench.loadgen.locust.options import run_options
-    from lossbench.report.fail_if import evaluate_fail_if
-    from lossbench.runner import RunError, RunOptions, run, say_now
+    from lossbench.runner import RunOptions
 
     try:
         plugin = run_options(args)
     except ValueError as exc:  # a LOSSBENCH_* variable that cannot be read
-        print(f"lossbench run: {exc}", file=sys.stderr)
-        return 2
-    options = RunOptions(
+        print(f"lossbench {command}: {exc}", file=sys.stderr)
+        return None
+    return RunOptions(
         out=Path(args.out),
         run_id=args.run_id,
         duration=args.duration,
         users=args.users,
         spawn_rate=args.spawn_rate or float(args.users),
         processes=args.processes,
-        collector_processes=args.collector_processes,
+        collector_processes=getattr(args, "collector_processes", RunOptions.collector_processes),
+        target=getattr(args, "target", RunOptions.target),
+        received_from=getattr(args, "received_from", None),
         scenario=Path(args.scenario) if args.scenario else None,
         plugin=plugin,
     )
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from lossbench.analysis.adapters import AdapterError
+    from lossbench.analysis.read import LedgerError
+    from lossbench.report.fail_if import evaluate_fail_if
+    from lossbench.runner import RunError, run, say_now
+
+    options = _run_options(args, "run")
+    if options is None:
+        return 2
     try:
         _, summary = run(options, say=say_now)
-    except (RunError, LedgerError) as exc:
+    except (RunError, LedgerError, AdapterError) as exc:
         print(f"lossbench run: {exc}", file=sys.stderr)
         return 2
     return _fail_if(summary, args.fail_if, evaluate_fail_if)
+
+
+def cmd_targets(args: argparse.Namespace) -> int:
+    from lossbench.analysis.adapters import AdapterError
+    from lossbench.analysis.read import LedgerError
+    from lossbench.compare_targets import run_targets
+    from lossbench.runner import RunError, say_now
+
+    options = _run_options(args, "targets")
+    if options is None:
+        return 2
+    try:
+        run_targets(options, [t.strip() for t in args.targets.split(",") if t.strip()], say=say_now)
+    except (RunError, LedgerError, AdapterError) as exc:
+        print(f"lossbench targets: {exc}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -220,6 +254,13 @@ def _add_compare(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         help="stop (exit 2) on a damaged ledger line instead of skipping it with a warning",
     )
     p.add_argument(
+        "--received-from",
+        metavar="KIND:PATH",
+        help="read the received side from another target's log through an adapter, e.g. "
+        "nginx:access.log:lossbench or jsonl:events.jsonl:event (default: run.json's, for a run made with "
+        "run --target; else the received ledger)",
+    )
+    p.add_argument(
         "--fail-if",
         action="append",
         default=[],
@@ -241,22 +282,12 @@ def _add_report(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.set_defaults(func=cmd_report)
 
 
-def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _add_load_arguments(p: argparse.ArgumentParser) -> None:
+    """The load's options, shared by ``run`` and ``targets``."""
     from lossbench.loadgen.locust.options import add_run_arguments
     from lossbench.runner import RunOptions
 
     defaults = RunOptions()
-    p = sub.add_parser(
-        "run",
-        help="the main job: collector + Locust + compare + report",
-        description=(
-            "Start the reference collector, run Locust headless with scenarios/all.py (the four techniques "
-            "side by side under the same draws), then compare and report. Prints progress, the loss table "
-            "and the path of the report. See 'lossbench models' for profiles and exit models. The options "
-            "from --network-profile on are the Locust plugin's, passed on as they are (environment "
-            "variables LOSSBENCH_* set their defaults)."
-        ),
-    )
     p.add_argument(
         "--out", default=str(defaults.out), help="parent of run directories (default: %(default)s)"
     )
@@ -275,19 +306,71 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="Locust worker processes; 1 runs a single local process (default: %(default)s)",
     )
     p.add_argument(
-        "--collector-processes",
-        type=int,
-        default=defaults.collector_processes,
-        help="collector processes sharing the port",
-    )
-    p.add_argument(
         "--scenario",
         default="",
         help="locustfile: a path, or a scenario shipped in the package (default: all.py)",
     )
-    p.add_argument("--fail-if", action="append", default=[], metavar="EXPR", help="as in compare")
     add_run_arguments(p)
+
+
+def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from lossbench.runner import RunOptions
+
+    p = sub.add_parser(
+        "run",
+        help="the main job: collector + Locust + compare + report",
+        description=(
+            "Start the reference collector (or another --target), run Locust headless with "
+            "scenarios/all.py (the four techniques side by side under the same draws), then compare and "
+            "report. Prints progress, the loss table and the path of the report. See 'lossbench models' "
+            "for profiles and exit models. The options from --network-profile on are the Locust plugin's, "
+            "passed on as they are (environment variables LOSSBENCH_* set their defaults)."
+        ),
+    )
+    p.add_argument(
+        "--collector-processes",
+        type=int,
+        default=RunOptions().collector_processes,
+        help="reference collector processes sharing the port",
+    )
+    p.add_argument(
+        "--target",
+        default=RunOptions().target,
+        help="the collector to load: reference, nginx or aiohttp (started here on a free loopback port; "
+        "its raw log is kept under the run's received/), or the URL of a running one, which needs "
+        "--received-from (default: %(default)s)",
+    )
+    p.add_argument(
+        "--received-from",
+        metavar="KIND:PATH",
+        help="the running target's log, as in compare (a started target's is known)",
+    )
+    p.add_argument("--fail-if", action="append", default=[], metavar="EXPR", help="as in compare")
+    _add_load_arguments(p)
     p.set_defaults(func=cmd_run)
+
+
+def _add_targets(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from lossbench.compare_targets import DEFAULT_TARGETS
+
+    p = sub.add_parser(
+        "targets",
+        help="the same load against several collectors, side by side",
+        description=(
+            "Run the same load with the same draws (seed, techniques, profile, exit model, users, duration) "
+            "against each target in turn, each started on a free loopback port, into OUT/RUN_ID/<target>/; "
+            "then write OUT/RUN_ID/targets.json, targets.html, targets.md and charts/targets.png: loss per "
+            "technique, collector-side loss (events fully written but not logged), throughput and the "
+            "target's CPU per event, compared with the first target in words."
+        ),
+    )
+    p.add_argument(
+        "--targets",
+        default=",".join(DEFAULT_TARGETS),
+        help="comma-separated targets, the first the reference (default: %(default)s)",
+    )
+    _add_load_arguments(p)
+    p.set_defaults(func=cmd_targets)
 
 
 def _add_models(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -309,6 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 ADDERS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
     _add_run,
+    _add_targets,
     _add_compare,
     _add_report,
     _add_collector,

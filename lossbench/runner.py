@@ -27,6 +27,7 @@ from lossbench.contract.techniques import TECHNIQUES
 from lossbench.loadgen.locust.options import PluginOptions, locust_arguments
 from lossbench.model.exits import get_exit_model
 from lossbench.model.profiles import get_profile
+from lossbench.targets import KINDS, Target, TargetError, start_target
 
 Say = Callable[[str], None]
 
@@ -42,6 +43,8 @@ class RunOptions:
     spawn_rate: float = 100.0
     processes: int = 2
     collector_processes: int = 1
+    target: str = "reference"  # a kind of lossbench.targets.KINDS, or the URL of a running target
+    received_from: str | None = None  # adapter spec of a running target's log (required with a URL)
     scenario: Path | None = None
     plugin: PluginOptions = field(default_factory=PluginOptions)  # passed on to Locust as they are
 
@@ -71,10 +74,88 @@ def validate(options: RunOptions) -> None:
         raise RunError(f"unknown technique(s) {', '.join(unknown)}; choose from {', '.join(TECHNIQUES)}")
     if options.duration <= 0 or options.users <= 0:
         raise RunError("--duration and --users must be positive")
+    if is_url(options.target) and not options.received_from:
+        raise RunError(
+            f"--target {options.target} is a running target: say where its log is with --received-from "
+            "KIND:PATH[:OPTIONS], e.g. nginx:/var/log/nginx/access.log"
+        )
+    if not is_url(options.target) and options.target not in KINDS:
+        raise RunError(f"unknown --target {options.target!r}; choose from {', '.join(KINDS)}, or a URL")
+
+
+def is_url(target: str) -> bool:
+    return target.startswith(("http://", "https://"))
+
+
+@dataclass
+class Load:
+    """Where the load goes: a target lossbench started (``target``), or a running one at ``url``."""
+
+    url: str
+    received_from: str | None  # the adapter spec compare reads; None: the reference collector's ledger
+    target: Target | None
+
+    def stop(self) -> None:
+        if self.target is not None:
+            self.target.stop()
+
+    def cpu_seconds(self) -> float | None:
+        """The target's CPU time so far; None for a running target lossbench did not start."""
+        return None if self.target is None else self.target.cpu_seconds()
+
+
+def start_load(options: RunOptions, run_dir: Path) -> Load:
+    """Start the chosen target for a run in ``run_dir`` (the reference collector with
+    ``collector_processes``), or take the running one at its URL."""
+    if is_url(options.target):
+        received_from = options.received_from
+        if received_from is not None and not Path(parse_path(received_from)).is_absolute():
+            kind, rest = received_from.split(":", 1)  # paths in run.json are relative to the run directory
+            received_from = f"{kind}:{Path.cwd() / rest}"
+        return Load(options.target.rstrip("/"), received_from, None)
+    try:
+        if options.target == "reference":
+            proc, url = start_collector(run_dir, options.collector_processes)
+            target = Target(kind="reference", url=url, process=proc, raw_logs=(), received_from=None)
+        else:
+            target = start_target(options.target, run_dir)
+    except TargetError as exc:
+        raise RunError(str(exc)) from None
+    return Load(target.url, options.received_from or target.received_from, target)
+
+
+def parse_path(spec: str) -> str:
+    """The PATH of ``KIND:PATH[:OPTIONS]`` (the adapters' own parser checks the rest when compare reads)."""
+    return spec.partition(":")[2].partition(":")[0]
+
+
+def record_target(run_dir: Path, kind: str, load: Load) -> None:
+    """Put the target and the spec of its log in run.json before Locust starts (the plugin keeps what it
+    finds there), so that a later ``lossbench compare`` reads the same log."""
+    path = run_dir / "run.json"
+    document = json.loads(path.read_text()) if path.exists() else {}
+    document.update(target=kind, target_url=load.url, received_from=load.received_from)
+    path.write_text(json.dumps(document, indent=1) + "\n")
+
+
+@dataclass
+class RunResult:
+    """A finished run: its directory and summary, and what the target did during the load."""
+
+    run_dir: Path
+    summary: Summary
+    load_seconds: float  # wall time of Locust running
+    cpu_seconds: float | None  # the target's CPU time during the load; None for a running target at a URL
 
 
 def run(options: RunOptions, say: Say = print) -> tuple[Path, Summary]:
     """Run the benchmark; returns the run directory and its summary."""
+    result = run_measured(options, say)
+    return result.run_dir, result.summary
+
+
+def run_measured(options: RunOptions, say: Say = print) -> RunResult:
+    """Run the benchmark, measuring the load's wall time and the target's CPU time."""
     validate(options)
     scenario = options.scenario or find_scenario()
     run_id = options.run_id or datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
@@ -88,16 +169,26 @@ def run(options: RunOptions, say: Say = print) -> tuple[Path, Summary]:
         f"lossbench run {run_id}: {techniques} on {plugin.network_profile}, exit model "
         f"{plugin.exit_model}, {options.users} users for {options.duration:g} s"
     )
-    collector, url = start_collector(run_dir, options.collector_processes)
+    load = start_load(options, run_dir)
     try:
-        say(f"collector: {url} ({options.collector_processes} process(es))")
-        run_locust(options, scenario, run_dir, url, say)
+        record_target(run_dir, "url" if is_url(options.target) else options.target, load)
+        if load.target is None or load.target.kind != "reference":
+            what = "a running target" if load.target is None else load.target.kind
+            say(f"target: {what} at {load.url}; received events read with {load.received_from}")
+        else:
+            say(f"collector: {load.url} ({options.collector_processes} process(es))")
+        cpu_at_start, started = load.cpu_seconds(), time.monotonic()  # the start-up is not the load's
+        run_locust(options, scenario, run_dir, load, say)
+        load_seconds = time.monotonic() - started
+        cpu = load.cpu_seconds()  # before stopping: a process that exited has no /proc entry
+        if cpu is not None and cpu_at_start is not None:
+            cpu -= cpu_at_start
     finally:
-        stop_process(collector)
-    return run_dir, finish_run(run_dir, say)
+        load.stop()
+    return RunResult(run_dir, finish_run(run_dir, say), load_seconds, cpu)
 
 
-def start_collector(run_dir: Path, processes: int) -> tuple[subprocess.Popen[str], str]:
+def start_collector(run_dir: Path, processes: int) -> tuple[subprocess.Popen[bytes], str]:
     """Start ``lossbench collector`` on a free loopback port; its stderr goes to ``collector.log``."""
     log_path = run_dir / "collector.log"
     with log_path.open("a") as log:
@@ -106,10 +197,9 @@ def start_collector(run_dir: Path, processes: int) -> tuple[subprocess.Popen[str
              "--processes", str(processes)],
             stdout=subprocess.PIPE,
             stderr=log,
-            text=True,
         )  # fmt: skip
     assert proc.stdout is not None
-    line = proc.stdout.readline()
+    line = proc.stdout.readline().decode(errors="replace")
     if "listening on " not in line:
         proc.kill()
         proc.wait()
@@ -141,17 +231,20 @@ def free_port() -> int:
         return port
 
 
-def run_locust(options: RunOptions, scenario: Path, run_dir: Path, url: str, say: Say) -> None:
+def run_locust(options: RunOptions, scenario: Path, run_dir: Path, load: Load, say: Say) -> None:
     log_path = run_dir / "locust.log"
     with log_path.open("w") as log:
         proc = subprocess.Popen(
-            locust_command(options, scenario, run_dir, url), stdout=log, stderr=subprocess.STDOUT, text=True
+            locust_command(options, scenario, run_dir, load.url),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         try:
-            watch(proc, url, options.duration, say)
+            watch(proc, load, options.duration, say)
         finally:
             stop_process(proc, timeout=60.0)
-    stats = collector_stats(url)
+    stats = collector_stats(load.url) if load.received_from is None else None
     if stats is not None:
         say(f"load finished: the collector received {sum(stats.get('events', {}).values()):,} events")
     sent = list((run_dir / "sent").glob("*.jsonl"))
@@ -163,8 +256,9 @@ def run_locust(options: RunOptions, scenario: Path, run_dir: Path, url: str, say
         )
 
 
-def watch(proc: subprocess.Popen[str], url: str, duration: float, say: Say, every: float = 10.0) -> None:
-    """Print progress from the collector's counters until Locust exits."""
+def watch(proc: subprocess.Popen[str], load: Load, duration: float, say: Say, every: float = 10.0) -> None:
+    """Print progress until Locust exits: from the reference collector's ``/stats``; for another target
+    (which has no ``/stats``: polling it would put foreign lines in its log) the time and its CPU."""
     started = time.monotonic()
     last_events, last_time = 0, started
     next_report = started + every
@@ -174,7 +268,12 @@ def watch(proc: subprocess.Popen[str], url: str, duration: float, say: Say, ever
         if now < next_report:
             continue
         next_report = now + every
-        stats = collector_stats(url)
+        if load.received_from is not None:
+            cpu = load.cpu_seconds()
+            said = "" if cpu is None else f", target CPU {cpu:.0f} s"
+            say(f"  {now - started:5.0f}/{duration:g} s{said}")
+            continue
+        stats = collector_stats(load.url)
         if stats is None:
             continue
         events = sum(stats.get("events", {}).values())
@@ -196,7 +295,7 @@ def collector_stats(url: str) -> dict[str, Any] | None:
         return None
 
 
-def stop_process(proc: subprocess.Popen[str], timeout: float = 20.0) -> None:
+def stop_process(proc: subprocess.Popen[str] | subprocess.Popen[bytes], timeout: float = 20.0) -> None:
     if proc.poll() is not None:
         return
     proc.send_signal(signal.SIGTERM)

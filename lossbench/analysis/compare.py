@@ -20,6 +20,7 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
+from lossbench.analysis.adapters import SKIP_CATEGORIES, file_infos, read_received, received_columns
 from lossbench.analysis.join import Match, chunks, match_received
 from lossbench.analysis.read import Ledgers, read_ledgers
 from lossbench.analysis.stats import ratio_text
@@ -57,17 +58,33 @@ def compare(
     reference: str = "ajax",
     predict_events: int = 200_000,
     strict: bool = False,
+    received_from: str | None = None,
 ) -> Summary:
     """Build the summary of a run directory (raises LedgerError when its ledgers can't be read).
 
     ``reference`` is the technique every other is compared against; when it is not in the run, the
     technique with the highest loss is used. ``predict_events`` is the Monte Carlo size of the prediction.
     ``strict``: a damaged ledger line stops it (LedgerError) instead of being skipped with a warning.
+    ``received_from``: an adapter spec (``KIND:PATH[:OPTIONS]``, relative paths from the current
+    directory) for a run against another target; by default run.json's ``received_from`` (relative to
+    the run directory), which ``lossbench run --target`` writes; without either, the received ledger.
+    Raises AdapterError when that log cannot be read.
     """
     run_dir = Path(run_dir)
-    ledgers = read_ledgers(run_dir, strict=strict)
-    warnings = _ledger_warnings(ledgers)
+    warnings: list[str] = []
     run = _read_run(run_dir, warnings)
+    base: Path | None = None
+    if received_from is None and isinstance(run.get("received_from"), str):
+        received_from, base = run["received_from"], run_dir
+    ledgers = read_ledgers(run_dir, strict=strict, received=received_from is None)
+    skipped: dict[str, int] = {}
+    if received_from is not None:
+        log = read_received(received_from, base)
+        ledgers.received, ledgers.received_keys = received_columns(log.rows, ledgers.vocabs)
+        ledgers.files += file_infos(log, run_dir)
+        skipped = {category: log.skipped[category] for category in SKIP_CATEGORIES}
+        warnings += log.warnings()
+    warnings[:0] = _ledger_warnings(ledgers)
     names = ledgers.techniques
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         # the join runs beside what needs the sent ledgers only (numpy lets go of the GIL): on two cores,
@@ -99,6 +116,8 @@ def compare(
         phantoms=match.phantom_ids,
         comparisons=_comparisons(techniques, reference),
         timing=timing,
+        received_from=received_from,
+        skipped_lines=skipped,
         ledgers=[
             LedgerFile(
                 path=info.path,
@@ -236,6 +255,7 @@ def _technique(
     cut = by.sum(axis=(0, 1))
     lost_cut = by[:, 0].sum(axis=0)
     n = int(cut.sum())
+    written, written_lost = int(by[1].sum()), int(by[1, 0].sum())
     received = int(by[:, 1].sum())
     lost = n - received
     stage_names = ledgers.vocabs.stage.names
@@ -264,7 +284,8 @@ def _technique(
         duplicates=counts.copies[code] - received,  # every copy of a received event but its first
         by_stage=by_stage(lost_cut),
         cut_by_stage=by_stage(cut),
-        written_lost=int(by[1, 0].sum()),
+        written_lost=written_lost,
+        written_lost_ci95=wilson_interval(written_lost, written),
         unwritten_received=int(by[0, 1].sum()),
         time_to_written=TimeToWritten(
             p50=pcts[0] if pcts else None,

@@ -782,8 +782,10 @@ def _read_stats(run_dir: Path, problems: list[str]) -> list[dict[str, object]]:
     return stats
 
 
-def read_ledgers(run_dir: str | os.PathLike[str], *, strict: bool = False) -> Ledgers:
+def read_ledgers(run_dir: str | os.PathLike[str], *, strict: bool = False, received: bool = True) -> Ledgers:
     """Read every sent and received ledger (and collector stats) of a run directory into columns.
+    ``received=False`` reads the sent side only (the received columns are empty): for a run against
+    another target, whose own log an adapter reads instead (``lossbench.analysis.adapters``).
 
     Raises LedgerError when a ledger is missing, empty or not a ledger. A damaged line is skipped, and
     counted and named in ``files`` (``strict``: LedgerError naming it). Incomplete files and truncated last
@@ -801,8 +803,8 @@ def read_ledgers(run_dir: str | os.PathLike[str], *, strict: bool = False) -> Le
     vocabs = Vocabs()
     problems: list[str] = []
     paths = {
-        kind: _ledger_paths(run_dir, kind, who)
-        for kind, who in (("sent", "load generator"), ("received", "collector"))
+        "sent": _ledger_paths(run_dir, "sent", "load generator"),
+        "received": _ledger_paths(run_dir, "received", "collector") if received else [],
     }
     stores = {
         "sent": _Store(SENT_COLUMNS, sum(p.stat().st_size for p in paths["sent"])),
@@ -828,13 +830,13 @@ def read_ledgers(run_dir: str | os.PathLike[str], *, strict: bool = False) -> Le
             results.close()
             in_order.close()
     sent, sent_keys = stores["sent"].result()
-    received, received_keys = stores["received"].result()
+    received_columns, received_keys = stores["received"].result()
     return Ledgers(
         run_dir=run_dir,
         files=[o.info for o in opened],
         vocabs=vocabs,
         sent=sent,
-        received=received,
+        received=received_columns,
         ping_requests=stores["sent"].ping_requests,
         ping_connections=stores["sent"].ping_connections,
         collector_stats=_read_stats(run_dir, problems),

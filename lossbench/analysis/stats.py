@@ -37,3 +37,24 @@ def ratio_text(tech: str, ref: str, loss: float, ref_loss: float, p: float, alph
     factor, direction = ratio(loss, ref_loss)
     assert factor is not None
     return f"{tech} loses {_format_ratio(factor)} {direction} than {ref} ({ptext})"
+
+
+def collector_loss_text(
+    target: str,
+    reference: str,
+    technique: str | None,
+    loss: float,
+    ref_loss: float,
+    p: float,
+    alpha: float = ALPHA,
+) -> str:
+    """The sentence of a target's collector-side loss against the reference target's, e.g. "the aiohttp
+    target lost 0.04% of the events it fully received (p = 0.02: more than the reference target's 0%)".
+
+    A difference is claimed only when significant at ``alpha``; otherwise it says "within noise"."""
+    of = "events" if technique is None else f"{technique} events"
+    said = f"the {target} target lost {format_pct(loss)} of the {of} it fully received"
+    ref = f"the {reference} target's {format_pct(ref_loss)}"
+    if p >= alpha:
+        return f"{said} ({format_p(p)}: the same as {ref} within noise)"
+    return f"{said} ({format_p(p)}: {ratio(loss, ref_loss)[1]} than {ref})"

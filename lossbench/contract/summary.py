@@ -17,11 +17,12 @@ from typing import Any, Literal
 
 import msgspec
 
-SCHEMA = "lossbench.summary/2"
+SCHEMA = "lossbench.summary/3"
 """Version of the summary document; bump it when the JSON shape changes."""
 
-READABLE_SCHEMAS = (SCHEMA, "lossbench.summary/1")
-"""Versions ``load_summary`` reads: /1 lacks only ``ledgers[].damaged_lines``, which then reads as 0."""
+READABLE_SCHEMAS = (SCHEMA, "lossbench.summary/2", "lossbench.summary/1")
+"""Versions ``load_summary`` reads: /2 lacks ``received_from``, ``skipped_lines`` and
+``techniques.*.written_lost_ci95`` (read as null, {} and null); /1 also ``ledgers[].damaged_lines`` (0)."""
 
 
 Direction = Literal["less", "more", "same"]
@@ -73,6 +74,7 @@ class TechniqueFigures(msgspec.Struct, frozen=True, kw_only=True):
     by_stage: dict[str, int]
     cut_by_stage: dict[str, int]
     written_lost: int
+    written_lost_ci95: tuple[float, float] | None = None  # of written_lost / cut_by_stage["done"]
     unwritten_received: int
     time_to_written: TimeToWritten
     cost: Cost
@@ -124,6 +126,8 @@ class Summary(msgspec.Struct, frozen=True, kw_only=True):
     comparisons: list[Comparison]
     timing: Timing
     ledgers: list[LedgerFile]
+    received_from: str | None = None  # the adapter spec of another target's log; None: the received ledger
+    skipped_lines: dict[str, int] = msgspec.field(default_factory=dict)  # of that log, by category
     warnings: list[str]
 
 

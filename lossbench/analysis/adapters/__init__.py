@@ -41,6 +41,7 @@ EXAMPLES = 5
 """Skipped lines named per category in the warning (all are counted)."""
 
 DAMAGED, FOREIGN, REFUSED, IGNORED = "damaged", "foreign", "refused", "ignored"
+SKIP_CATEGORIES = (DAMAGED, FOREIGN, REFUSED, IGNORED)
 WARNED = (DAMAGED, FOREIGN, REFUSED)
 """The categories a warning names; ``ignored`` lines are expected and only counted."""
 

@@ -124,6 +124,10 @@ class LocustPlugin:
                 user_class.host = url
         loopback_address(environment.host)
         write_run_json(run_dir, environment, parsed)
+        # Locust sets its --run-time timer right after this, against the event loop's cached clock, which
+        # has not moved since the loop last ran, before the imports: on a busy machine seconds ago, and a
+        # 5 s run then stopped after 0.2 s. Bring the clock to now first.
+        gevent.get_hub().loop.update_now()
 
     def _start_collector(self, run_dir: Path) -> str:
         """The reference collector on a free loopback port; it is stopped when Locust quits."""

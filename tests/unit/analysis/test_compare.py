@@ -14,13 +14,15 @@ import numpy as np
 import pytest
 
 from lossbench.analysis import join as join
+from lossbench.analysis.adapters import AdapterError
 from lossbench.analysis.compare import QUANTILES, compare, write_summary
 from lossbench.analysis.join import match_received
 from lossbench.analysis.read import LedgerError, read_ledgers
 from lossbench.contract.ledger import LedgerWriter
-from lossbench.contract.summary import SCHEMA, LedgerFile, Summary, load_summary
+from lossbench.contract.summary import SCHEMA, LedgerFile, Summary, load_summary, summary_json
 from lossbench.contract.techniques import TECHNIQUES
 from lossbench.report.text import summary_to_text
+from lossbench.stats import wilson_interval
 
 RUN_BEFORE = Path(__file__).parents[2] / "data" / "run-before"
 """A run made by the code before issue 10 (765448f), with the summary.json it wrote."""
@@ -341,14 +343,19 @@ def same_document(a: object, b: object, rel: float = 1e-7) -> bool:
 
 def test_a_run_stored_before_the_change_gives_the_same_summary(tmp_path: Path) -> None:
     """Issue 10's acceptance: compare on a run directory of the old layout writes the summary the old code
-    wrote; only the schema version differs, and /2's count of damaged lines per ledger file (none here).
-    The run's timestamps are run.json's, so they match too."""
+    wrote; only the schema version differs, /2's count of damaged lines per ledger file (none here) and
+    /3's fields of another target's log (none here) and collector-side loss interval (the Wilson interval
+    of written_lost). The run's timestamps are run.json's, so they match too."""
     shutil.copytree(RUN_BEFORE, tmp_path / "run", ignore=shutil.ignore_patterns("*.before.*"))
     path = write_summary(compare(tmp_path / "run"), tmp_path / "run")
     before = json.loads((RUN_BEFORE / "summary.before.json").read_text())
     after = json.loads(path.read_text())
     assert before.pop("schema") == "lossbench.summary/1" and after.pop("schema") == SCHEMA
     assert [f.pop("damaged_lines") for f in after["ledgers"]] == [0] * len(before["ledgers"])
+    assert (after.pop("received_from"), after.pop("skipped_lines")) == (None, {})
+    for t in after["techniques"].values():
+        written = t["cut_by_stage"]["done"]
+        assert t.pop("written_lost_ci95") == list(wilson_interval(t["written_lost"], written))
     assert same_document(after, before)
     assert not same_document(after, {**before, "phantoms": before["phantoms"] + 1})
     assert isinstance(load_summary(path), Summary)
@@ -490,3 +497,62 @@ def test_counts_equal_a_count_per_event(tmp_path: Path, monkeypatch: pytest.Monk
         late = sum(e["t_written"] + timing_error(e) >= e["A"] for e in delivered)
         assert s.timing.loss_shift[tech] == late / len(mine)
     assert s.phantoms == 1
+
+
+# Another target's log: read through an adapter instead of the received ledger, with damaged and foreign
+# lines named and counted, and collector-side loss (written but not logged).
+
+
+def jsonl_line(i: int, tech: str = "pixel", method: str = "GET") -> str:
+    """A line as targets/aiohttp_app.py writes it."""
+    return json.dumps(
+        {"ts": 1.0, "method": method, "event": {"id": f"{i:016x}", "tech": tech, "type": "click"}}
+    )
+
+
+def make_target_run(folder: Path, received_from: str | None = None) -> Path:
+    """pixel: 10 sent, 8 written; the log has 7 of the written ones, a damaged and a foreign line."""
+    sent = [event(i) for i in range(8)]
+    sent += [event(8, stage="dns", t_written=None), event(9, stage="connect", t_written=None)]
+    write(folder, "sent", sent)
+    log = folder / "received" / "aiohttp" / "events.jsonl"
+    log.parent.mkdir(parents=True)
+    lines = [jsonl_line(i) for i in range(7)]
+    lines.insert(3, '{"ts": 1.0, "method": "GET", "ev')  # damaged: cut in the middle
+    lines.insert(5, '{"status": "started"}')  # foreign: no event in it
+    log.write_text("\n".join(lines) + "\n")
+    run = {"received_from": received_from} if received_from else {}
+    (folder / "run.json").write_text(json.dumps(run))
+    return folder
+
+
+def test_received_from_reads_the_log_names_skipped_lines_and_counts_written_lost(
+    tmp_path: Path,
+) -> None:
+    run = make_target_run(tmp_path)
+    summary = compare(run, received_from=f"jsonl:{run}/received/aiohttp/events.jsonl:event,method=method")
+    pixel = summary.techniques["pixel"]
+    assert (pixel.sent, pixel.received, pixel.lost) == (10, 7, 3)
+    assert pixel.cut_by_stage["done"] == 8 and pixel.written_lost == 1
+    assert pixel.written_lost_ci95 == wilson_interval(1, 8)
+    assert summary.skipped_lines == {"damaged": 1, "foreign": 1, "refused": 0, "ignored": 0}
+    assert summary.received_from is not None and summary.received_from.startswith("jsonl:")
+    said = "\n".join(summary.warnings)
+    assert "events.jsonl:4:" in said and "events.jsonl:6:" in said  # file and line of each skipped line
+    assert [f.kind for f in summary.ledgers] == ["sent", "received"]
+    assert summary.ledgers[1].path == "received/aiohttp/events.jsonl" and summary.ledgers[1].lines == 7
+    summary_json(summary)  # encodes
+
+
+def test_run_json_says_where_the_log_is(tmp_path: Path) -> None:
+    """A run made with ``run --target`` is compared from its run.json alone, paths relative to it."""
+    run = make_target_run(tmp_path, "jsonl:received/aiohttp/events.jsonl:event,method=method")
+    summary = compare(run)
+    assert summary.techniques["pixel"].received == 7
+    assert summary.received_from == "jsonl:received/aiohttp/events.jsonl:event,method=method"
+
+
+def test_a_missing_log_names_the_file(tmp_path: Path) -> None:
+    run = make_target_run(tmp_path)
+    with pytest.raises(AdapterError, match=r"nope\.log: no such log file for the nginx adapter"):
+        compare(run, received_from=f"nginx:{run}/nope.log")

@@ -22,8 +22,9 @@ STORED = Path(__file__).parents[2] / "data" / "run-before" / "summary.before.jso
 
 
 def test_a_stored_summary_reads_and_writes_back_to_the_same_bytes(tmp_path: Path) -> None:
-    """A summary of version /1 reads as the current version (its ledgers had no damaged lines); written
-    again, it is a /2 document that reads back to the same bytes."""
+    """A summary of version /1 reads as the current version (its ledgers had no damaged lines, it read no
+    other target's log, it had no collector-side interval); written again, it is a current document that
+    reads back to the same bytes."""
     summary = load_summary(STORED)
     assert summary.schema == SCHEMA
     assert summary.techniques["pixel"].ci95 == pytest.approx((0.0189, 0.1175), abs=1e-4)
@@ -31,6 +32,8 @@ def test_a_stored_summary_reads_and_writes_back_to_the_same_bytes(tmp_path: Path
     old = json.loads(STORED.read_text(encoding="utf-8"))
     new = json.loads(summary_json(summary))
     assert [f.pop("damaged_lines") for f in new["ledgers"]] == [0] * len(old["ledgers"])
+    assert (new.pop("received_from"), new.pop("skipped_lines")) == (None, {})
+    assert [t.pop("written_lost_ci95") for t in new["techniques"].values()] == [None] * len(old["techniques"])
     assert {**new, "schema": old["schema"]} == old
     path = tmp_path / "summary.json"
     path.write_text(summary_json(summary), encoding="utf-8")
@@ -62,7 +65,7 @@ def test_damaged_or_foreign_documents_name_the_file_and_what_to_do(tmp_path: Pat
     with pytest.raises(SummaryError, match=r"summary\.json: not a summary this lossbench reads \(no schema"):
         load_summary(path)
     path = _stored_with(tmp_path, {"schema": "lossbench.summary/0"})
-    with pytest.raises(SummaryError, match=r"schema 'lossbench.summary/0', expected 'lossbench.summary/2'"):
+    with pytest.raises(SummaryError, match=r"schema 'lossbench.summary/0', expected 'lossbench.summary/3'"):
         load_summary(path)
     path = _stored_with(tmp_path, {"phantoms": "none"})
     with pytest.raises(
