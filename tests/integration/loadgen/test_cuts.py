@@ -39,7 +39,7 @@ class ClientTime:
         self.now += seconds
 
 
-def new_tab(collector: CollectorThread, net: Network, **options: str) -> Tab:
+def new_tab(collector: CollectorThread, net: NetworkDraw, **options: str) -> Tab:
     """A tab on its own client time (``ClientTime``)."""
     client = ClientTime()
     return Tab(("127.0.0.1", collector.port), net, clock=client.clock, sleep=client.sleep, **options)
