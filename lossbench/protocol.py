@@ -13,7 +13,18 @@ from urllib.parse import unquote_to_bytes
 
 import httptools
 
-from lossbench.collector import BODY, CLOSE_LINGER, CLOSING, HEAD_SLICE, HEADERS, IDLE, Collector, Event, log
+from lossbench.collector import (
+    BODY,
+    CLOSE_LINGER,
+    CLOSING,
+    HEAD_SLICE,
+    HEADERS,
+    IDLE,
+    Collector,
+    Event,
+    log,
+    ua_family,
+)
 from lossbench.events import BadEvent, decode_event_json, decode_pixel_param
 from lossbench.responses import LEDGER_FAILED, TIMEOUT, connection_header, http_response
 
@@ -55,6 +66,7 @@ class CollectorProtocol(asyncio.Protocol):
         "stopped",
         "tech",
         "transport",
+        "ua",
         "url",
     )
 
@@ -83,6 +95,7 @@ class CollectorProtocol(asyncio.Protocol):
         self.content_type = b""
         self.content_length: int | None = None
         self.chunked = False
+        self.ua = ""
 
     # -- connection lifecycle ---------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -291,6 +304,8 @@ class CollectorProtocol(asyncio.Protocol):
                 self.content_length = -1
         elif lname == b"transfer-encoding":
             self.chunked = True
+        elif lname == b"user-agent":
+            self.ua = ua_family(value)
 
     def on_headers_complete(self) -> None:
         if self.chunked or self.content_length:
@@ -411,7 +426,7 @@ class CollectorProtocol(asyncio.Protocol):
         """A valid event, to be written by the next commit (``event_line``)."""
         self.collector.stats.requests[tech] += 1
         self.tech = self.tech or tech
-        return event_id, tech, method, self.number
+        return event_id, tech, method, self.number, self.ua
 
 
 def _query_param(query: bytes, name: bytes) -> bytes:

@@ -381,14 +381,20 @@ class Socks5Proxy:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.server.wait_closed(), 2.0)
 
-    def add_visitor(self, visitor: Visitor) -> Visitor:
-        """Register a visit; its idle closes across compressed gaps are armed now."""
+    def add_visitor(self, visitor: Visitor, *, arm: bool = True) -> Visitor:
+        """Register a visit (its names route from now on); ``arm``: its clock is set, arm its idle closes
+        (else ``arm`` once ``visitor.started`` is known)."""
         self.visitors[visitor.key] = visitor
+        if arm:
+            self.arm(visitor)
+        return visitor
+
+    def arm(self, visitor: Visitor) -> None:
+        """Arm the visit's emulated idle closes, just before each compressed gap ends."""
         loop = asyncio.get_running_loop()
         for offset, vt in visitor.breakpoints[1:]:
             delay = visitor.started + offset - IDLE_CLOSE_LEAD - time.time()
             self._timers.append(loop.call_later(max(0.0, delay), visitor.close_idle, vt))
-        return visitor
 
     def remove_visitor(self, key: str) -> Visitor | None:
         return self.visitors.pop(key, None)
@@ -470,31 +476,38 @@ class Socks5Proxy:
                 visitor.relays.discard(relay)
 
 
-def stage_at(logs: list[ConnectionLog], fired: float, gone: float, event_id: str) -> tuple[str, float | None]:
-    """Where a technique host's traffic was when the page went away at wall time ``gone``, for an event
-    fired at ``fired``: ``done`` (its data had left the browser) and when, else the stage it was in —
-    ``dns``, ``connect``, ``preflight`` (an OPTIONS unanswered), ``request`` (its request begun, not
-    complete) — or ``unsent`` (nothing of it on the network: the browser never wrote it)."""
+def written_at(logs: list[ConnectionLog], event_id: str) -> Request | None:
+    """The request that carried ``event_id`` completely out of the browser (at any time), if any."""
     for log in logs:
         for request in log.requests:
             if request.event_id == event_id and request.complete is not None:
-                return "done", request.complete
+                return request
+    return None
+
+
+def stage_at(logs: list[ConnectionLog], fired: float, gone: float, event_id: str) -> str:
+    """Where an event fired at wall time ``fired`` was when the page went away at ``gone``, from its
+    technique host's traffic: ``done`` (its data had left the browser), else the stage it was in —
+    ``dns``, ``connect``, ``preflight`` (an OPTIONS unanswered), ``request`` (a request begun, not
+    complete) — or ``unsent`` (nothing of it on the network: the browser had not written it)."""
+    carried = written_at(logs, event_id)
+    if carried is not None and carried.complete is not None and carried.complete <= gone:
+        return "done"
     for log in logs:
         for request in log.requests:
-            if request.event_id == event_id or (
-                request.complete is None and request.started >= fired and request.method != "OPTIONS"
-            ):
-                return "request", None
+            begun = fired <= request.started <= gone and request.method != "OPTIONS"
+            if begun and (request.complete is None or request.complete > gone):
+                return "request"
     pending = [g for g in logs if fired <= g.asked <= gone and (g.connected is None or g.connected > gone)]
     if pending:
         log = pending[-1]
-        return ("dns" if log.looked_up is None or log.looked_up > gone else "connect"), None
+        return "dns" if log.looked_up is None or log.looked_up > gone else "connect"
     for log in logs:
         for request in log.requests:
             unanswered = request.answered is None or request.answered > gone
             if request.method == "OPTIONS" and fired <= request.started <= gone and unanswered:
-                return "preflight", None
-    return "unsent", None
+                return "preflight"
+    return "unsent"
 
 
 __all__ = [
@@ -509,4 +522,5 @@ __all__ = [
     "Visitor",
     "collector_host",
     "stage_at",
+    "written_at",
 ]
