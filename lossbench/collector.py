@@ -168,8 +168,8 @@ def event_line(event: Event, now: float, stamp: str) -> bytes:
     if '"' in event_id or "\\" in event_id:  # valid ids are printable ASCII: only these need escaping
         record = {"id": event_id, "tech": tech, "m": method, "t": round(now, 6), "c": connection}
         return dumps_line({**record, "ua": ua} if ua else record)
-    tail = f',"ua":"{ua}"' if ua else ""
-    return f'{{"id":"{event_id}","tech":"{tech}","m":"{method}","t":{stamp},"c":{connection}{tail}}}\n'.encode()
+    end = f',"ua":"{ua}"}}\n' if ua else "}\n"
+    return f'{{"id":"{event_id}","tech":"{tech}","m":"{method}","t":{stamp},"c":{connection}{end}'.encode()
 
 
 class ReceivedLedger(LedgerWriter):

@@ -37,6 +37,7 @@ CHART_CAPTIONS: dict[str, str] = {
     "stages": "Lost events by the stage the client was in when the page went away, as a share of sent.",
     "time_to_written": "Share of written events whose complete data was written by a given time.",
     "cost": "Requests, connections and connection time at the collector per delivered event.",
+    "calibration": "Chromium's loss beside the socket client's for the same visits (lossbench calibrate).",
 }
 
 LOSS_COLUMNS: tuple[str, ...] = (
@@ -139,6 +140,15 @@ def comparisons(summary: Mapping[str, Any]) -> list[tuple[str, str]]:
         sig = {True: "significant", False: "not significant"}.get(c.get("significant"), "")
         out.append((str(c["text"]), ", ".join(s for s in (sig, p_text) if s)))
     return out
+
+
+def calibration_lines(summary: Mapping[str, Any]) -> list[str]:
+    """The calibration's sentences (``lossbench calibrate``): where Chromium and the socket client agree
+    or disagree, with the numbers."""
+    cal = summary.get("calibration")
+    if not isinstance(cal, Mapping):
+        return []
+    return [str(e["text"]) for e in cal.values() if isinstance(e, Mapping) and e.get("text")]
 
 
 def warnings(summary: Mapping[str, Any]) -> list[str]:
@@ -266,6 +276,8 @@ def summary_markdown(summary: Mapping[str, Any], *, charts: Iterable[str] = tupl
         out += ["> **⚠ Warnings**", ">"] + [f"> - {_md(w)}" for w in warns] + [""]
     out += ["## How to read this", "", HOW_TO_READ, "", "## Loss", ""]
     out += [*_md_table(LOSS_COLUMNS, loss_table(summary), numeric=True), ""]
+    if cal := calibration_lines(summary):
+        out += ["## Calibration: Chromium vs the socket client", ""] + [f"- {_md(t)}" for t in cal] + [""]
     if comps := comparisons(summary):
         out += (
             ["## Comparisons", ""] + [f"- {_md(t)}" + (f" ({_md(s)})" if s else "") for t, s in comps] + [""]
@@ -335,6 +347,9 @@ def summary_html(summary: Mapping[str, Any], charts: Mapping[str, bytes]) -> str
         )
     parts += ["<h2>How to read this</h2>", f"<p>{_e(HOW_TO_READ)}</p>", "<h2>Loss</h2>"]
     parts.append(_html_table(LOSS_COLUMNS, loss_table(summary), "loss"))
+    if cal := calibration_lines(summary):
+        items = "".join(f"<li>{_e(t)}</li>" for t in cal)
+        parts += ["<h2>Calibration: Chromium vs the socket client</h2>", f"<ul>{items}</ul>"]
     if comps := comparisons(summary):
         items = "".join(
             f"<li>{_e(t)}{f' <span class=sig>({_e(s)})</span>' if s else ''}</li>" for t, s in comps

@@ -5,7 +5,7 @@
   "use strict";
   const plan = window.LOSSBENCH_PLAN;
   const clock = () => performance.timeOrigin + performance.now(); // wall-clock ms, high resolution
-  const record = { key: plan.key, loaded: clock(), started: null, fired: [], acked: {}, pings: 0, gone: null, how: null };
+  const record = { key: plan.key, loaded: clock(), started: null, fired: [], acked: {}, pings: 0, gone: null };
 
   function body(id, tech, type) {
     // byte for byte what lossbench.techniques.event_body builds
@@ -57,7 +57,9 @@
     for (const tech of plan.techniques) {
       const id = event.ids[tech];
       const data = body(id, tech, event.type);
-      record.fired.push({ id: id, tech: tech, type: event.type, t: clock() });
+      const fired = { id: id, tech: tech, type: event.type, t: clock() };
+      record.fired.push(fired);
+      console.debug("lossbench fired " + JSON.stringify(fired)); // lossbench reads it if the record is lost
       techniques[tech](id, data, plan.hosts[tech]);
     }
   }
@@ -70,6 +72,7 @@
   function sendRecord() {
     if (record.gone !== null) return;
     record.gone = clock();
+    console.debug("lossbench gone " + JSON.stringify({ t: record.gone, acked: record.acked }));
     navigator.sendBeacon("/record/" + plan.key, new Blob([JSON.stringify(record)], { type: "text/plain" }));
   }
   window.addEventListener("pagehide", sendRecord);

@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import math
 import time
+import traceback
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,7 +49,9 @@ from lossbench.models import Visit
 from lossbench.visits import KEEPALIVE_PING_INTERVAL, EventIds
 
 EXIT_HOWS = ("auto", "close", "navigate")
-GAP_RTTS = 6.0
+GAP_RTTS = 4.0  # a gap is compressed to GAP_RTTS RTTs + the lookup + GAP_EXTRA: every stage is over by then
+GAP_EXTRA = 0.5
+CALL_TIMEOUT = 15.0  # any one Playwright call (a page that never closes must not stall a worker)
 SETTLE_SECONDS = 3.0  # after the page went away, how long late requests (beacons) may still leave
 RECORD_TIMEOUT = 5.0  # waiting for the page's pagehide record after it went away
 CONTEXT_VISITS = 100  # a worker's context is replaced after this many visits (pools stay small)
@@ -80,7 +84,7 @@ class Timing:
 
 def schedule(visit: Visit, max_gap: float | None) -> Timing:
     """Compress the visit's idle gaps to ``max_gap`` (the wait before the first event stays real)."""
-    gap = max_gap if max_gap is not None else GAP_RTTS * visit.net.rtt + visit.net.dns + 1.0
+    gap = max_gap if max_gap is not None else GAP_RTTS * visit.net.rtt + visit.net.dns + GAP_EXTRA
     offsets: list[float] = []
     breakpoints = [(0.0, 0.0)]
     real = prev_at = 0.0
@@ -106,8 +110,47 @@ class PlayerStats:
     visits: int = 0
     events: int = 0
     records_missing: int = 0
+    records_from_console: int = 0  # the pagehide beacon was lost; the console notes served
     late_starts: int = 0
     errors: list[str] = field(default_factory=list)
+
+
+class _Notes:
+    """What the page said on its console (each fire, its pagehide): the record when the pagehide beacon is
+    lost (a busy machine, a tab torn down first). Without a pagehide note, the page went away when
+    lossbench closed it, or when the next page committed."""
+
+    def __init__(self) -> None:
+        self.fired: list[dict[str, Any]] = []
+        self.gone: dict[str, Any] | None = None
+        self.closed: float | None = None
+        self.committed: float | None = None
+
+    def on_console(self, message: Any) -> None:
+        text = message.text
+        if not text.startswith("lossbench "):
+            return
+        _, kind, data = text.split(" ", 2)
+        if kind == "fired":
+            self.fired.append(json.loads(data))
+        elif kind == "gone":
+            self.gone = json.loads(data)
+
+    def on_navigated(self, frame: Any) -> None:
+        if self.committed is None and "/next/" in frame.url and frame.parent_frame is None:
+            self.committed = time.time()
+
+    def record(self, plan: PagePlan) -> dict[str, Any] | None:
+        if not self.fired:
+            return None
+        gone = self.gone["t"] if self.gone else None
+        if gone is None:
+            fallback = self.closed if plan.how == "close" else self.committed
+            gone = None if fallback is None else fallback * 1000.0
+        if gone is None:
+            return None
+        acked = self.gone["acked"] if self.gone else {}
+        return {"key": plan.key, "fired": self.fired, "gone": gone, "acked": acked, "from": "console"}
 
 
 class BrowserPlayer:
@@ -181,14 +224,15 @@ class BrowserPlayer:
                 try:
                     await self._visit(context, f"w{worker}n{n}", visit)
                 except Exception as exc:  # a visit that failed is reported, the run goes on
-                    self.stats.errors.append(f"visit {n}: {type(exc).__name__}: {exc}")
+                    where = traceback.extract_tb(exc.__traceback__)[-1]
+                    self.stats.errors.append(f"visit {n}: {type(exc).__name__} {exc} (line {where.lineno})")
         finally:
             await self._close_context(context)
 
     async def _close_context(self, context: Any) -> None:
         await asyncio.sleep(SETTLE_SECONDS)  # beacons of its last visits may still be leaving
         with contextlib.suppress(Exception):
-            await context.close()
+            await asyncio.wait_for(context.close(), CALL_TIMEOUT)
 
     def _later(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -230,10 +274,14 @@ class BrowserPlayer:
             ),
             arm=False,
         )
-        page = await context.new_page()
+        page = await asyncio.wait_for(context.new_page(), CALL_TIMEOUT)
+        notes = _Notes()
+        page.on("console", notes.on_console)
+        page.on("framenavigated", notes.on_navigated)
         try:
             await page.goto(f"{PAGE_ORIGIN}/visit/{key}", wait_until="load", timeout=LOAD_TIMEOUT_MS)
-            start = await page.evaluate("lead => window.lossbenchStart(lead)", START_LEAD_MS) / 1000.0
+            begin = page.evaluate("lead => window.lossbenchStart(lead)", START_LEAD_MS)
+            start = await asyncio.wait_for(begin, CALL_TIMEOUT) / 1000.0
             visitor.started = plan.start = start
             self.proxy.arm(visitor)
             loop = asyncio.get_running_loop()
@@ -242,20 +290,21 @@ class BrowserPlayer:
             if how == "close":
                 end = timing.leave
                 if end is None:  # never cut: stay until every event's requests are over
-                    end = timing.offsets[-1] + GAP_RTTS * net.rtt + net.dns + 1.0
+                    end = timing.offsets[-1] + GAP_RTTS * net.rtt + net.dns + GAP_EXTRA
                 await asyncio.sleep(max(0.0, start + end - time.time()))
-                await page.close()
+                notes.closed = time.time()
+                await asyncio.wait_for(page.close(), CALL_TIMEOUT)
             assert plan.record is not None
             try:
                 record = await asyncio.wait_for(
                     asyncio.shield(plan.record), (timing.leave or 0) + RECORD_TIMEOUT
                 )
             except TimeoutError:
-                record = None
+                record = notes.record(plan)
         finally:
             if not page.is_closed():
                 with contextlib.suppress(Exception):
-                    await page.close()
+                    await asyncio.wait_for(page.close(), CALL_TIMEOUT)
         self._later(self._settle(key, visit, timing, plan, record, visitor))
 
     def _how(self, visit: Visit, timing: Timing) -> str:
@@ -309,6 +358,7 @@ class BrowserPlayer:
             gone = plan.start + (timing.leave if timing.leave is not None else timing.offsets[-1])
             acked: dict[str, float] = {}
         else:
+            self.stats.records_from_console += record.get("from") == "console"
             fired = {f["id"]: (f["t"] / 1000.0, f["type"]) for f in record["fired"]}
             gone = record["gone"] / 1000.0 if record.get("gone") else time.time()
             acked = record.get("acked", {})
@@ -344,8 +394,9 @@ class BrowserPlayer:
                     "retried": False,
                     "requests": requests,
                     "connections": connections,
-                    "plan": {},
-                    "real": {},
+                    # timing error: the exit as it happened (pagehide after the actual fire) minus as drawn
+                    "plan": {} if math.isinf(A) else {"exit": micro(A)},
+                    "real": {} if math.isinf(A) else {"exit": micro(gone - t0)},
                 }
                 if record is None:
                     line["error"] = "no page record: fire times as planned"
