@@ -181,6 +181,7 @@ class BrowserPlayer:
         self.pages = PageServer()
         self.proxy: Socks5Proxy | None = None
         self.pending: set[asyncio.Task[None]] = set()
+        self.played: list[int] = []  # indices of the visits played (a deadline may stop the run early)
         self.records: list[dict[str, Any]] = []  # the page records, for tests
         self.keep_records = False
 
@@ -221,6 +222,7 @@ class BrowserPlayer:
                     old, context = context, await browser.new_context()
                     self._later(self._close_context(old))
                 played += 1
+                self.played.append(n)
                 try:
                     await self._visit(context, f"w{worker}n{n}", visit)
                 except Exception as exc:  # a visit that failed is reported, the run goes on

@@ -123,7 +123,8 @@ def _playwright_version() -> str:
 
 
 def play_chromium(run_dir: Path, visits: Sequence[Visit], options: BrowserRunOptions, say: Say) -> dict:
-    """Play ``visits`` in Chromium against a fresh collector; writes run.json; returns the player's counts."""
+    """Play ``visits`` in Chromium against a fresh collector; writes run.json; returns the player's counts
+    (``played``: the indices of the visits played, all of them unless ``duration`` ran out)."""
     chromium.chromium_path()
     chromium.require_playwright()
     started = time.time()
@@ -157,12 +158,13 @@ def play_chromium(run_dir: Path, visits: Sequence[Visit], options: BrowserRunOpt
         "seconds": round(ended - started, 3),
         "visits_per_second": round(stats.visits / max(ended - started, 1e-9), 3),
     }
+    played = sorted(player.played)
     write_run_json(run_dir, options, "chromium", started=started, ended=ended, player=counts)
     say(
         f"chromium: {stats.visits} visits, {stats.events} events in {ended - started:.0f} s "
-        f"({counts['visits_per_second']:.1f} visits/s); {len(stats.errors)} visit errors"
+        f"({counts['visits_per_second']:.2f} visits/s); {len(stats.errors)} visit errors"
     )
-    return counts
+    return {**counts, "played": played}
 
 
 def play_socket(run_dir: Path, visits: Sequence[Visit], options: BrowserRunOptions, say: Say) -> dict:
@@ -228,8 +230,10 @@ def calibrate(options: BrowserRunOptions, say: Say = print) -> tuple[Path, dict[
     )
     socket_dir = run_dir / "socket"
     socket_dir.mkdir(parents=True, exist_ok=True)
-    play_socket(socket_dir, visits, options, say)
-    play_chromium(run_dir, visits, options, say)
+    played = play_chromium(run_dir, visits, options, say)["played"]
+    if len(played) < len(visits):
+        say(f"chromium played {len(played)} of {len(visits)} visits (--duration); so does the socket client")
+    play_socket(socket_dir, [visits[i] for i in played], options, say)
     say("comparing ledgers ...")
     summary = attach(run_dir, socket_dir)
     cal = summary["calibration"]
