@@ -20,7 +20,7 @@ from lossbench.loadgen.browser.proxy import COLLECTOR_SUFFIX, PAGE_HOSTS
 pytestmark = [needs_chromium, pytest.mark.browser]
 
 ALL = ["ajax", "pixel", "pixel-prewarm", "pixel-keepalive", "beacon", "fetch-keepalive"]
-AT = 4.0  # the event fires at visit time 4 s: the pre-warm ping and the kept connection are ready by then
+AT = 6.0  # the event fires at visit time 6 s: where a test needs them, the pings are answered by then
 
 # name -> the visit: (event at, exit after it, rtt, dns, how, abort)
 VISITS = {
@@ -30,8 +30,12 @@ VISITS = {
     # everything written long before the page goes away (written by dns + 2.5 rtt = 1.8 s at the latest)
     "after-close": visit(AT, 5.0, rtt=0.6, dns=0.3, how="close"),
     "after-navigate": visit(AT, 5.0, rtt=0.6, dns=0.3, how="navigate"),
-    # ajax's preflight is answered 0.3 + 1.5 + 1.5 = 3.3 s after it fires; the page goes at 2.4 s
-    "preflight-navigate": visit(AT, 2.4, rtt=1.5, dns=0.3, how="navigate"),
+    # new connections are up at dns + rtt = 2.8 s; the page goes at 1 s, during the connect
+    "connect-close": visit(AT, 1.0, rtt=2.5, dns=0.3, how="close"),
+    "connect-navigate": visit(AT, 1.0, rtt=2.5, dns=0.3, how="navigate"),
+    # ajax's OPTIONS leaves at 0.3 + 2 = 2.3 s and is answered at 4.3 s; the page goes at 3 s
+    "preflight-close": visit(AT, 3.0, rtt=2.0, dns=0.3, how="close"),
+    "preflight-navigate": visit(AT, 3.0, rtt=2.0, dns=0.3, how="navigate"),
     # a pixel is written at dns + rtt = 2.1 s and travels 1 s (one way); the tab closes at 2.6 s
     "in-flight-unload": visit(AT, 2.6, rtt=2.0, dns=0.1, how="close", abort="unload"),
     "in-flight-drop": visit(AT, 2.6, rtt=2.0, dns=0.1, how="close", abort="drop"),
@@ -83,14 +87,26 @@ def test_pooled_connections_are_reused(played) -> None:
         assert line["connections"] == 0 and line["stage"] == "done", line
 
 
-def test_pending_preflight_completes_but_the_post_is_never_sent(played) -> None:
-    """Navigation during ajax's preflight: the OPTIONS was sent (and answered after the page was gone),
-    the POST never was. A keep-alive fetch's POST is sent after its preflight all the same."""
+@pytest.mark.parametrize("how", ["close", "navigate"])
+def test_page_gone_during_connect(played, how: str) -> None:
+    """A pending connect completes, but nothing is written on it; a beacon and a keep-alive fetch are."""
     result, ids = played
-    got = arrived(played, "preflight-navigate")
-    assert got["ajax"] is False
-    assert got["fetch-keepalive"] is True
-    line = result.sent[ids["preflight-navigate"]["ajax"]]
+    got = arrived(played, f"connect-{how}")
+    assert got == {**got, "ajax": False, "pixel": False, "beacon": True, "fetch-keepalive": True}
+    for tech in ("ajax", "pixel"):
+        line = result.sent[ids[f"connect-{how}"][tech]]
+        assert line["stage"] == "connect" and line["requests"] == 0, line
+
+
+@pytest.mark.parametrize("how", ["close", "navigate"])
+def test_pending_preflight_completes_but_the_post_is_never_sent(played, how: str) -> None:
+    """The page gone during ajax's preflight: the OPTIONS was sent (and answered after the page was
+    gone), the POST never was. A keep-alive fetch's POST is sent after its preflight all the same; the
+    pixel and the beacon were out long before."""
+    result, ids = played
+    got = arrived(played, f"preflight-{how}")
+    assert got == {**got, "ajax": False, "fetch-keepalive": True, "pixel": True, "beacon": True}
+    line = result.sent[ids[f"preflight-{how}"]["ajax"]]
     assert line["stage"] == "preflight" and line["requests"] == 1 and not line["written"]
 
 
