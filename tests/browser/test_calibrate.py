@@ -3,6 +3,7 @@ missing, and how a visit's idle time is compressed for the browser."""
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -41,6 +42,29 @@ def test_short_calibration(tmp_path: Path) -> None:
     assert (run_dir / "socket" / "summary.json").is_file()
     assert any(line.startswith("ajax: ") for line in said)
     assert main(["compare", str(run_dir)]) == 0  # compare works on a browser run unchanged
+
+
+@needs_chromium
+@pytest.mark.browser
+def test_run_with_the_chromium_client(tmp_path: Path) -> None:
+    """``lossbench run --client chromium``: a run directory of the usual shape, compared and reported."""
+    argv = ["run", "--client", "chromium", "--visits", "3", "--workers", "3", "--profile", "Cable"]
+    argv += [
+        "--exit-model",
+        "outbound",
+        "--techniques",
+        "pixel,beacon",
+        "--out",
+        str(tmp_path),
+        "--run-id",
+        "r",
+    ]
+    assert main(argv) == 0
+    run_dir = tmp_path / "r"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["run"]["client"] == "chromium"
+    assert {t: summary["techniques"][t]["sent"] for t in ("pixel", "beacon")} == {"pixel": 6, "beacon": 6}
+    assert (run_dir / "report.html").is_file()
 
 
 def test_missing_chromium_names_the_install_lines(monkeypatch, tmp_path: Path, capsys) -> None:
