@@ -50,7 +50,7 @@ from lossbench.visits import KEEPALIVE_PING_INTERVAL, EventIds
 
 EXIT_HOWS = ("auto", "close", "navigate")
 GAP_RTTS = 4.0  # a gap is compressed to GAP_RTTS RTTs + the lookup + GAP_EXTRA: every stage is over by then
-GAP_EXTRA = 0.5
+GAP_EXTRA = 1.0
 CALL_TIMEOUT = 15.0  # any one Playwright call (a page that never closes must not stall a worker)
 SETTLE_SECONDS = 3.0  # after the page went away, how long late requests (beacons) may still leave
 RECORD_TIMEOUT = 5.0  # waiting for the page's pagehide record after it went away
@@ -181,7 +181,8 @@ class BrowserPlayer:
         self.pages = PageServer()
         self.proxy: Socks5Proxy | None = None
         self.pending: set[asyncio.Task[None]] = set()
-        self.played: list[int] = []  # indices of the visits played (a deadline may stop the run early)
+        self.played: list[int] = []  # indices of the visits played to the end (not cut by the deadline,
+        # no error): a calibration plays exactly these with the socket client
         self.records: list[dict[str, Any]] = []  # the page records, for tests
         self.keep_records = False
 
@@ -222,9 +223,9 @@ class BrowserPlayer:
                     old, context = context, await browser.new_context()
                     self._later(self._close_context(old))
                 played += 1
-                self.played.append(n)
                 try:
                     await self._visit(context, f"w{worker}n{n}", visit)
+                    self.played.append(n)
                 except Exception as exc:  # a visit that failed is reported, the run goes on
                     where = traceback.extract_tb(exc.__traceback__)[-1]
                     self.stats.errors.append(f"visit {n}: {type(exc).__name__} {exc} (line {where.lineno})")
@@ -380,6 +381,7 @@ class BrowserPlayer:
                 carried = written_at(host_logs, event_id)
                 stage = stage_at(host_logs, t0, gone, event_id)
                 A = visit.leave_at - visit.events[i].at
+                planned = None if timing.leave is None else timing.leave - timing.offsets[i]
                 requests, connections = _cost(host_logs, carried, t0, gone)
                 line = {
                     "id": event_id,
@@ -396,9 +398,10 @@ class BrowserPlayer:
                     "retried": False,
                     "requests": requests,
                     "connections": connections,
-                    # timing error: the exit as it happened (pagehide after the actual fire) minus as drawn
-                    "plan": {} if math.isinf(A) else {"exit": micro(A)},
-                    "real": {} if math.isinf(A) else {"exit": micro(gone - t0)},
+                    # timing error: the exit as it happened (pagehide after the actual fire) minus as planned
+                    # (A itself, or less where idle time before the exit was compressed)
+                    "plan": {} if planned is None else {"exit": micro(planned)},
+                    "real": {} if planned is None else {"exit": micro(gone - t0)},
                 }
                 if record is None:
                     line["error"] = "no page record: fire times as planned"

@@ -232,7 +232,7 @@ def calibrate(options: BrowserRunOptions, say: Say = print) -> tuple[Path, dict[
     socket_dir.mkdir(parents=True, exist_ok=True)
     played = play_chromium(run_dir, visits, options, say)["played"]
     if len(played) < len(visits):
-        say(f"chromium played {len(played)} of {len(visits)} visits (--duration); so does the socket client")
+        say(f"chromium played {len(played)} of {len(visits)} visits to the end; the socket client too")
     play_socket(socket_dir, [visits[i] for i in played], options, say)
     say("comparing ledgers ...")
     summary = attach(run_dir, socket_dir)
