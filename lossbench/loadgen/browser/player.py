@@ -329,8 +329,8 @@ class BrowserPlayer:
         """After late requests had time to leave: write the visit's sent lines, forget the visit."""
         await asyncio.sleep(SETTLE_SECONDS + 2 * visit.net.rtt + visit.net.dns)
         self.pages.remove(key)
-        if self.proxy is not None:
-            self.proxy.remove_visitor(key)
+        # The visitor stays routable until the run ends: a beacon may leave a busy browser later still,
+        # and must reach the collector (then it counts as received, though its line says unwritten).
         logs = visitor.logs
         lines = self._lines(visit, timing, plan, record, logs)
         self.ledger.append_raw(b"".join(lines), len(lines))
