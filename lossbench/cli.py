@@ -151,12 +151,61 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _browser_options(args: argparse.Namespace) -> object:
+    from lossbench.loadgen.browser.run import BrowserRunOptions
+
+    return BrowserRunOptions(
+        out=Path(args.out),
+        run_id=args.run_id,
+        visits=args.visits,
+        profile=args.profile,
+        exit_model=args.exit_model,
+        abort=args.abort,
+        seed=args.seed,
+        techniques=tuple(t.strip() for t in args.techniques.split(",") if t.strip()),
+        workers=args.workers,
+        duration=args.duration,
+        exit_how=args.exit_how,
+    )
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from lossbench.analysis.read import LedgerError
+    from lossbench.loadgen.browser.chromium import ChromiumMissing
+    from lossbench.loadgen.browser.run import calibrate
+    from lossbench.runner import RunError
+
+    try:
+        calibrate(_browser_options(args), say=lambda line: print(line, flush=True))  # type: ignore[arg-type]
+    except (RunError, LedgerError, ChromiumMissing) as exc:
+        print(f"lossbench calibrate: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _cmd_run_chromium(args: argparse.Namespace) -> int:
+    from lossbench.analysis.read import LedgerError
+    from lossbench.loadgen.browser.chromium import ChromiumMissing
+    from lossbench.loadgen.browser.run import run_chromium
+    from lossbench.runner import RunError
+    from lossbench.report.text import evaluate_fail_if
+
+    try:
+        _, summary = run_chromium(_browser_options(args), say=lambda line: print(line, flush=True))  # type: ignore[arg-type]
+    except (RunError, LedgerError, ChromiumMissing) as exc:
+        print(f"lossbench run: {exc}", file=sys.stderr)
+        return 2
+    return _fail_if(summary, args.fail_if, evaluate_fail_if)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from lossbench.analysis.read import LedgerError
     from lossbench.loadgen.locust.options import run_options
     from lossbench.report.fail_if import evaluate_fail_if
     from lossbench.runner import RunError, RunOptions, run, say_now
 
+    if args.client == "chromium":
+        return _cmd_run_chromium(args)
     try:
         plugin = run_options(args)
     except ValueError as exc:  # a LOSSBENCH_* variable that cannot be read
@@ -287,7 +336,59 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--fail-if", action="append", default=[], metavar="EXPR", help="as in compare")
     add_run_arguments(p)
+    p.add_argument(
+        "--client",
+        default="socket",
+        choices=("socket", "chromium"),
+        help="socket: Locust and lossbench's socket client (default); chromium: real headless Chromium "
+        "playing --visits visits (needs apt-get install chromium and pip install '.[browser]')",
+    )
+    _add_browser_flags(p, techniques=False, duration=False)
     p.set_defaults(func=cmd_run)
+
+
+def _add_browser_flags(p: argparse.ArgumentParser, *, techniques: bool = True, duration: bool = True) -> None:
+    from lossbench.contract.techniques import ALL_TECHNIQUES
+
+    p.add_argument("--visits", type=int, default=200, help="visits to play in Chromium (default: 200)")
+    p.add_argument("--workers", type=int, default=8, help="Chromium tabs in parallel (default: 8)")
+    p.add_argument(
+        "--exit-how",
+        default="auto",
+        choices=("auto", "close", "navigate"),
+        help="how the page goes away: auto (navigation after an outbound click, else tab close)",
+    )
+    if techniques:
+        p.add_argument(
+            "--techniques", default=",".join(ALL_TECHNIQUES), help="comma-separated techniques (default: all)"
+        )
+    if duration:
+        p.add_argument("--duration", type=float, default=1800.0, help="at most this many seconds per client")
+
+
+def _add_calibrate(sub: argparse._SubParsersAction) -> None:
+    from lossbench.model.exits import DEFAULT_EXIT_MODEL
+    from lossbench.model.profiles import DEFAULT_PROFILE
+
+    p = sub.add_parser(
+        "calibrate",
+        help="the same visits in real Chromium and in the socket client, side by side",
+        description=(
+            "Draw --visits visits from the profile, exit model and seed; play them with the socket client "
+            "(RUN/socket) and in headless Chromium through lossbench's network emulator (RUN), each against "
+            "its own collector; compare both and write RUN/summary.json with a 'calibration' object (loss "
+            "per technique for both clients, the difference and its test, lost events by stage) and the "
+            "report. Needs apt-get install chromium and pip install '.[browser]'."
+        ),
+    )
+    p.add_argument("--out", default="results", help="parent of run directories (default: %(default)s)")
+    p.add_argument("--run-id", default="", help="name of the run directory (default: a timestamp)")
+    p.add_argument("--profile", default=DEFAULT_PROFILE, help="network profile (default: %(default)s)")
+    p.add_argument("--exit-model", default=DEFAULT_EXIT_MODEL, help="exit model (default: %(default)s)")
+    p.add_argument("--abort", default="unload", choices=("unload", "drop"), help="abort kind")
+    p.add_argument("--seed", type=int, default=1, help="random seed (default: 1)")
+    _add_browser_flags(p)
+    p.set_defaults(func=cmd_calibrate)
 
 
 def _add_models(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -309,6 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 ADDERS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
     _add_run,
+    _add_calibrate,
     _add_compare,
     _add_report,
     _add_collector,

@@ -74,7 +74,9 @@ def compare(
         # the quantiles and the prediction of a large run then cost little more than the join itself
         joining = pool.submit(match_received, ledgers)
         figures = _SentFigures.of(ledgers)
-        prediction = _predict(run, [names[c] for c in figures.codes], predict_events)
+        # the model predicts the socket client's four techniques; the browser-only ones have no prediction
+        modelled = [names[c] for c in figures.codes if names[c] in TECHNIQUES]
+        prediction = _predict(run, modelled, predict_events)
         match = joining.result()
     counts = _Counts.of(ledgers, match)
     conn_seconds = _conn_seconds(ledgers.collector_stats)

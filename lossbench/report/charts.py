@@ -260,6 +260,47 @@ def cost_chart(summary: Summary, path: Path) -> Path | None:
     return path
 
 
+def calibration_chart(summary: Mapping[str, Any], path: Path) -> Path | None:
+    """Chromium's loss beside the socket client's for the same visits: two bars per technique."""
+    cal = summary.get("calibration")
+    if not isinstance(cal, Mapping) or not cal:
+        return None
+    techs = list(cal.items())
+    fig, ax = _figure(5.0, "Chromium (ground truth) vs the socket client, same visits", summary)
+    top = 0.0
+    for x, (_, entry) in enumerate(techs):
+        for dx, client, color, hatch in ((-0.2, "chromium", "#1f77b4", ""), (0.2, "socket", "#bbbbbb", "//")):
+            data = entry.get(client) if isinstance(entry, Mapping) else None
+            if not isinstance(data, Mapping) or not _sent(data):
+                _note(ax, x + dx, 0, "n/a", fontsize=8, fontweight="normal", color="#555555")
+                continue
+            value, ci = 100 * (num(data.get("loss")) or 0.0), interval(data.get("ci95"))
+            ax.bar(x + dx, value, width=0.38, color=color, hatch=hatch, edgecolor="black", zorder=2)
+            ax.errorbar(x + dx, value, yerr=_yerr(value, ci), fmt="none", ecolor="black", capsize=4, zorder=3)
+            bar_top = value if ci is None else max(value, 100 * ci[1])
+            _note(ax, x + dx, bar_top, _pct_text(value), fontsize=8)
+            top = max(top, bar_top)
+        diff = entry.get("difference") if isinstance(entry, Mapping) else None
+        if isinstance(diff, Mapping) and diff.get("significant"):
+            _note(ax, x, top * 1.08 + 1, "differ", fontsize=8, color="#b91c1c")
+    ax.set_xticks(range(len(techs)), [t for t, _ in techs])
+    ax.set_xlim(-0.6, len(techs) - 0.4)
+    ax.set_ylim(0, max(top * 1.25, 1.0))
+    ax.set_ylabel("events lost (% of sent)")
+    ax.grid(axis="y", alpha=0.3, zorder=0)
+    ax.legend(
+        handles=[
+            Patch(facecolor="#1f77b4", edgecolor="black", label="Chromium"),
+            Patch(facecolor="#bbbbbb", edgecolor="black", hatch="//", label="socket client"),
+        ],
+        loc="best",
+        fontsize=9,
+        frameon=False,
+    )
+    fig.savefig(path, **_SAVE)
+    return path
+
+
 def _fmt_value(v: float) -> str:
     return f"{v:.3g}" if abs(v) < 100 else f"{v:,.0f}"
 
@@ -269,6 +310,7 @@ CHARTS: dict[str, Callable[[Summary, Path], Path | None]] = {
     "stages": stages_chart,
     "time_to_written": time_to_written_chart,
     "cost": cost_chart,
+    "calibration": calibration_chart,
 }
 """Chart name → drawing function; the file is ``charts/<name>.png``."""
 
