@@ -24,6 +24,7 @@ from lossbench.analysis.join import Match, chunks, match_received
 from lossbench.analysis.read import Ledgers, read_ledgers
 from lossbench.analysis.stats import ratio_text
 from lossbench.contract.summary import (
+    SCHEMA,
     Comparison,
     Cost,
     LedgerFile,
@@ -95,6 +96,7 @@ def compare(
     warnings += _match_warnings(ledgers, match, techniques)
     warnings += _timing_warnings(timing, figures.median_rtt)
     return Summary(
+        schema=SCHEMA,
         run=run,
         reference=reference,
         techniques=techniques,

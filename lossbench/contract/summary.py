@@ -17,11 +17,12 @@ from typing import Any, Literal
 
 import msgspec
 
-SCHEMA = "lossbench.summary/2"
+SCHEMA = "lossbench.summary/3"
 """Version of the summary document; bump it when the JSON shape changes."""
 
-READABLE_SCHEMAS = (SCHEMA, "lossbench.summary/1")
-"""Versions ``load_summary`` reads: /1 lacks only ``ledgers[].damaged_lines``, which then reads as 0."""
+READABLE_SCHEMAS = (SCHEMA, "lossbench.summary/2", "lossbench.summary/1")
+"""Versions ``load_summary`` reads as this one: /2 lacks only ``calibration`` and ``calibration_runs``
+(which then read as null), /1 also ``ledgers[].damaged_lines`` (which then reads as 0)."""
 
 
 Direction = Literal["less", "more", "same"]
@@ -113,10 +114,48 @@ class LedgerFile(msgspec.Struct, frozen=True, kw_only=True):
     damaged_lines: int = 0
 
 
-class Summary(msgspec.Struct, frozen=True, kw_only=True):
-    """The whole document ``lossbench compare`` writes as ``summary.json``."""
+class ClientFigures(msgspec.Struct, frozen=True, kw_only=True):
+    """One client's figures for a technique in a calibration (from that client's own summary)."""
 
-    schema: str = SCHEMA
+    sent: int
+    received: int
+    lost: int
+    loss: float
+    ci95: tuple[float, float]
+    lost_by_stage: dict[str, int]  # the stages that hold a lost event only
+
+
+class CalibrationDifference(msgspec.Struct, frozen=True, kw_only=True):
+    """Chromium's loss minus the socket client's, with its two-sided test."""
+
+    loss: float
+    p_value: float
+    significant: bool
+    test: str
+
+
+class CalibrationEntry(msgspec.Struct, frozen=True, kw_only=True):
+    """One technique played by both clients on the same visits (``lossbench calibrate``)."""
+
+    chromium: ClientFigures | None
+    socket: ClientFigures | None  # None: a technique only the browser has
+    difference: CalibrationDifference | None  # None: one side has no events
+    text: str
+
+
+class CalibrationRuns(msgspec.Struct, frozen=True, kw_only=True):
+    """Where each client's run directory is, relative to the summary's."""
+
+    chromium: str
+    socket: str
+
+
+class Summary(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """The whole document ``lossbench compare`` writes as ``summary.json``. Only the calibration fields
+    have defaults, and they are left out of the JSON when absent: a run that is not a calibration writes
+    the document /2 wrote (``schema`` is required so that it is always written)."""
+
+    schema: str  # SCHEMA
     run: dict[str, Any]
     reference: str
     techniques: dict[str, TechniqueFigures]
@@ -125,6 +164,8 @@ class Summary(msgspec.Struct, frozen=True, kw_only=True):
     timing: Timing
     ledgers: list[LedgerFile]
     warnings: list[str]
+    calibration: dict[str, CalibrationEntry] | None = None  # lossbench calibrate only
+    calibration_runs: CalibrationRuns | None = None
 
 
 def summary_json(summary: Summary) -> str:
