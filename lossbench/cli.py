@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from lossbench import __version__
 
 if TYPE_CHECKING:
+    from lossbench.calibrate import BrowserRunOptions
     from lossbench.contract.summary import Summary
 
 
@@ -151,51 +152,66 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _browser_options(args: argparse.Namespace) -> object:
-    from lossbench.loadgen.browser.run import BrowserRunOptions
+def _browser_options(
+    args: argparse.Namespace,
+    *,
+    profile: str,
+    exit_model: str,
+    abort: str,
+    seed: int,
+    techniques: tuple[str, ...],
+) -> BrowserRunOptions:
+    """The options of a Chromium run (``calibrate``, ``run --client chromium``): the browser flags from the
+    arguments, the model's (profile, exit model, abort, seed, techniques) as the command read them."""
+    from lossbench.calibrate import BrowserRunOptions
 
     return BrowserRunOptions(
         out=Path(args.out),
         run_id=args.run_id,
         visits=args.visits,
+        workers=args.workers,
+        duration=args.duration,
+        exit_how=args.exit_how,
+        profile=profile,
+        exit_model=exit_model,
+        abort=abort,
+        seed=seed,
+        techniques=techniques,
+    )
+
+
+def _chromium_dispatch(command: str, options: BrowserRunOptions, fail_if: list[str]) -> int:
+    """Run ``calibrate`` or ``run --client chromium``; exit 2 with the reason when it cannot go on."""
+    from lossbench.analysis.read import LedgerError
+    from lossbench.calibrate import calibrate, run_chromium
+    from lossbench.loadgen.browser.chromium import ChromiumMissing
+    from lossbench.report.fail_if import evaluate_fail_if
+    from lossbench.runner import RunError, say_now
+
+    try:
+        if command == "calibrate":
+            calibrate(options, say=say_now)
+            return 0
+        _, summary = run_chromium(options, say=say_now)
+    except (RunError, LedgerError, ChromiumMissing) as exc:
+        print(f"lossbench {command}: {exc}", file=sys.stderr)
+        return 2
+    return _fail_if(summary, fail_if, evaluate_fail_if)
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from lossbench.contract.techniques import ALL_TECHNIQUES
+
+    techniques = tuple(t.strip() for t in args.techniques.split(",") if t.strip())
+    options = _browser_options(
+        args,
         profile=args.profile,
         exit_model=args.exit_model,
         abort=args.abort,
         seed=args.seed,
-        techniques=tuple(t.strip() for t in args.techniques.split(",") if t.strip()),
-        workers=args.workers,
-        duration=args.duration,
-        exit_how=args.exit_how,
+        techniques=techniques or ALL_TECHNIQUES,
     )
-
-
-def cmd_calibrate(args: argparse.Namespace) -> int:
-    from lossbench.analysis.read import LedgerError
-    from lossbench.loadgen.browser.chromium import ChromiumMissing
-    from lossbench.loadgen.browser.run import calibrate
-    from lossbench.runner import RunError
-
-    try:
-        calibrate(_browser_options(args), say=lambda line: print(line, flush=True))  # type: ignore[arg-type]
-    except (RunError, LedgerError, ChromiumMissing) as exc:
-        print(f"lossbench calibrate: {exc}", file=sys.stderr)
-        return 2
-    return 0
-
-
-def _cmd_run_chromium(args: argparse.Namespace) -> int:
-    from lossbench.analysis.read import LedgerError
-    from lossbench.loadgen.browser.chromium import ChromiumMissing
-    from lossbench.loadgen.browser.run import run_chromium
-    from lossbench.runner import RunError
-    from lossbench.report.text import evaluate_fail_if
-
-    try:
-        _, summary = run_chromium(_browser_options(args), say=lambda line: print(line, flush=True))  # type: ignore[arg-type]
-    except (RunError, LedgerError, ChromiumMissing) as exc:
-        print(f"lossbench run: {exc}", file=sys.stderr)
-        return 2
-    return _fail_if(summary, args.fail_if, evaluate_fail_if)
+    return _chromium_dispatch("calibrate", options, [])
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -204,13 +220,23 @@ def cmd_run(args: argparse.Namespace) -> int:
     from lossbench.report.fail_if import evaluate_fail_if
     from lossbench.runner import RunError, RunOptions, run, say_now
 
-    if args.client == "chromium":
-        return _cmd_run_chromium(args)
     try:
         plugin = run_options(args)
     except ValueError as exc:  # a LOSSBENCH_* variable that cannot be read
         print(f"lossbench run: {exc}", file=sys.stderr)
         return 2
+    if args.client == "chromium":
+        from lossbench.contract.techniques import ALL_TECHNIQUES
+
+        browser = _browser_options(
+            args,
+            profile=plugin.network_profile,
+            exit_model=plugin.exit_model,
+            abort=plugin.abort,
+            seed=plugin.seed,
+            techniques=plugin.chosen_techniques() or ALL_TECHNIQUES,
+        )
+        return _chromium_dispatch("run", browser, args.fail_if)
     options = RunOptions(
         out=Path(args.out),
         run_id=args.run_id,
@@ -366,7 +392,7 @@ def _add_browser_flags(p: argparse.ArgumentParser, *, techniques: bool = True, d
         p.add_argument("--duration", type=float, default=1800.0, help="at most this many seconds per client")
 
 
-def _add_calibrate(sub: argparse._SubParsersAction) -> None:
+def _add_calibrate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from lossbench.model.exits import DEFAULT_EXIT_MODEL
     from lossbench.model.profiles import DEFAULT_PROFILE
 

@@ -1,10 +1,11 @@
-"""``lossbench run --client chromium`` and the two halves of ``lossbench calibrate``: the same visit draws
-played by Chromium and by the socket client, each into a run directory of the usual shape.
+"""``lossbench calibrate`` and ``lossbench run --client chromium``: the same visit draws played by real
+Chromium and by the socket client, each into a run directory of the usual shape, compared and reported.
 
 Both clients get the same list of visits, drawn once from the profile, exit model and seed. The socket
-half plays them without Locust (``lossbench.loadgen.player.play_visit`` in threads, idle time compressed as under
-Locust); the browser half in Chromium (``BrowserPlayer``). Each half has its own collector process, started
-and stopped as ``lossbench run`` does, so that neither sees the other's connections.
+half plays them without Locust (``lossbench.loadgen.player.play_visit`` in threads, idle time compressed
+as under Locust); the browser half in Chromium (``lossbench.loadgen.browser``). Each half has its own
+collector process, started and stopped as ``lossbench run`` does, so that neither sees the other's
+connections. The calibration figures themselves are ``lossbench.analysis.calibration``'s.
 """
 
 from __future__ import annotations
@@ -15,33 +16,35 @@ import json
 import platform
 import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from lossbench.contract.techniques import ALL_TECHNIQUES, TECHNIQUES
 from lossbench import __version__
 from lossbench.contract.ledger import LedgerWriter, default_ledger_name
+from lossbench.contract.lines import SentPing
+from lossbench.contract.summary import Summary
+from lossbench.contract.techniques import ALL_TECHNIQUES, TECHNIQUES
 from lossbench.loadgen.browser import chromium
 from lossbench.loadgen.browser.player import EXIT_HOWS, BrowserOptions, BrowserPlayer
+from lossbench.loadgen.player import EventIds, PlayedEvent, play_visit
 from lossbench.model.exits import DEFAULT_EXIT_MODEL, get_exit_model
 from lossbench.model.profiles import DEFAULT_PROFILE, get_profile
 from lossbench.model.visits import Visit
-from lossbench.runner import RunError, start_collector, stop_process
-from lossbench.loadgen.player import EventIds, PlayedEvent, play_visit
+from lossbench.runner import RunError, Say, finish_run, start_collector, stop_process
 
-Say = Callable[[str], None]
 MAX_VISITS = 100_000
 SOCKET_THREADS = 64
 
 
-@dataclass
+@dataclass(frozen=True)
 class BrowserRunOptions:
-    """A bounded run: N visits, at most ``duration`` seconds, in Chromium, the socket client or both."""
+    """A bounded run: N visits, at most ``duration`` seconds per client, in Chromium or in both clients."""
 
     out: Path = Path("results")
     run_id: str = ""
@@ -55,7 +58,7 @@ class BrowserRunOptions:
     duration: float = 1800.0
     exit_how: str = "auto"
     max_gap: float | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)  # more run.json keys
 
 
 def validate(options: BrowserRunOptions) -> None:
@@ -92,6 +95,7 @@ def new_run_dir(options: BrowserRunOptions) -> Path:
 
 
 def write_run_json(run_dir: Path, options: BrowserRunOptions, client: str, **extra: Any) -> None:
+    """run.json as docs/FORMATS.md describes it, with the browser client's keys."""
     versions = {"lossbench": __version__, "python": platform.python_version()}
     if client == "chromium":
         versions["chromium"] = chromium.version()
@@ -118,24 +122,21 @@ def write_run_json(run_dir: Path, options: BrowserRunOptions, client: str, **ext
 
 def _playwright_version() -> str:
     try:
-        from importlib.metadata import version
-
         return version("playwright")
-    except Exception:
+    except PackageNotFoundError:
         return "unknown"
 
 
-def play_chromium(run_dir: Path, visits: Sequence[Visit], options: BrowserRunOptions, say: Say) -> dict:
-    """Play ``visits`` in Chromium against a fresh collector; writes run.json; returns the player's counts
-    (``played``: the indices of the visits played, all of them unless ``duration`` ran out)."""
+def play_chromium(run_dir: Path, visits: Sequence[Visit], options: BrowserRunOptions, say: Say) -> list[int]:
+    """Play ``visits`` in Chromium against a fresh collector and write run.json; returns the indices of the
+    visits played to the end (all of them unless ``duration`` ran out or a visit failed)."""
     chromium.chromium_path()
     chromium.require_playwright()
     started = time.time()
     collector, url = start_collector(run_dir, 1)
     try:
-        port = int(url.rsplit(":", 1)[1])
         player = BrowserPlayer(
-            port,
+            int(url.rsplit(":", 1)[1]),
             run_dir / "sent",
             options.techniques,
             BrowserOptions(
@@ -151,6 +152,7 @@ def play_chromium(run_dir: Path, visits: Sequence[Visit], options: BrowserRunOpt
     finally:
         stop_process(collector)
     ended = time.time()
+    seconds = max(ended - started, 1e-9)
     counts = {
         "visits": stats.visits,
         "events": stats.events,
@@ -158,38 +160,42 @@ def play_chromium(run_dir: Path, visits: Sequence[Visit], options: BrowserRunOpt
         "records_from_console": stats.records_from_console,
         "late_starts": stats.late_starts,
         "errors": stats.errors[:20],
-        "seconds": round(ended - started, 3),
-        "visits_per_second": round(stats.visits / max(ended - started, 1e-9), 3),
+        "seconds": round(seconds, 3),
+        "visits_per_second": round(stats.visits / seconds, 3),
     }
-    played = sorted(player.played)
     write_run_json(run_dir, options, "chromium", started=started, ended=ended, player=counts)
     say(
-        f"chromium: {stats.visits} visits, {stats.events} events in {ended - started:.0f} s "
+        f"chromium: {stats.visits} visits, {stats.events} events in {seconds:.0f} s "
         f"({counts['visits_per_second']:.2f} visits/s); {len(stats.errors)} visit errors"
     )
-    return {**counts, "played": played}
+    return sorted(player.played)
 
 
-def play_socket(run_dir: Path, visits: Sequence[Visit], options: BrowserRunOptions, say: Say) -> dict:
-    """Play ``visits`` with the socket client (its four techniques) against a fresh collector."""
+def play_socket(run_dir: Path, visits: Sequence[Visit], options: BrowserRunOptions, say: Say) -> None:
+    """Play ``visits`` with the socket client (its four techniques) against a fresh collector, with the
+    keep-alive pings each page would have sent as ``SentPing`` lines, as under Locust."""
     techniques = [t for t in options.techniques if t in TECHNIQUES]
     started = time.time()
     collector, url = start_collector(run_dir, 1)
-    ledger = LedgerWriter(run_dir / "sent", "sent", name=f"socket-{default_ledger_name()}")
-    lock = threading.Lock()
     ids = EventIds()
+    ledger = LedgerWriter(
+        run_dir / "sent", "sent", name=f"socket-{default_ledger_name()}", salt=f"{ids.salt:06x}"
+    )
+    lock = threading.Lock()
     address = ("127.0.0.1", int(url.rsplit(":", 1)[1]))
+    deadline = time.monotonic() + options.duration
 
     def record(played: PlayedEvent) -> None:
         line = played.record_line()
         with lock:
             ledger.append_raw(line, 1)
 
-    deadline = time.monotonic() + options.duration
-
     def one(visit: Visit) -> None:
         if time.monotonic() < deadline:
-            play_visit(visit, address, techniques, ids, record)
+            pings = play_visit(visit, address, techniques, ids, record)
+            if pings:
+                with lock:
+                    ledger.append(SentPing(ping="pixel-keepalive", requests=pings, connections=0))
 
     try:
         say(f"socket client: {len(visits)} visits, {SOCKET_THREADS} threads, collector {url}")
@@ -199,16 +205,14 @@ def play_socket(run_dir: Path, visits: Sequence[Visit], options: BrowserRunOptio
         ledger.close()
         stop_process(collector)
     ended = time.time()
-    socket_options = BrowserRunOptions(**{**options.__dict__, "techniques": tuple(techniques)})
-    write_run_json(run_dir, socket_options, "socket", started=started, ended=ended)
-    say(f"socket client: {ledger.lines_total} events in {ended - started:.0f} s")
-    return {"events": ledger.lines_total, "seconds": round(ended - started, 3)}
+    write_run_json(
+        run_dir, replace(options, techniques=tuple(techniques)), "socket", started=started, ended=ended
+    )
+    say(f"socket client: {ledger.lines_total} ledger lines in {ended - started:.0f} s")
 
 
-def run_chromium(options: BrowserRunOptions, say: Say = print) -> tuple[Path, dict[str, Any]]:
+def run_chromium(options: BrowserRunOptions, say: Say = print) -> tuple[Path, Summary]:
     """``lossbench run --client chromium``: N visits in Chromium, then compare and report as any run."""
-    from lossbench.runner import finish
-
     validate(options)
     run_dir = new_run_dir(options)
     say(
@@ -216,13 +220,16 @@ def run_chromium(options: BrowserRunOptions, say: Say = print) -> tuple[Path, di
         f"exit model {options.exit_model}, {options.visits} visits"
     )
     play_chromium(run_dir, draw_visits(options), options, say)
-    return run_dir, finish(run_dir, say)
+    return run_dir, finish_run(run_dir, say)
 
 
-def calibrate(options: BrowserRunOptions, say: Say = print) -> tuple[Path, dict[str, Any]]:
-    """``lossbench calibrate``: the same visits in the socket client (``<run>/socket``) and in Chromium
-    (``<run>``), compared, with the ``calibration`` object in ``<run>/summary.json``."""
-    from lossbench.loadgen.browser.calibration import attach, calibration_table
+def calibrate(options: BrowserRunOptions, say: Say = print) -> tuple[Path, Summary]:
+    """``lossbench calibrate``: the same visits in Chromium (``<run>``) and in the socket client
+    (``<run>/socket``), each compared; ``<run>/summary.json`` gets the ``calibration`` object and the
+    report shows it. Raises RunError, LedgerError or ChromiumMissing, each with a message that says why."""
+    from lossbench.analysis.calibration import calibration_table, with_calibration
+    from lossbench.analysis.compare import compare, write_summary
+    from lossbench.report.html import render_report
 
     validate(options)
     run_dir = new_run_dir(options)
@@ -233,19 +240,23 @@ def calibrate(options: BrowserRunOptions, say: Say = print) -> tuple[Path, dict[
     )
     socket_dir = run_dir / "socket"
     socket_dir.mkdir(parents=True, exist_ok=True)
-    played = play_chromium(run_dir, visits, options, say)["played"]
+    played = play_chromium(run_dir, visits, options, say)
     if len(played) < len(visits):
         say(f"chromium played {len(played)} of {len(visits)} visits to the end; the socket client too")
     play_socket(socket_dir, [visits[i] for i in played], options, say)
     say("comparing ledgers ...")
-    summary = attach(run_dir, socket_dir)
-    cal = summary["calibration"]
+    socket_summary = compare(socket_dir)
+    write_summary(socket_summary, socket_dir)
+    summary = with_calibration(compare(run_dir), socket_summary, str(socket_dir.relative_to(run_dir)))
+    write_summary(summary, run_dir)
+    paths = render_report(run_dir, summary)
+    assert summary.calibration is not None
     say("")
-    for line in calibration_table(cal):
+    for line in calibration_table(summary.calibration):
         say(line)
     say("")
-    for entry in cal.values():
-        say(entry["text"])
+    for entry in summary.calibration.values():
+        say(entry.text)
     say("")
-    say(f"report: {run_dir / 'report.html'}")
+    say(f"report: {paths.html}")
     return run_dir, summary
