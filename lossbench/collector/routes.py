@@ -37,6 +37,7 @@ class Request(Protocol):
     @property
     def number(self) -> int:
         """The connection's number, recorded with each event."""
+
     @property
     def ua(self) -> str:
         """The User-Agent family of the request (``ua_family``), or "" without a User-Agent."""

@@ -62,7 +62,7 @@ class ReceivedEvent(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     m: str  # HTTP method
     t: float  # wall time of the group commit that wrote it
     c: int  # the collector's connection number (per process)
-    ua: str | None = None  # the User-Agent family, only when the request had one (the socket client sends none)
+    ua: str | None = None  # the User-Agent family; only with a User-Agent (the socket client sends none)
 
 
 class Header(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):

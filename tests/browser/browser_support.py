@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from lossbench.collector import CollectorConfig
+from lossbench.collector.config import CollectorConfig
+from lossbench.collector.server import CollectorThread
 from lossbench.loadgen.browser.chromium import CHROMIUM
 from lossbench.loadgen.browser.player import BrowserOptions, BrowserPlayer
 from lossbench.model.profiles import NetworkDraw
 from lossbench.model.visits import PlannedEvent, Visit
-from lossbench.collector.server import CollectorThread
 
 needs_chromium = pytest.mark.skipif(
     not CHROMIUM.exists(),

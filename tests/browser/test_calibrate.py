@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 
 from browser_support import needs_chromium
-from lossbench.contract.techniques import BROWSER_TECHNIQUES, TECHNIQUES
+from lossbench.calibrate import BrowserRunOptions, calibrate
 from lossbench.cli import main
+from lossbench.contract.summary import load_summary
+from lossbench.contract.techniques import BROWSER_TECHNIQUES, TECHNIQUES
 from lossbench.loadgen.browser import chromium
 from lossbench.loadgen.browser.player import schedule
-from lossbench.loadgen.browser.run import BrowserRunOptions, calibrate
 from lossbench.model.profiles import NetworkDraw
 from lossbench.model.visits import PlannedEvent, Visit
 
@@ -27,17 +28,20 @@ def test_short_calibration(tmp_path: Path) -> None:
         out=tmp_path, run_id="cal", visits=6, profile="3G", exit_model="mix", seed=3, workers=3
     )
     run_dir, summary = calibrate(options, say=said.append)
-    cal = summary["calibration"]
-    assert set(cal) == set(TECHNIQUES) | set(BROWSER_TECHNIQUES)
+    cal = summary.calibration
+    assert cal is not None and set(cal) == set(TECHNIQUES) | set(BROWSER_TECHNIQUES)
     for tech in TECHNIQUES:
-        chromium_entry, socket_entry = cal[tech]["chromium"], cal[tech]["socket"]
-        assert chromium_entry["sent"] == socket_entry["sent"] > 0  # the same visits, event for event
-        for entry in (chromium_entry, socket_entry):
-            assert set(entry) >= {"sent", "received", "loss", "ci95", "lost_by_stage"}
-        assert 0.0 <= cal[tech]["difference"]["p_value"] <= 1.0
+        chromium_entry, socket_entry = cal[tech].chromium, cal[tech].socket
+        assert chromium_entry is not None and socket_entry is not None
+        assert chromium_entry.sent == socket_entry.sent > 0  # the same visits, event for event
+        difference = cal[tech].difference
+        assert difference is not None and 0.0 <= difference.p_value <= 1.0
     for tech in BROWSER_TECHNIQUES:
-        assert cal[tech]["socket"] is None and cal[tech]["chromium"]["sent"] > 0
-    assert summary["run"]["client"] == "chromium"
+        browser_only = cal[tech].chromium
+        assert cal[tech].socket is None and browser_only is not None and browser_only.sent > 0
+    assert summary.run["client"] == "chromium"
+    assert summary.calibration_runs is not None and summary.calibration_runs.socket == "socket"
+    assert load_summary(run_dir / "summary.json") == summary  # written as it was returned, and read back
     assert (run_dir / "charts" / "calibration.png").is_file()
     assert "Calibration: Chromium vs the socket client" in (run_dir / "report.md").read_text()
     assert (run_dir / "socket" / "summary.json").is_file()

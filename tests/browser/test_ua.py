@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from lossbench.collector import ua_family
+from lossbench.collector.routes import ua_family
 from lossbench.contract.events import encode_pixel_param
 from support import exchange, wait_until
 

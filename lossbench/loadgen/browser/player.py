@@ -32,21 +32,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lossbench.contract.ledger import micro
-from lossbench.contract.ledger import LedgerWriter, default_ledger_name, dumps_line
+from lossbench.contract.ledger import LedgerWriter, default_ledger_name, micro
+from lossbench.contract.lines import SentEvent, SentPing, encode_lines
 from lossbench.loadgen.browser import chromium
 from lossbench.loadgen.browser.page import PAGE_ORIGIN, PagePlan, PageServer
 from lossbench.loadgen.browser.proxy import (
     ConnectionLog,
     Draw,
+    Request,
     Socks5Proxy,
     Visitor,
     collector_host,
     stage_at,
     written_at,
 )
-from lossbench.model.visits import Visit
 from lossbench.loadgen.player import KEEPALIVE_PING_INTERVAL, EventIds
+from lossbench.model.visits import Visit
 
 EXIT_HOWS = ("auto", "close", "navigate")
 GAP_RTTS = 4.0  # a gap is compressed to GAP_RTTS RTTs + the lookup + GAP_EXTRA: every stage is over by then
@@ -298,6 +299,7 @@ class BrowserPlayer:
                 notes.closed = time.time()
                 await asyncio.wait_for(page.close(), CALL_TIMEOUT)
             assert plan.record is not None
+            record: dict[str, Any] | None
             try:
                 record = await asyncio.wait_for(
                     asyncio.shield(plan.record), (timing.leave or 0) + RECORD_TIMEOUT
@@ -333,12 +335,12 @@ class BrowserPlayer:
         # and must reach the collector (then it counts as received, though its line says unwritten).
         logs = visitor.logs
         lines = self._lines(visit, timing, plan, record, logs)
-        self.ledger.append_raw(b"".join(lines), len(lines))
+        self.ledger.append_raw(encode_lines(lines), len(lines))
         self.stats.visits += 1
         self.stats.events += len(lines)
         pings = _virtual_pings(visit, self.techniques)
         if pings:
-            self.ledger.append_raw(dumps_line(pings), 1)
+            self.ledger.append(pings)
         if record is not None and self.keep_records:
             self.records.append(record)
 
@@ -349,7 +351,7 @@ class BrowserPlayer:
         plan: PagePlan,
         record: dict[str, Any] | None,
         logs: list[ConnectionLog],
-    ) -> list[bytes]:
+    ) -> list[SentEvent]:
         net = visit.net
         if record is None:
             self.stats.records_missing += 1
@@ -370,7 +372,7 @@ class BrowserPlayer:
         by_host: dict[str, list[ConnectionLog]] = {}
         for log in logs:
             by_host.setdefault(log.host.split(".", 1)[0], []).append(log)
-        lines = []
+        lines: list[SentEvent] = []
         for i, event in enumerate(plan.events):
             for tech in self.techniques:
                 event_id = event["ids"][tech]
@@ -379,38 +381,39 @@ class BrowserPlayer:
                 t0, kind = fired[event_id]
                 host_logs = by_host.get(tech, [])
                 carried = written_at(host_logs, event_id)
+                complete = None if carried is None else carried.complete
                 stage = stage_at(host_logs, t0, gone, event_id)
                 A = visit.leave_at - visit.events[i].at
                 planned = None if timing.leave is None else timing.leave - timing.offsets[i]
                 requests, connections = _cost(host_logs, carried, t0, gone)
-                line = {
-                    "id": event_id,
-                    "tech": tech,
-                    "type": kind,
-                    "rtt": micro(net.rtt),
-                    "dns": micro(net.dns),
-                    "A": None if math.isinf(A) else micro(A),
-                    "abort": visit.abort,
-                    "stage": stage,
-                    "written": carried is not None,
-                    "t_written": None if carried is None else micro(carried.complete - t0),  # type: ignore[operator]
-                    "acked": event_id in acked,
-                    "retried": False,
-                    "requests": requests,
-                    "connections": connections,
-                    # timing error: the exit as it happened (pagehide after the actual fire) minus as planned
-                    # (A itself, or less where idle time before the exit was compressed)
-                    "plan": {} if planned is None else {"exit": micro(planned)},
-                    "real": {} if planned is None else {"exit": micro(gone - t0)},
-                }
-                if record is None:
-                    line["error"] = "no page record: fire times as planned"
-                line["t0"] = micro(t0)
-                lines.append(dumps_line(line))
+                lines.append(
+                    SentEvent(
+                        id=event_id,
+                        tech=tech,
+                        type=kind,
+                        rtt=micro(net.rtt),
+                        dns=micro(net.dns),
+                        A=None if math.isinf(A) else micro(A),
+                        abort=visit.abort,
+                        stage=stage,
+                        written=carried is not None,
+                        t_written=None if complete is None else micro(complete - t0),
+                        acked=event_id in acked,
+                        retried=False,
+                        requests=requests,
+                        connections=connections,
+                        # timing error: the exit as it happened (pagehide after the actual fire) minus as
+                        # planned (A itself, or less where idle time before the exit was compressed)
+                        plan={} if planned is None else {"exit": micro(planned)},
+                        real={} if planned is None else {"exit": micro(gone - t0)},
+                        error="no page record: fire times as planned" if record is None else None,
+                        t0=micro(t0),
+                    )
+                )
         return lines
 
 
-def _cost(logs: list[ConnectionLog], carried: Any, fired: float, gone: float) -> tuple[int, int]:
+def _cost(logs: list[ConnectionLog], carried: Request | None, fired: float, gone: float) -> tuple[int, int]:
     """Requests (its preflight included) and new connections an event cost, from the proxy's logs."""
     if carried is None:
         preflights = sum(
@@ -428,7 +431,7 @@ def _cost(logs: list[ConnectionLog], carried: Any, fired: float, gone: float) ->
     return 1, 0
 
 
-def _virtual_pings(visit: Visit, techniques: Sequence[str]) -> dict[str, Any] | None:
+def _virtual_pings(visit: Visit, techniques: Sequence[str]) -> SentPing | None:
     """The keep-alive pings the page would have sent while idle time was compressed, as the socket
     client counts them (``virtual`` ping lines)."""
     if "pixel-keepalive" not in techniques or not visit.events:
@@ -438,4 +441,4 @@ def _virtual_pings(visit: Visit, techniques: Sequence[str]) -> dict[str, Any] | 
     pings = int(stayed // KEEPALIVE_PING_INTERVAL)
     if not pings:
         return None
-    return {"ping": "pixel-keepalive", "requests": pings, "connections": 0, "virtual": True}
+    return SentPing(ping="pixel-keepalive", requests=pings, connections=0)

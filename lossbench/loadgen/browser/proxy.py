@@ -5,7 +5,7 @@ collector through this proxy, which plays the visit's network stage by stage:
 
 - **DNS**: Chromium sends the host name (remote DNS, ``socks5://``); a host's first CONNECT from a visitor
   waits the visit's lookup cost, and the entry is then cached for ``DNS_TTL`` of *visit* time, as the
-  socket client's cache (``lossbench.loadgen.techniques.DnsCache``, the same class).
+  socket client's cache (``lossbench.model.dns.DnsCache``, the same class).
 - **connect**: the CONNECT reply is held one RTT (the TCP handshake).
 - **one-way delays**: every chunk is delivered RTT/2 after it was written, the browser's chunks paced at
   the uplink rate first.
@@ -31,7 +31,7 @@ import time
 from dataclasses import dataclass, field
 
 from lossbench.contract.events import BadEvent, decode_event_json, decode_pixel_param
-from lossbench.loadgen.techniques import DNS_TTL, DnsCache
+from lossbench.model.dns import DnsCache
 
 DOMAIN = "lossbench.test"
 COLLECTOR_SUFFIX = f".collector.{DOMAIN}"
@@ -115,8 +115,7 @@ class Visitor:
 
     def dns_wait(self, host: str) -> float:
         """Seconds this CONNECT waits for the host's lookup (a fresh entry costs nothing)."""
-        cache = self.dns.setdefault(host, DnsCache(DNS_TTL))
-        return cache.lookup_wait(self.visit_time(), self.draw.dns)
+        return self.dns.setdefault(host, DnsCache()).wait(self.visit_time(), self.draw.dns)
 
     def vanish(self) -> None:
         """The network is gone (``drop`` at the page's exit): bytes in flight are lost, nothing more."""
