@@ -227,7 +227,7 @@ def calibrate(options: BrowserRunOptions, say: Say = print) -> tuple[Path, Summa
     """``lossbench calibrate``: the same visits in Chromium (``<run>``) and in the socket client
     (``<run>/socket``), each compared; ``<run>/summary.json`` gets the ``calibration`` object and the
     report shows it. Raises RunError, LedgerError or ChromiumMissing, each with a message that says why."""
-    from lossbench.analysis.calibration import calibration_table, with_calibration
+    from lossbench.analysis.calibration import SOCKET_RUN, attach, calibration_table
     from lossbench.analysis.compare import compare, write_summary
     from lossbench.report.html import render_report
 
@@ -238,16 +238,14 @@ def calibrate(options: BrowserRunOptions, say: Say = print) -> tuple[Path, Summa
         f"lossbench calibrate {run_dir.name}: {len(visits)} visits on {options.profile}, exit model "
         f"{options.exit_model}, abort {options.abort}, seed {options.seed}"
     )
-    socket_dir = run_dir / "socket"
+    socket_dir = run_dir / SOCKET_RUN
     socket_dir.mkdir(parents=True, exist_ok=True)
     played = play_chromium(run_dir, visits, options, say)
     if len(played) < len(visits):
         say(f"chromium played {len(played)} of {len(visits)} visits to the end; the socket client too")
     play_socket(socket_dir, [visits[i] for i in played], options, say)
     say("comparing ledgers ...")
-    socket_summary = compare(socket_dir)
-    write_summary(socket_summary, socket_dir)
-    summary = with_calibration(compare(run_dir), socket_summary, str(socket_dir.relative_to(run_dir)))
+    summary = attach(run_dir, compare(run_dir))
     write_summary(summary, run_dir)
     paths = render_report(run_dir, summary)
     assert summary.calibration is not None

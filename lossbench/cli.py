@@ -92,6 +92,7 @@ def _add_collector(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    from lossbench.analysis.calibration import attach
     from lossbench.analysis.compare import compare, write_summary
     from lossbench.analysis.read import LedgerError
     from lossbench.contract.summary import summary_json
@@ -100,6 +101,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     try:
         summary = compare(Path(args.run_dir), reference=args.reference, strict=args.strict)
+        summary = attach(args.run_dir, summary)  # a calibration keeps its calibration
     except LedgerError as exc:
         print(f"lossbench compare: {exc}", file=sys.stderr)
         return 2
@@ -128,6 +130,7 @@ def _fail_if(summary: Summary, conditions: list[str], evaluate: Callable[[Summar
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from lossbench.analysis.calibration import attach
     from lossbench.analysis.compare import compare, write_summary
     from lossbench.analysis.read import LedgerError
     from lossbench.contract.summary import SummaryError, load_summary
@@ -139,7 +142,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         if summary_path.exists() and not args.recompare:
             summary = load_summary(summary_path)
         else:
-            summary = compare(run_dir)
+            summary = attach(run_dir, compare(run_dir))
             write_summary(summary, run_dir)
     except (LedgerError, SummaryError) as exc:
         print(f"lossbench report: {exc}", file=sys.stderr)

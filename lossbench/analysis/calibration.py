@@ -9,8 +9,12 @@ Playing the visits and comparing the ledgers is ``lossbench.calibrate``'s job.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import msgspec
 
+from lossbench.analysis.compare import compare, write_summary
 from lossbench.analysis.stats import format_p
 from lossbench.contract.summary import (
     CalibrationDifference,
@@ -23,6 +27,9 @@ from lossbench.contract.summary import (
     format_pct_interval,
 )
 from lossbench.stats import ALPHA, two_proportion_test
+
+SOCKET_RUN = "socket"
+"""The socket client's run directory inside a calibration's (Chromium's) run directory."""
 
 TEST = "two-proportion z-test (Fisher's exact test when an expected count is below 5)"
 """The test ``difference`` makes (``lossbench.stats.two_proportion_test``), as the summary names it."""
@@ -63,13 +70,26 @@ def calibration(chromium: Summary, socket: Summary) -> dict[str, CalibrationEntr
     return out
 
 
-def with_calibration(chromium: Summary, socket: Summary, socket_dir: str) -> Summary:
+def with_calibration(chromium: Summary, socket: Summary, socket_dir: str = SOCKET_RUN) -> Summary:
     """The Chromium run's summary with the ``calibration`` object and where both runs are."""
     return msgspec.structs.replace(
         chromium,
         calibration=calibration(chromium, socket),
         calibration_runs=CalibrationRuns(chromium=".", socket=socket_dir),
     )
+
+
+def attach(run_dir: str | os.PathLike[str], summary: Summary) -> Summary:
+    """``summary`` (just compared from ``run_dir``) with its calibration when ``run_dir`` is a calibration's
+    Chromium run (``SOCKET_RUN`` beside its ledgers holds the socket client's run, compared here and its
+    summary written): so that comparing a calibration again keeps it. Any other run's is returned as it is.
+    Raises LedgerError when the socket client's ledgers cannot be read."""
+    socket_dir = Path(run_dir) / SOCKET_RUN
+    if summary.run.get("client") != "chromium" or not (socket_dir / "run.json").is_file():
+        return summary
+    socket = compare(socket_dir)
+    write_summary(socket, socket_dir)
+    return with_calibration(summary, socket)
 
 
 def disagreement_text(

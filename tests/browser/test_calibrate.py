@@ -46,7 +46,8 @@ def test_short_calibration(tmp_path: Path) -> None:
     assert "Calibration: Chromium vs the socket client" in (run_dir / "report.md").read_text()
     assert (run_dir / "socket" / "summary.json").is_file()
     assert any(line.startswith("ajax: ") for line in said)
-    assert main(["compare", str(run_dir)]) == 0  # compare works on a browser run unchanged
+    assert main(["compare", str(run_dir)]) == 0  # compare works on a browser run unchanged,
+    assert load_summary(run_dir / "summary.json").calibration == cal  # and keeps a calibration's
 
 
 @needs_chromium

@@ -4,13 +4,15 @@ their place in summary.json, and the report's words and chart for them."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import msgspec
 import pytest
 from markupsafe import escape
 
-from lossbench.analysis.calibration import calibration_table, with_calibration
+from lossbench.analysis.calibration import SOCKET_RUN, attach, calibration_table, with_calibration
+from lossbench.analysis.compare import compare
 from lossbench.contract.summary import Summary, TechniqueFigures, load_summary, summary_json
 from lossbench.report.charts import render_charts
 from lossbench.report.html import summary_html
@@ -105,3 +107,19 @@ def test_the_report_shows_the_calibration(clients: tuple[Summary, Summary], tmp_
     charts = render_charts(summary, tmp_path / "charts")
     assert "calibration" in charts and charts["calibration"].stat().st_size > 0
     assert "calibration" not in render_charts(clients[0], tmp_path / "charts")
+
+
+def test_comparing_a_calibration_again_keeps_it(tmp_path: Path) -> None:
+    """A calibration's run directory (Chromium's ledgers, the socket client's run in ``socket/``) compared
+    again gets its calibration again; any other run gets none. Here both clients are the stored run."""
+    run = tmp_path / "run"
+    shutil.copytree(STORED.parent, run, ignore=shutil.ignore_patterns("*.before.*"))
+    assert attach(run, compare(run)).calibration is None  # not a calibration: no client in run.json
+    shutil.copytree(run, tmp_path / "socket")
+    (tmp_path / "socket").rename(run / SOCKET_RUN)
+    run_json = run / "run.json"
+    run_json.write_text(json.dumps({**json.loads(run_json.read_text()), "client": "chromium"}))
+    summary = attach(run, compare(run))
+    assert summary.calibration is not None and set(summary.calibration) == set(summary.techniques)
+    assert all("agree within noise" in entry.text for entry in summary.calibration.values())
+    assert (run / SOCKET_RUN / "summary.json").is_file()
