@@ -363,6 +363,7 @@ class Socks5Proxy:
         self.port = 0
         self.relays: set[Relay] = set()
         self._timers: list[asyncio.TimerHandle] = []
+        self._clients: set[asyncio.Task[None]] = set()  # one per browser connection, cancelled at close
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
         self.server = await asyncio.start_server(self._client, host, port, reuse_address=True)
@@ -376,6 +377,9 @@ class Socks5Proxy:
             self.server.close()
         for relay in list(self.relays):
             relay.abort(drop=False)
+        for task in list(self._clients):  # a connection still waiting (a lookup, a connect) ends here
+            task.cancel()
+        await asyncio.gather(*self._clients, return_exceptions=True)
         if self.server is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.server.wait_closed(), 2.0)
@@ -410,11 +414,15 @@ class Socks5Proxy:
         return None
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._clients.add(task)
         try:
             await self._serve(reader, writer)
         except (asyncio.IncompleteReadError, ConnectionError, OSError, ValueError):
             pass
         finally:
+            self._clients.discard(task)
             with contextlib.suppress(Exception):
                 writer.close()
 
