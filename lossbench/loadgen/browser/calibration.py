@@ -19,6 +19,7 @@ from lossbench.stats import ALPHA, format_p, format_pct, two_proportion_test
 
 Say = Callable[[str], None]
 CLIENTS = ("chromium", "socket")
+LATE_EXIT = 0.02  # seconds of median exit lag past which a calibration says its Chromium losses read low
 
 
 def client_entry(data: Mapping[str, Any] | None) -> dict[str, Any] | None:
@@ -117,6 +118,13 @@ def attach(run_dir: Path, socket_dir: Path) -> dict[str, Any]:
     except LedgerError as exc:
         raise RunError(str(exc)) from None
     summary["calibration"] = calibration(summary, socket_summary)
+    timing = summary.get("timing") or {}
+    if timing.get("p50") is not None and timing["p50"] > LATE_EXIT:
+        summary.setdefault("warnings", []).append(
+            f"calibration: Chromium's pages went away {timing['p50']:.3f} s (median), {timing['p90']:.3f} s "
+            "(p90) after their planned exit; a late exit gives Chromium's requests more time than the socket "
+            "client's, so its losses read too low: calibrate on an idle machine"
+        )
     summary["calibration_runs"] = {"chromium": ".", "socket": str(socket_dir.relative_to(run_dir))}
     write_summary(summary, run_dir)
     render_report(run_dir, summary)
