@@ -70,12 +70,27 @@ def calibration(chromium: Summary, socket: Summary) -> dict[str, CalibrationEntr
     return out
 
 
+LATE_EXIT = 0.02
+"""Seconds of median exit lag past which a calibration says its Chromium losses read low."""
+
+
 def with_calibration(chromium: Summary, socket: Summary, socket_dir: str = SOCKET_RUN) -> Summary:
-    """The Chromium run's summary with the ``calibration`` object and where both runs are."""
+    """The Chromium run's summary with the ``calibration`` object and where both runs are, and a warning
+    when Chromium's pages went away late (that gives its requests more time than the socket client's)."""
+    warnings = list(chromium.warnings)
+    lag = chromium.timing
+    if lag.p50 is not None and lag.p50 > LATE_EXIT:
+        p90 = f", {lag.p90:.3f} s (p90)" if lag.p90 is not None else ""
+        warnings.append(
+            f"calibration: Chromium's pages went away {lag.p50:.3f} s (median){p90} after their planned "
+            "exit; a late exit gives Chromium's requests more time than the socket client's, so its losses "
+            "read too low: calibrate on an idle machine"
+        )
     return msgspec.structs.replace(
         chromium,
         calibration=calibration(chromium, socket),
         calibration_runs=CalibrationRuns(chromium=".", socket=socket_dir),
+        warnings=warnings,
     )
 
 
