@@ -1,4 +1,6 @@
 # Two entry points on a fresh machine: `make demo` (the main job) and `make test`.
+# The browser tests (tests/browser) also need Debian's Chromium: `apt-get install -y chromium` (.ci/run does
+# it); without /usr/bin/chromium they skip and say why.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -8,7 +10,7 @@ BIN    := $(VENV)/bin
 $(BIN)/lossbench: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[test,browser]'
 	touch $@
 
 setup: $(BIN)/lossbench

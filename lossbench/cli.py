@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from lossbench import __version__
 
 if TYPE_CHECKING:
+    from lossbench.calibrate import BrowserRunOptions
     from lossbench.contract.summary import Summary
     from lossbench.runner import RunOptions
 
@@ -93,6 +94,7 @@ def _add_collector(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from lossbench.analysis.adapters import AdapterError
+    from lossbench.analysis.calibration import attach
     from lossbench.analysis.compare import compare, write_summary
     from lossbench.analysis.read import LedgerError
     from lossbench.contract.summary import summary_json
@@ -103,6 +105,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         summary = compare(
             Path(args.run_dir), reference=args.reference, strict=args.strict, received_from=args.received_from
         )
+        summary = attach(args.run_dir, summary)  # a calibration keeps its calibration
     except (LedgerError, AdapterError) as exc:
         print(f"lossbench compare: {exc}", file=sys.stderr)
         return 2
@@ -132,6 +135,7 @@ def _fail_if(summary: Summary, conditions: list[str], evaluate: Callable[[Summar
 
 def cmd_report(args: argparse.Namespace) -> int:
     from lossbench.analysis.adapters import AdapterError
+    from lossbench.analysis.calibration import attach
     from lossbench.analysis.compare import compare, write_summary
     from lossbench.analysis.read import LedgerError
     from lossbench.contract.summary import SummaryError, load_summary
@@ -143,7 +147,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         if summary_path.exists() and not args.recompare:
             summary = load_summary(summary_path)
         else:
-            summary = compare(run_dir)
+            summary = attach(run_dir, compare(run_dir))
             write_summary(summary, run_dir)
     except (LedgerError, SummaryError, AdapterError) as exc:
         print(f"lossbench report: {exc}", file=sys.stderr)
@@ -154,6 +158,68 @@ def cmd_report(args: argparse.Namespace) -> int:
     for chart in paths.charts.values():
         print(f"chart: {chart}")
     return 0
+
+
+def _browser_options(
+    args: argparse.Namespace,
+    *,
+    profile: str,
+    exit_model: str,
+    abort: str,
+    seed: int,
+    techniques: tuple[str, ...],
+) -> BrowserRunOptions:
+    """The options of a Chromium run (``calibrate``, ``run --client chromium``): the browser flags from the
+    arguments, the model's (profile, exit model, abort, seed, techniques) as the command read them."""
+    from lossbench.calibrate import BrowserRunOptions
+
+    return BrowserRunOptions(
+        out=Path(args.out),
+        run_id=args.run_id,
+        visits=args.visits,
+        workers=args.workers,
+        duration=args.duration,
+        exit_how=args.exit_how,
+        profile=profile,
+        exit_model=exit_model,
+        abort=abort,
+        seed=seed,
+        techniques=techniques,
+    )
+
+
+def _chromium_dispatch(command: str, options: BrowserRunOptions, fail_if: list[str]) -> int:
+    """Run ``calibrate`` or ``run --client chromium``; exit 2 with the reason when it cannot go on."""
+    from lossbench.analysis.read import LedgerError
+    from lossbench.calibrate import calibrate, run_chromium
+    from lossbench.loadgen.browser.chromium import ChromiumMissing
+    from lossbench.report.fail_if import evaluate_fail_if
+    from lossbench.runner import RunError, say_now
+
+    try:
+        if command == "calibrate":
+            calibrate(options, say=say_now)
+            return 0
+        _, summary = run_chromium(options, say=say_now)
+    except (RunError, LedgerError, ChromiumMissing) as exc:
+        print(f"lossbench {command}: {exc}", file=sys.stderr)
+        return 2
+    return _fail_if(summary, fail_if, evaluate_fail_if)
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from lossbench.contract.techniques import ALL_TECHNIQUES
+
+    techniques = tuple(t.strip() for t in args.techniques.split(",") if t.strip())
+    options = _browser_options(
+        args,
+        profile=args.profile,
+        exit_model=args.exit_model,
+        abort=args.abort,
+        seed=args.seed,
+        techniques=techniques or ALL_TECHNIQUES,
+    )
+    return _chromium_dispatch("calibrate", options, [])
 
 
 def _run_options(args: argparse.Namespace, command: str) -> RunOptions | None:
@@ -181,12 +247,36 @@ def _run_options(args: argparse.Namespace, command: str) -> RunOptions | None:
     )
 
 
+def _cmd_run_chromium(args: argparse.Namespace) -> int:
+    """``run --client chromium``: the plugin's model options (profile, exit model, abort, seed, techniques),
+    environment included, played in Chromium."""
+    from lossbench.contract.techniques import ALL_TECHNIQUES
+    from lossbench.loadgen.locust.options import run_options
+
+    try:
+        plugin = run_options(args)
+    except ValueError as exc:  # a LOSSBENCH_* variable that cannot be read
+        print(f"lossbench run: {exc}", file=sys.stderr)
+        return 2
+    browser = _browser_options(
+        args,
+        profile=plugin.network_profile,
+        exit_model=plugin.exit_model,
+        abort=plugin.abort,
+        seed=plugin.seed,
+        techniques=plugin.chosen_techniques() or ALL_TECHNIQUES,
+    )
+    return _chromium_dispatch("run", browser, args.fail_if)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from lossbench.analysis.adapters import AdapterError
     from lossbench.analysis.read import LedgerError
     from lossbench.report.fail_if import evaluate_fail_if
     from lossbench.runner import RunError, run, say_now
 
+    if args.client == "chromium":
+        return _cmd_run_chromium(args)
     options = _run_options(args, "run")
     if options is None:
         return 2
@@ -347,6 +437,14 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--fail-if", action="append", default=[], metavar="EXPR", help="as in compare")
     _add_load_arguments(p)
+    p.add_argument(
+        "--client",
+        default="socket",
+        choices=("socket", "chromium"),
+        help="socket: Locust and lossbench's socket client (default); chromium: real headless Chromium "
+        "playing --visits visits (needs apt-get install chromium and pip install '.[browser]')",
+    )
+    _add_browser_flags(p, techniques=False, duration=False)
     p.set_defaults(func=cmd_run)
 
 
@@ -373,6 +471,50 @@ def _add_targets(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.set_defaults(func=cmd_targets)
 
 
+def _add_browser_flags(p: argparse.ArgumentParser, *, techniques: bool = True, duration: bool = True) -> None:
+    from lossbench.contract.techniques import ALL_TECHNIQUES
+
+    p.add_argument("--visits", type=int, default=200, help="visits to play in Chromium (default: 200)")
+    p.add_argument("--workers", type=int, default=8, help="Chromium tabs in parallel (default: 8)")
+    p.add_argument(
+        "--exit-how",
+        default="auto",
+        choices=("auto", "close", "navigate"),
+        help="how the page goes away: auto (navigation after an outbound click, else tab close)",
+    )
+    if techniques:
+        p.add_argument(
+            "--techniques", default=",".join(ALL_TECHNIQUES), help="comma-separated techniques (default: all)"
+        )
+    if duration:
+        p.add_argument("--duration", type=float, default=1800.0, help="at most this many seconds per client")
+
+
+def _add_calibrate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from lossbench.model.exits import DEFAULT_EXIT_MODEL
+    from lossbench.model.profiles import DEFAULT_PROFILE
+
+    p = sub.add_parser(
+        "calibrate",
+        help="the same visits in real Chromium and in the socket client, side by side",
+        description=(
+            "Draw --visits visits from the profile, exit model and seed; play them with the socket client "
+            "(RUN/socket) and in headless Chromium through lossbench's network emulator (RUN), each against "
+            "its own collector; compare both and write RUN/summary.json with a 'calibration' object (loss "
+            "per technique for both clients, the difference and its test, lost events by stage) and the "
+            "report. Needs apt-get install chromium and pip install '.[browser]'."
+        ),
+    )
+    p.add_argument("--out", default="results", help="parent of run directories (default: %(default)s)")
+    p.add_argument("--run-id", default="", help="name of the run directory (default: a timestamp)")
+    p.add_argument("--profile", default=DEFAULT_PROFILE, help="network profile (default: %(default)s)")
+    p.add_argument("--exit-model", default=DEFAULT_EXIT_MODEL, help="exit model (default: %(default)s)")
+    p.add_argument("--abort", default="unload", choices=("unload", "drop"), help="abort kind")
+    p.add_argument("--seed", type=int, default=1, help="random seed (default: 1)")
+    _add_browser_flags(p)
+    p.set_defaults(func=cmd_calibrate)
+
+
 def _add_models(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("models", help="list network profiles and exit models, with their sources")
     p.set_defaults(func=cmd_models)
@@ -393,6 +535,7 @@ def build_parser() -> argparse.ArgumentParser:
 ADDERS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
     _add_run,
     _add_targets,
+    _add_calibrate,
     _add_compare,
     _add_report,
     _add_collector,

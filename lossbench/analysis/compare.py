@@ -25,6 +25,7 @@ from lossbench.analysis.join import Match, chunks, match_received
 from lossbench.analysis.read import Ledgers, read_ledgers
 from lossbench.analysis.stats import ratio_text
 from lossbench.contract.summary import (
+    SCHEMA,
     Comparison,
     Cost,
     LedgerFile,
@@ -91,7 +92,9 @@ def compare(
         # the quantiles and the prediction of a large run then cost little more than the join itself
         joining = pool.submit(match_received, ledgers)
         figures = _SentFigures.of(ledgers)
-        prediction = _predict(run, [names[c] for c in figures.codes], predict_events)
+        # the model predicts the socket client's four techniques; the browser-only ones have no prediction
+        modelled = [names[c] for c in figures.codes if names[c] in TECHNIQUES]
+        prediction = _predict(run, modelled, predict_events)
         match = joining.result()
     counts = _Counts.of(ledgers, match)
     conn_seconds = _conn_seconds(ledgers.collector_stats)
@@ -110,6 +113,7 @@ def compare(
     warnings += _match_warnings(ledgers, match, techniques)
     warnings += _timing_warnings(timing, figures.median_rtt)
     return Summary(
+        schema=SCHEMA,
         run=run,
         reference=reference,
         techniques=techniques,

@@ -13,8 +13,8 @@ from typing import Protocol
 IDLE, HEADERS, BODY, CLOSING = range(4)
 """A connection's state: waiting for a request, reading its head, reading its body, going away."""
 
-Event = tuple[str, str, str, int]
-"""A valid event waiting for the commit: (id, tech, method, connection number)."""
+Event = tuple[str, str, str, int, str]
+"""A valid event waiting for the commit: (id, tech, method, connection number, User-Agent family or "")."""
 Pending = tuple[Event | None, str, bytes]
 """A complete request waiting for the commit: (its event or None, its technique, its answer)."""
 

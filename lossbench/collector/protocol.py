@@ -15,7 +15,7 @@ import httptools
 from lossbench.collector.config import CLOSE_LINGER, HEAD_SLICE
 from lossbench.collector.connection import BODY, CLOSING, HEADERS, IDLE, Pending
 from lossbench.collector.responses import LEDGER_FAILED, TIMEOUT
-from lossbench.collector.routes import Refused, route
+from lossbench.collector.routes import Refused, route, ua_family
 from lossbench.collector.state import Collector
 
 log = logging.getLogger(__name__)
@@ -52,6 +52,7 @@ class CollectorProtocol(asyncio.Protocol):
         "stopped",
         "tech",
         "transport",
+        "ua",
         "url",
     )
 
@@ -81,6 +82,7 @@ class CollectorProtocol(asyncio.Protocol):
         self.content_type = b""
         self.content_length: int | None = None
         self.chunked = False
+        self.ua = ""
 
     # -- connection lifecycle ---------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -289,6 +291,8 @@ class CollectorProtocol(asyncio.Protocol):
                 self.content_length = -1
         elif lname == b"transfer-encoding":
             self.chunked = True
+        elif lname == b"user-agent":
+            self.ua = ua_family(value)
 
     def on_headers_complete(self) -> None:
         if self.chunked or self.content_length:

@@ -38,6 +38,10 @@ class Request(Protocol):
     def number(self) -> int:
         """The connection's number, recorded with each event."""
 
+    @property
+    def ua(self) -> str:
+        """The User-Agent family of the request (``ua_family``), or "" without a User-Agent."""
+
 
 def route(c: Collector, request: Request, method: bytes, keep_alive: bool) -> Pending:
     """Answer one complete request: (event or None, technique or "", response bytes); raises Refused."""
@@ -112,7 +116,7 @@ def _require(c: Collector, method: bytes, allowed: bytes, allow_header: str = ""
 def _event(c: Collector, request: Request, event_id: str, tech: str, method: str) -> Event:
     """A valid event, to be written by the next commit (``event_line``)."""
     c.stats.requests[tech] += 1
-    return event_id, tech, method, request.number
+    return event_id, tech, method, request.number, request.ua
 
 
 def _query_param(query: bytes, name: bytes) -> bytes:
@@ -138,3 +142,15 @@ def _query_param_or_none(query: bytes, name: bytes) -> bytes | None:
 def _query_param_or_empty(query: bytes, name: bytes) -> str:
     value = _query_param_or_none(query, name)
     return value.decode("latin-1") if value is not None else ""
+
+
+def ua_family(user_agent: bytes) -> str:
+    """The browser family of a User-Agent, from a fixed list (nothing from the request is written as it
+    is): ``chromium`` (Chrome, Chromium and their headless builds), ``firefox``, ``safari``, ``other``."""
+    if b"Chrome/" in user_agent or b"Chromium/" in user_agent:
+        return "chromium"
+    if b"Firefox/" in user_agent:
+        return "firefox"
+    if b"Safari/" in user_agent:
+        return "safari"
+    return "other"

@@ -35,8 +35,8 @@ Clock = Callable[[], float]
 
 def event_line(event: Event, now: float) -> ReceivedEvent:
     """The ledger line of a valid event (docs/FORMATS.md); ``now``, the commit's time, to the microsecond."""
-    event_id, tech, method, connection = event
-    return ReceivedEvent(id=event_id, tech=tech, m=method, t=now, c=connection)
+    event_id, tech, method, connection, ua = event
+    return ReceivedEvent(id=event_id, tech=tech, m=method, t=now, c=connection, ua=ua or None)
 
 
 class ReceivedLedger(LedgerWriter):

@@ -32,10 +32,10 @@ import binascii
 import json
 from typing import Any
 
-from lossbench.contract.techniques import TECHNIQUES
+from lossbench.contract.techniques import ALL_TECHNIQUES
 
 MAX_ID_LENGTH = 128
-_TECHNIQUE_SET = frozenset(TECHNIQUES)
+_TECHNIQUE_SET = frozenset(ALL_TECHNIQUES)  # the browser-only ones too
 _FORBIDDEN_IN_VALUES = ("\r", "\n", "\x00")
 
 _URLSAFE_TO_STD = bytes.maketrans(b"-_", b"+/")
@@ -109,7 +109,7 @@ def decode_event_json(data: bytes | bytearray) -> tuple[str, str]:
         raise BadEvent("bad_id", f"id must be 1-{MAX_ID_LENGTH} printable ASCII characters without space")
     tech = obj.get("tech")
     if not isinstance(tech, str) or tech not in _TECHNIQUE_SET:
-        raise BadEvent("bad_tech", "tech must be one of " + ", ".join(TECHNIQUES))
+        raise BadEvent("bad_tech", "tech must be one of " + ", ".join(ALL_TECHNIQUES))
     if "\\" in text and _has_forbidden_string(obj):
         raise BadEvent("bad_value", "CR, LF or NUL in a string")
     return event_id, tech  # type: ignore[return-value]  # valid_id checked it is a str

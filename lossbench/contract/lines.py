@@ -54,7 +54,7 @@ class SentPing(msgspec.Struct, kw_only=True, gc=False):
     virtual: bool = True
 
 
-class ReceivedEvent(msgspec.Struct, kw_only=True, gc=False):
+class ReceivedEvent(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     """One event the collector fully parsed (the received ledger)."""
 
     id: str
@@ -62,6 +62,7 @@ class ReceivedEvent(msgspec.Struct, kw_only=True, gc=False):
     m: str  # HTTP method
     t: float  # wall time of the group commit that wrote it
     c: int  # the collector's connection number (per process)
+    ua: str | None = None  # the User-Agent family; only with a User-Agent (the socket client sends none)
 
 
 class Header(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):

@@ -21,8 +21,9 @@ SCHEMA = "lossbench.summary/3"
 """Version of the summary document; bump it when the JSON shape changes."""
 
 READABLE_SCHEMAS = (SCHEMA, "lossbench.summary/2", "lossbench.summary/1")
-"""Versions ``load_summary`` reads: /2 lacks ``received_from``, ``skipped_lines`` and
-``techniques.*.written_lost_ci95`` (read as null, {} and null); /1 also ``ledgers[].damaged_lines`` (0)."""
+"""Versions ``load_summary`` reads as this one: /2 lacks ``received_from``, ``skipped_lines``,
+``techniques.*.written_lost_ci95``, ``calibration`` and ``calibration_runs`` (read as null, {}, null,
+null and null); /1 also ``ledgers[].damaged_lines`` (read as 0)."""
 
 
 Direction = Literal["less", "more", "same"]
@@ -115,10 +116,49 @@ class LedgerFile(msgspec.Struct, frozen=True, kw_only=True):
     damaged_lines: int = 0
 
 
-class Summary(msgspec.Struct, frozen=True, kw_only=True):
-    """The whole document ``lossbench compare`` writes as ``summary.json``."""
+class ClientFigures(msgspec.Struct, frozen=True, kw_only=True):
+    """One client's figures for a technique in a calibration (from that client's own summary)."""
 
-    schema: str = SCHEMA
+    sent: int
+    received: int
+    lost: int
+    loss: float
+    ci95: tuple[float, float]
+    lost_by_stage: dict[str, int]  # the stages that hold a lost event only
+
+
+class CalibrationDifference(msgspec.Struct, frozen=True, kw_only=True):
+    """Chromium's loss minus the socket client's, with its two-sided test."""
+
+    loss: float
+    p_value: float
+    significant: bool
+    test: str
+
+
+class CalibrationEntry(msgspec.Struct, frozen=True, kw_only=True):
+    """One technique played by both clients on the same visits (``lossbench calibrate``)."""
+
+    chromium: ClientFigures | None
+    socket: ClientFigures | None  # None: a technique only the browser has
+    difference: CalibrationDifference | None  # None: one side has no events
+    text: str
+
+
+class CalibrationRuns(msgspec.Struct, frozen=True, kw_only=True):
+    """Where each client's run directory is, relative to the summary's."""
+
+    chromium: str
+    socket: str
+
+
+class Summary(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """The whole document ``lossbench compare`` writes as ``summary.json``. Only the fields of another
+    target's log and of a calibration have defaults, and they are left out of the JSON when absent: a run
+    against the reference collector that is not a calibration writes the fields /2 wrote, and
+    ``written_lost_ci95`` (``schema`` is required so that it is always written)."""
+
+    schema: str  # SCHEMA
     run: dict[str, Any]
     reference: str
     techniques: dict[str, TechniqueFigures]
@@ -129,6 +169,8 @@ class Summary(msgspec.Struct, frozen=True, kw_only=True):
     received_from: str | None = None  # the adapter spec of another target's log; None: the received ledger
     skipped_lines: dict[str, int] = msgspec.field(default_factory=dict)  # of that log, by category
     warnings: list[str]
+    calibration: dict[str, CalibrationEntry] | None = None  # lossbench calibrate only
+    calibration_runs: CalibrationRuns | None = None
 
 
 def summary_json(summary: Summary) -> str:

@@ -36,6 +36,8 @@ TECH_COLORS: dict[str, str] = {
     "pixel": "#0072B2",
     "pixel-prewarm": "#009E73",
     "pixel-keepalive": "#CC79A7",
+    "beacon": "#E69F00",
+    "fetch-keepalive": "#56B4E9",
 }
 _OTHER_COLOR = "#777777"
 
@@ -260,6 +262,53 @@ def cost_chart(summary: Summary, path: Path) -> Path | None:
     return path
 
 
+_CLIENT_BARS: tuple[tuple[float, str, str, str], ...] = (
+    # (x offset, client, colour, hatch): Chromium, the ground truth, solid; the socket client hatched
+    (-0.2, "chromium", "#1f77b4", ""),
+    (0.2, "socket", "#bbbbbb", "//"),
+)
+
+
+def calibration_chart(summary: Summary, path: Path) -> Path | None:
+    """Chromium's loss beside the socket client's for the same visits: two bars per technique."""
+    if not summary.calibration:
+        return None
+    techs = list(summary.calibration.items())
+    fig, ax = _figure(5.0, "Chromium (ground truth) vs the socket client, same visits", summary)
+    top = 0.0
+    for x, (_, entry) in enumerate(techs):
+        for dx, client, color, hatch in _CLIENT_BARS:
+            figures = entry.chromium if client == "chromium" else entry.socket
+            if figures is None or not figures.sent:
+                _note(ax, x + dx, 0, "n/a", fontsize=8, fontweight="normal", color="#555555")
+                continue
+            value = 100 * figures.loss
+            ax.bar(x + dx, value, width=0.38, color=color, hatch=hatch, edgecolor="black", zorder=2)
+            yerr = _yerr(value, figures.ci95)
+            ax.errorbar(x + dx, value, yerr=yerr, fmt="none", ecolor="black", capsize=4, zorder=3)
+            bar_top = max(value, 100 * figures.ci95[1])
+            _note(ax, x + dx, bar_top, _pct_text(value), fontsize=8)
+            top = max(top, bar_top)
+        if entry.difference is not None and entry.difference.significant:
+            _note(ax, x, top * 1.08 + 1, "differ", fontsize=8, color="#b91c1c")
+    ax.set_xticks(range(len(techs)), [t for t, _ in techs])
+    ax.set_xlim(-0.6, len(techs) - 0.4)
+    ax.set_ylim(0, max(top * 1.25, 1.0))
+    ax.set_ylabel("events lost (% of sent)")
+    ax.grid(axis="y", alpha=0.3, zorder=0)
+    ax.legend(
+        handles=[
+            Patch(facecolor=color, edgecolor="black", hatch=hatch, label=label)
+            for (_, _, color, hatch), label in zip(_CLIENT_BARS, ("Chromium", "socket client"), strict=True)
+        ],
+        loc="best",
+        fontsize=9,
+        frameon=False,
+    )
+    _save(fig, path)
+    return path
+
+
 def _fmt_value(v: float) -> str:
     return f"{v:.3g}" if abs(v) < 100 else f"{v:,.0f}"
 
@@ -269,6 +318,7 @@ CHARTS: dict[str, Callable[[Summary, Path], Path | None]] = {
     "stages": stages_chart,
     "time_to_written": time_to_written_chart,
     "cost": cost_chart,
+    "calibration": calibration_chart,
 }
 """Chart name → drawing function; the file is ``charts/<name>.png``."""
 

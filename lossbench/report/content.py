@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from lossbench.contract.summary import Summary, TechniqueFigures
-from lossbench.contract.techniques import TECHNIQUES
+from lossbench.contract.techniques import ALL_TECHNIQUES
 
 HOW_TO_READ = (
     "Each technique fired events from simulated browser tabs that went away at a drawn exit time. An event "
@@ -29,6 +29,7 @@ CHART_CAPTIONS: dict[str, str] = {
     "stages": "Lost events by the stage the client was in when the page went away, as a share of sent.",
     "time_to_written": "Share of written events whose complete data was written by a given time.",
     "cost": "Requests, connections and connection time at the collector per delivered event.",
+    "calibration": "Chromium's loss beside the socket client's for the same visits (lossbench calibrate).",
 }
 
 LOSS_COLUMNS: tuple[str, ...] = (
@@ -61,8 +62,8 @@ def label(value: object) -> str:
 def ordered_techniques(summary: Summary) -> list[tuple[str, TechniqueFigures]]:
     """Techniques in the canonical order (fewest stages last), then any unknown ones by name."""
     techs = summary.techniques
-    known = [t for t in TECHNIQUES if t in techs]
-    extra = sorted(t for t in techs if t not in TECHNIQUES)
+    known = [t for t in ALL_TECHNIQUES if t in techs]
+    extra = sorted(t for t in techs if t not in ALL_TECHNIQUES)
     return [(t, techs[t]) for t in [*known, *extra]]
 
 
@@ -135,6 +136,12 @@ def comparisons(summary: Summary) -> list[tuple[str, str]]:
         sig = "significant" if c.significant else "not significant"
         out.append((c.text, ", ".join(s for s in (sig, p_text) if s)))
     return out
+
+
+def calibration(summary: Summary) -> list[str]:
+    """The calibration's sentences (``lossbench calibrate``): where Chromium and the socket client agree
+    or disagree, with the numbers; none for any other run."""
+    return [entry.text for entry in (summary.calibration or {}).values() if entry.text]
 
 
 def warnings(summary: Summary) -> list[str]:

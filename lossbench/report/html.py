@@ -64,6 +64,7 @@ def summary_html(summary: Summary, charts: Mapping[str, bytes]) -> str:
         loss_columns=content.LOSS_COLUMNS,
         loss_rows=content.loss_table(summary),
         comparisons=content.comparisons(summary),
+        calibration=content.calibration(summary),
         charts=[
             (content.CHART_CAPTIONS.get(name, name), base64.b64encode(png).decode("ascii"))
             for name, png in charts.items()

@@ -47,6 +47,7 @@ def summary_markdown(summary: Summary, *, charts: Iterable[str] = tuple(CHARTS))
         loss_columns=content.LOSS_COLUMNS,
         loss_rows=content.loss_table(summary),
         comparisons=content.comparisons(summary),
+        calibration=content.calibration(summary),
         charts=[(content.CHART_CAPTIONS.get(name, name), name) for name in charts],
         parameter_columns=content.PARAMETER_COLUMNS,
         parameters=content.parameters(summary),

@@ -23,7 +23,7 @@ from lossbench.analysis.adapters import (
     parse_options,
 )
 from lossbench.contract.events import valid_id
-from lossbench.contract.techniques import TECHNIQUES
+from lossbench.contract.techniques import ALL_TECHNIQUES
 
 _KEYS = ("id", "tech", "method")
 
@@ -63,7 +63,7 @@ class CsvAdapter(LineAdapter):
             event_id, tech = fields[index["id"]], fields[index["tech"]]
             if not valid_id(event_id):
                 raise Skip(REFUSED, "event: bad_id")
-            if tech not in TECHNIQUES:
+            if tech not in ALL_TECHNIQUES:  # as the reference collector: the browser-only ones too
                 raise Skip(REFUSED, "event: bad_tech")
             return event_id, tech, fields[index["method"]] if "method" in index else ""
 

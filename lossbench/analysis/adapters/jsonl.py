@@ -28,7 +28,7 @@ from lossbench.analysis.adapters import (
     parse_options,
 )
 from lossbench.contract.events import BadEvent, decode_event_json, valid_id
-from lossbench.contract.techniques import TECHNIQUES
+from lossbench.contract.techniques import ALL_TECHNIQUES
 
 _MISSING = object()
 
@@ -79,7 +79,7 @@ class JsonlAdapter(LineAdapter):
                 raise Skip(REFUSED, "event: bad_id")
             event_id = str(found)
             tech_found = _get(obj, self.tech_path)
-            if not isinstance(tech_found, str) or tech_found not in TECHNIQUES:
+            if not isinstance(tech_found, str) or tech_found not in ALL_TECHNIQUES:
                 raise Skip(REFUSED, "event: bad_tech")
             tech = tech_found
         method = "" if self.method_path is None else _get(obj, self.method_path)

@@ -113,7 +113,7 @@ def test_nginx_format_without_the_request_is_refused() -> None:
 def test_nginx_decodes_as_the_reference_collector(tmp_path: Path) -> None:
     """Events the reference collector refuses are refused here too, each with its reason."""
     non_canonical = encode_pixel_param({"id": "x", "tech": "pixel"})[:-1] + "B"
-    bad_tech = base64.urlsafe_b64encode(b'{"id":"x","tech":"beacon"}').rstrip(b"=").decode()
+    bad_tech = base64.urlsafe_b64encode(b'{"id":"x","tech":"pigeon"}').rstrip(b"=").decode()
     bad_id = base64.urlsafe_b64encode(b'{"id":"a b","tech":"pixel"}').rstrip(b"=").decode()
     log = write(
         tmp_path / "a.log",

@@ -352,7 +352,7 @@ def test_a_run_stored_before_the_change_gives_the_same_summary(tmp_path: Path) -
     after = json.loads(path.read_text())
     assert before.pop("schema") == "lossbench.summary/1" and after.pop("schema") == SCHEMA
     assert [f.pop("damaged_lines") for f in after["ledgers"]] == [0] * len(before["ledgers"])
-    assert (after.pop("received_from"), after.pop("skipped_lines")) == (None, {})
+    assert "received_from" not in after and "skipped_lines" not in after  # left out when no log was read
     for t in after["techniques"].values():
         written = t["cut_by_stage"]["done"]
         assert t.pop("written_lost_ci95") == list(wilson_interval(t["written_lost"], written))

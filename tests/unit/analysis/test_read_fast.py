@@ -167,7 +167,7 @@ def played(
 
 def received(i: int = 1, tech: str = "pixel", method: str = "GET", t: float = 1764250000.456789) -> dict:
     """A received line as the collector's ``event_line`` builds it."""
-    return json.loads(encode_line(event_line((f"{i:016x}", tech, method, 17), micro(t))))
+    return json.loads(encode_line(event_line((f"{i:016x}", tech, method, 17, ""), micro(t))))
 
 
 def ping(tech: str = "pixel-keepalive", requests: int = 3) -> dict:

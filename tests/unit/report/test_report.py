@@ -98,6 +98,7 @@ def _comparison(technique: str, ratio: float, p: float, text: str) -> Comparison
 def make_summary() -> Summary:
     """Four techniques on a slow mobile profile; prewarm has no prediction, keepalive sent nothing."""
     return Summary(
+        schema=SCHEMA,
         run={
             "run_id": "20251127-154500-demo",
             "scenario": "all",
@@ -314,6 +315,7 @@ def test_empty_summary_does_not_crash(tmp_path: Path) -> None:
         p50=None, p90=None, p99=None, decided_on="intended", max_loss_shift=0.0, loss_shift={}, flagged=True
     )
     summary = Summary(
+        schema=SCHEMA,
         run={},
         reference="ajax",
         techniques={},

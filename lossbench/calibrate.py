@@ -1,0 +1,260 @@
+"""``lossbench calibrate`` and ``lossbench run --client chromium``: the same visit draws played by real
+Chromium and by the socket client, each into a run directory of the usual shape, compared and reported.
+
+Both clients get the same list of visits, drawn once from the profile, exit model and seed. The socket
+half plays them without Locust (``lossbench.loadgen.player.play_visit`` in threads, idle time compressed
+as under Locust); the browser half in Chromium (``lossbench.loadgen.browser``). Each half has its own
+collector process, started and stopped as ``lossbench run`` does, so that neither sees the other's
+connections. The calibration figures themselves are ``lossbench.analysis.calibration``'s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import json
+import platform
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lossbench import __version__
+from lossbench.contract.ledger import LedgerWriter, default_ledger_name
+from lossbench.contract.lines import SentPing
+from lossbench.contract.summary import Summary
+from lossbench.contract.techniques import ALL_TECHNIQUES, TECHNIQUES
+from lossbench.loadgen.browser import chromium
+from lossbench.loadgen.browser.player import EXIT_HOWS, BrowserOptions, BrowserPlayer
+from lossbench.loadgen.player import EventIds, PlayedEvent, play_visit
+from lossbench.model.exits import DEFAULT_EXIT_MODEL, get_exit_model
+from lossbench.model.profiles import DEFAULT_PROFILE, get_profile
+from lossbench.model.visits import Visit
+from lossbench.runner import RunError, Say, finish_run, start_collector, stop_process
+
+MAX_VISITS = 100_000
+SOCKET_THREADS = 64
+
+
+@dataclass(frozen=True)
+class BrowserRunOptions:
+    """A bounded run: N visits, at most ``duration`` seconds per client, in Chromium or in both clients."""
+
+    out: Path = Path("results")
+    run_id: str = ""
+    visits: int = 200
+    profile: str = DEFAULT_PROFILE
+    exit_model: str = DEFAULT_EXIT_MODEL
+    abort: str = "unload"
+    seed: int = 1
+    techniques: tuple[str, ...] = ALL_TECHNIQUES
+    workers: int = 8
+    duration: float = 1800.0
+    exit_how: str = "auto"
+    max_gap: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # more run.json keys
+
+
+def validate(options: BrowserRunOptions) -> None:
+    try:
+        get_profile(options.profile)
+        get_exit_model(options.exit_model)
+    except ValueError as exc:
+        raise RunError(str(exc)) from None
+    unknown = [t for t in options.techniques if t not in ALL_TECHNIQUES]
+    if unknown:
+        raise RunError(f"unknown technique(s) {', '.join(unknown)}; choose from {', '.join(ALL_TECHNIQUES)}")
+    if not 0 < options.visits <= MAX_VISITS:
+        raise RunError(f"--visits must be between 1 and {MAX_VISITS}")
+    if options.workers <= 0 or options.duration <= 0:
+        raise RunError("--workers and --duration must be positive")
+    if options.exit_how not in EXIT_HOWS:
+        raise RunError(f"--exit-how must be one of {', '.join(EXIT_HOWS)}")
+
+
+def draw_visits(options: BrowserRunOptions) -> list[Visit]:
+    """The run's visits: the same draws for every client, from the seed."""
+    rng = np.random.default_rng(options.seed)
+    profile, model = get_profile(options.profile), get_exit_model(options.exit_model)
+    return model.draw_batch(rng, profile.draw_batch(rng, options.visits), options.abort).visits()
+
+
+def new_run_dir(options: BrowserRunOptions) -> Path:
+    run_id = options.run_id or datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    run_dir = options.out / run_id
+    if (run_dir / "sent").exists():
+        raise RunError(f"{run_dir} already holds a run; choose another --run-id or remove it")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def write_run_json(run_dir: Path, options: BrowserRunOptions, client: str, **extra: Any) -> None:
+    """run.json as docs/FORMATS.md describes it, with the browser client's keys."""
+    versions = {"lossbench": __version__, "python": platform.python_version()}
+    if client == "chromium":
+        versions["chromium"] = chromium.version()
+        versions["playwright"] = _playwright_version()
+    document = {
+        "run_id": run_dir.name,
+        "scenario": f"{client} client",
+        "client": client,
+        "techniques": list(options.techniques),
+        "profile": options.profile,
+        "exit_model": options.exit_model,
+        "abort": options.abort,
+        "seed": options.seed,
+        "visits": options.visits,
+        "users": options.workers if client == "chromium" else SOCKET_THREADS,
+        "exit_how": options.exit_how,
+        "host": platform.node(),
+        "versions": versions,
+        **options.extra,
+        **extra,
+    }
+    (run_dir / "run.json").write_text(json.dumps(document, indent=1) + "\n")
+
+
+def _playwright_version() -> str:
+    try:
+        return version("playwright")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def play_chromium(run_dir: Path, visits: Sequence[Visit], options: BrowserRunOptions, say: Say) -> list[int]:
+    """Play ``visits`` in Chromium against a fresh collector and write run.json; returns the indices of the
+    visits played to the end (all of them unless ``duration`` ran out or a visit failed)."""
+    chromium.chromium_path()
+    chromium.require_playwright()
+    started = time.time()
+    collector, url = start_collector(run_dir, 1)
+    try:
+        player = BrowserPlayer(
+            int(url.rsplit(":", 1)[1]),
+            run_dir / "sent",
+            options.techniques,
+            BrowserOptions(
+                workers=options.workers,
+                max_gap=options.max_gap,
+                exit_how=options.exit_how,
+                duration=options.duration,
+            ),
+            say=say,
+        )
+        say(f"chromium: {len(visits)} visits, {options.workers} tabs, collector {url}")
+        stats = asyncio.run(player.play(visits))
+    finally:
+        stop_process(collector)
+    ended = time.time()
+    seconds = max(ended - started, 1e-9)
+    counts = {
+        "visits": stats.visits,
+        "events": stats.events,
+        "records_missing": stats.records_missing,
+        "records_from_console": stats.records_from_console,
+        "late_starts": stats.late_starts,
+        "errors": stats.errors[:20],
+        "seconds": round(seconds, 3),
+        "visits_per_second": round(stats.visits / seconds, 3),
+    }
+    write_run_json(run_dir, options, "chromium", started=started, ended=ended, player=counts)
+    say(
+        f"chromium: {stats.visits} visits, {stats.events} events in {seconds:.0f} s "
+        f"({counts['visits_per_second']:.2f} visits/s); {len(stats.errors)} visit errors"
+    )
+    return sorted(player.played)
+
+
+def play_socket(run_dir: Path, visits: Sequence[Visit], options: BrowserRunOptions, say: Say) -> None:
+    """Play ``visits`` with the socket client (its four techniques) against a fresh collector, with the
+    keep-alive pings each page would have sent as ``SentPing`` lines, as under Locust."""
+    techniques = [t for t in options.techniques if t in TECHNIQUES]
+    started = time.time()
+    collector, url = start_collector(run_dir, 1)
+    ids = EventIds()
+    ledger = LedgerWriter(
+        run_dir / "sent", "sent", name=f"socket-{default_ledger_name()}", salt=f"{ids.salt:06x}"
+    )
+    lock = threading.Lock()
+    address = ("127.0.0.1", int(url.rsplit(":", 1)[1]))
+    deadline = time.monotonic() + options.duration
+
+    def record(played: PlayedEvent) -> None:
+        line = played.record_line()
+        with lock:
+            ledger.append_raw(line, 1)
+
+    def one(visit: Visit) -> None:
+        if time.monotonic() < deadline:
+            pings = play_visit(visit, address, techniques, ids, record)
+            if pings:
+                with lock:
+                    ledger.append(SentPing(ping="pixel-keepalive", requests=pings, connections=0))
+
+    try:
+        say(f"socket client: {len(visits)} visits, {SOCKET_THREADS} threads, collector {url}")
+        with concurrent.futures.ThreadPoolExecutor(SOCKET_THREADS) as pool:
+            list(pool.map(one, visits))
+    finally:
+        ledger.close()
+        stop_process(collector)
+    ended = time.time()
+    write_run_json(
+        run_dir, replace(options, techniques=tuple(techniques)), "socket", started=started, ended=ended
+    )
+    say(f"socket client: {ledger.lines_total} ledger lines in {ended - started:.0f} s")
+
+
+def run_chromium(options: BrowserRunOptions, say: Say = print) -> tuple[Path, Summary]:
+    """``lossbench run --client chromium``: N visits in Chromium, then compare and report as any run."""
+    validate(options)
+    run_dir = new_run_dir(options)
+    say(
+        f"lossbench run {run_dir.name} (chromium): {', '.join(options.techniques)} on {options.profile}, "
+        f"exit model {options.exit_model}, {options.visits} visits"
+    )
+    play_chromium(run_dir, draw_visits(options), options, say)
+    return run_dir, finish_run(run_dir, say)
+
+
+def calibrate(options: BrowserRunOptions, say: Say = print) -> tuple[Path, Summary]:
+    """``lossbench calibrate``: the same visits in Chromium (``<run>``) and in the socket client
+    (``<run>/socket``), each compared; ``<run>/summary.json`` gets the ``calibration`` object and the
+    report shows it. Raises RunError, LedgerError or ChromiumMissing, each with a message that says why."""
+    from lossbench.analysis.calibration import SOCKET_RUN, attach, calibration_table
+    from lossbench.analysis.compare import compare, write_summary
+    from lossbench.report.html import render_report
+
+    validate(options)
+    run_dir = new_run_dir(options)
+    visits = draw_visits(options)
+    say(
+        f"lossbench calibrate {run_dir.name}: {len(visits)} visits on {options.profile}, exit model "
+        f"{options.exit_model}, abort {options.abort}, seed {options.seed}"
+    )
+    socket_dir = run_dir / SOCKET_RUN
+    socket_dir.mkdir(parents=True, exist_ok=True)
+    played = play_chromium(run_dir, visits, options, say)
+    if len(played) < len(visits):
+        say(f"chromium played {len(played)} of {len(visits)} visits to the end; the socket client too")
+    play_socket(socket_dir, [visits[i] for i in played], options, say)
+    say("comparing ledgers ...")
+    summary = attach(run_dir, compare(run_dir))
+    write_summary(summary, run_dir)
+    paths = render_report(run_dir, summary)
+    assert summary.calibration is not None
+    say("")
+    for line in calibration_table(summary.calibration):
+        say(line)
+    say("")
+    for entry in summary.calibration.values():
+        say(entry.text)
+    say("")
+    say(f"report: {paths.html}")
+    return run_dir, summary
