@@ -1,30 +1,66 @@
 """The vocabulary every layer shares: techniques, their stages, event types, aborts and close modes.
 
 Each name here is written once; the ledgers, the model, the load generator, compare and the report import it.
+``Technique`` and ``Stage`` are string enums: a member is its name in the ledgers and the summary
+(``Technique.PIXEL == "pixel"``), so code can spell a name once and read plain strings from JSON.
 """
 
 from __future__ import annotations
 
-TECHNIQUES: tuple[str, ...] = ("ajax", "pixel", "pixel-prewarm", "pixel-keepalive")
-"""The four techniques, in order of how many network stages an event needs before its data is out."""
+from enum import StrEnum
 
-BROWSER_TECHNIQUES: tuple[str, ...] = ("beacon", "fetch-keepalive")
+
+class Technique(StrEnum):
+    """A way of sending a tracking event, named as in the ledgers."""
+
+    AJAX = "ajax"
+    PIXEL = "pixel"
+    PIXEL_PREWARM = "pixel-prewarm"
+    PIXEL_KEEPALIVE = "pixel-keepalive"
+    BEACON = "beacon"
+    FETCH_KEEPALIVE = "fetch-keepalive"
+
+
+class Stage(StrEnum):
+    """Where an event was when the page went away (``DONE``: its data was completely written)."""
+
+    DNS = "dns"
+    CONNECT = "connect"
+    PREFLIGHT = "preflight"
+    HEADERS = "headers"
+    BODY = "body"
+    REQUEST = "request"
+    UNSENT = "unsent"  # the Chromium client only: the page had the event, nothing of it was on the network
+    DONE = "done"
+
+
+TECHNIQUES: tuple[str, ...] = (
+    Technique.AJAX,
+    Technique.PIXEL,
+    Technique.PIXEL_PREWARM,
+    Technique.PIXEL_KEEPALIVE,
+)
+"""The four techniques of the socket client and the model, in order of how many network stages an event
+needs before its data is out."""
+
+BROWSER_TECHNIQUES: tuple[str, ...] = (Technique.BEACON, Technique.FETCH_KEEPALIVE)
 """Techniques only a real browser has (played by the Chromium client): ``navigator.sendBeacon`` and ``fetch``
-with ``keepalive``, both POSTing the event's JSON to ``/e`` (preflighted, as ajax)."""
+with ``keepalive``, both POSTing the event's JSON to ``/e``."""
 
 ALL_TECHNIQUES: tuple[str, ...] = TECHNIQUES + BROWSER_TECHNIQUES
 """Every technique the collector accepts."""
 
 STAGES: dict[str, tuple[str, ...]] = {
-    "ajax": ("dns", "connect", "preflight", "headers", "body"),
-    "pixel": ("dns", "connect", "request"),
-    "pixel-prewarm": ("dns", "connect", "request"),
-    "pixel-keepalive": ("connect", "request"),
+    Technique.AJAX: (Stage.DNS, Stage.CONNECT, Stage.PREFLIGHT, Stage.HEADERS, Stage.BODY),
+    Technique.PIXEL: (Stage.DNS, Stage.CONNECT, Stage.REQUEST),
+    Technique.PIXEL_PREWARM: (Stage.DNS, Stage.CONNECT, Stage.REQUEST),
+    Technique.PIXEL_KEEPALIVE: (Stage.CONNECT, Stage.REQUEST),
 }
-"""Each technique's stages in order, named as in docs/FORMATS.md (the model has no TLS stage). Zero-length
-stages (``headers``, ``request``) never hold a cut: their data is written the instant they start."""
+"""Each modelled technique's stages in order, named as in docs/FORMATS.md (the model has no TLS stage).
+Zero-length stages (``headers``, ``request``) never hold a cut: their data is written the instant they
+start."""
 
-DONE = "done"
+DONE: str = Stage.DONE
 """The stage of an event whose data was completely written before the cut."""
 
 EVENT_TYPES: tuple[str, ...] = ("pageview", "click", "outbound")

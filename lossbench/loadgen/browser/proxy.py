@@ -31,6 +31,7 @@ import time
 from dataclasses import dataclass, field
 
 from lossbench.contract.events import BadEvent, decode_event_json, decode_pixel_param
+from lossbench.contract.techniques import Stage
 from lossbench.model.dns import DnsCache
 
 DOMAIN = "lossbench.test"
@@ -499,22 +500,22 @@ def stage_at(logs: list[ConnectionLog], fired: float, gone: float, event_id: str
     complete) — or ``unsent`` (nothing of it on the network: the browser had not written it)."""
     carried = written_at(logs, event_id)
     if carried is not None and carried.complete is not None and carried.complete <= gone:
-        return "done"
+        return Stage.DONE
     for log in logs:
         for request in log.requests:
             begun = fired <= request.started <= gone and request.method != "OPTIONS"
             if begun and (request.complete is None or request.complete > gone):
-                return "request"
+                return Stage.REQUEST
     pending = [g for g in logs if fired <= g.asked <= gone and (g.connected is None or g.connected > gone)]
     if pending:
         log = pending[-1]
-        return "dns" if log.looked_up is None or log.looked_up > gone else "connect"
+        return Stage.DNS if log.looked_up is None or log.looked_up > gone else Stage.CONNECT
     for log in logs:
         for request in log.requests:
             unanswered = request.answered is None or request.answered > gone
             if request.method == "OPTIONS" and fired <= request.started <= gone and unanswered:
-                return "preflight"
-    return "unsent"
+                return Stage.PREFLIGHT
+    return Stage.UNSENT
 
 
 __all__ = [
