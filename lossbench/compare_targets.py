@@ -24,7 +24,7 @@ from lossbench.contract.targets import (
     TargetTechnique,
     targets_json,
 )
-from lossbench.runner import RunError, RunOptions, RunResult, Say, run_measured, validate
+from lossbench.runner import RunError, RunOptions, RunResult, Say, run_measured, say_result, validate
 from lossbench.stats import ALPHA, ratio, two_proportion_test, wilson_interval
 from lossbench.targets import KINDS
 
@@ -53,10 +53,7 @@ def run_targets(options: RunOptions, targets: Sequence[str] = DEFAULT_TARGETS, s
     from lossbench.report.targets import render_targets_report, targets_text
 
     paths = render_targets_report(folder, document)
-    say("")
-    say(targets_text(document).rstrip())
-    say("")
-    say(f"report: {paths.html}")
+    say_result(say, targets_text(document), paths.html)
     return folder
 
 

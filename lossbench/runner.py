@@ -318,11 +318,16 @@ def finish_run(run_dir: Path, say: Say) -> Summary:
     write_summary(summary, run_dir)
     say("rendering the report ...")
     paths = render_report(run_dir, summary)
-    say("")
-    say(summary_to_text(summary).rstrip())
-    say("")
-    say(f"report: {paths.html}")
+    say_result(say, summary_to_text(summary), paths.html)
     return summary
+
+
+def say_result(say: Say, table: str, report: Path) -> None:
+    """The end of a run: its table, then where its report is."""
+    say("")
+    say(table.rstrip())
+    say("")
+    say(f"report: {report}")
 
 
 def say_now(line: str) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import msgspec
 
@@ -179,26 +179,44 @@ def summary_json(summary: Summary) -> str:
     return json.dumps(msgspec.to_builtins(summary), indent=1, ensure_ascii=False, allow_nan=False) + "\n"
 
 
-def load_summary(path: str | Path) -> Summary:
-    """Read a stored ``summary.json``; raises SummaryError naming the file when it cannot be read, is not a
-    lossbench summary of this schema, or has a field of the wrong type."""
-    redo = "rerun `lossbench compare` on its run directory (or `lossbench report --recompare`)"
+Document = TypeVar("Document")
+
+
+def load_versioned(
+    path: str | Path,
+    kind: type[Document],
+    *,
+    what: str,
+    schemas: tuple[str, ...],
+    redo: str,
+    error: type[Exception],
+) -> Document:
+    """A stored JSON document of one of ``schemas`` (an older one reads as the first, the current one), as
+    ``kind``; ``error`` naming the file, what is wrong and ``redo`` when it cannot be read, is not ``what``
+    of those versions, or has a field of the wrong type."""
     try:
         doc = msgspec.json.decode(Path(path).read_bytes())
     except OSError as e:
-        raise SummaryError(f"{path}: cannot be read ({e.strerror or e})") from None
+        raise error(f"{path}: cannot be read ({e.strerror or e})") from None
     except msgspec.DecodeError as e:
-        raise SummaryError(f"{path}: not valid JSON ({e}); {redo}") from None
+        raise error(f"{path}: not valid JSON ({e}); {redo}") from None
     schema = doc.get("schema") if isinstance(doc, dict) else None
-    if schema not in READABLE_SCHEMAS:
-        what = "no schema" if schema is None else f"schema {schema!r}"
-        raise SummaryError(
-            f"{path}: not a summary this lossbench reads ({what}, expected {SCHEMA!r}); {redo}"
-        )
+    if schema not in schemas:
+        found = "no schema" if schema is None else f"schema {schema!r}"
+        raise error(f"{path}: not {what} this lossbench reads ({found}, expected {schemas[0]!r}); {redo}")
     try:
-        return msgspec.convert({**doc, "schema": SCHEMA}, Summary)  # an older version reads as this one
+        return msgspec.convert({**doc, "schema": schemas[0]}, kind)
     except msgspec.ValidationError as e:
-        raise SummaryError(f"{path}: damaged summary ({e}); {redo}") from None
+        raise error(f"{path}: damaged {what.removeprefix('a ')} ({e}); {redo}") from None
+
+
+def load_summary(path: str | Path) -> Summary:
+    """Read a stored ``summary.json``; SummaryError naming the file when it cannot be read, is not a
+    lossbench summary of a version this one reads, or has a field of the wrong type."""
+    redo = "rerun `lossbench compare` on its run directory (or `lossbench report --recompare`)"
+    return load_versioned(
+        path, Summary, what="a summary", schemas=READABLE_SCHEMAS, redo=redo, error=SummaryError
+    )
 
 
 def format_pct(x: float) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 
 import msgspec
 
-from lossbench.contract.summary import Direction
+from lossbench.contract.summary import Direction, load_versioned
 
 SCHEMA = "lossbench.targets/1"
 """Version of the targets document; bump it when the JSON shape changes."""
@@ -91,17 +91,11 @@ def targets_json(document: TargetsDocument) -> str:
 
 def load_targets(path: str | Path) -> TargetsDocument:
     """Read a stored ``targets.json``; TargetsError naming the file when it is not one of this version."""
-    redo = "rerun `lossbench targets`"
-    try:
-        doc = msgspec.json.decode(Path(path).read_bytes())
-    except OSError as e:
-        raise TargetsError(f"{path}: cannot be read ({e.strerror or e})") from None
-    except msgspec.DecodeError as e:
-        raise TargetsError(f"{path}: not valid JSON ({e}); {redo}") from None
-    schema = doc.get("schema") if isinstance(doc, dict) else None
-    if schema != SCHEMA:
-        raise TargetsError(f"{path}: not a targets document of schema {SCHEMA!r} ({schema!r}); {redo}")
-    try:
-        return msgspec.convert(doc, TargetsDocument)
-    except msgspec.ValidationError as e:
-        raise TargetsError(f"{path}: damaged targets document ({e}); {redo}") from None
+    return load_versioned(
+        path,
+        TargetsDocument,
+        what="a targets document",
+        schemas=(SCHEMA,),
+        redo="rerun `lossbench targets`",
+        error=TargetsError,
+    )

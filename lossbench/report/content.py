@@ -238,3 +238,27 @@ def ledger_rows(summary: Summary) -> list[list[str]]:
 def phantoms_text(summary: Summary) -> str:
     n = _count(summary.phantoms)
     return f"{n} — events the collector received that no sent ledger lists (expected 0)."
+
+
+def page(summary: Summary) -> dict[str, Any]:
+    """What both the HTML page and the Markdown show, as their templates' context (the charts, which
+    each format embeds its own way, are added by the renderer)."""
+    return {
+        "title": title(summary),
+        "meta": meta(summary),
+        "warnings": warnings(summary),
+        "how_to_read": HOW_TO_READ,
+        "loss_columns": LOSS_COLUMNS,
+        "loss_rows": loss_table(summary),
+        "comparisons": comparisons(summary),
+        "calibration": calibration(summary),
+        "parameter_columns": PARAMETER_COLUMNS,
+        "parameters": parameters(summary),
+        "timing": timing_text(summary),
+        "timing_flagged": summary.timing.flagged,
+        "ledger_columns": LEDGER_COLUMNS,
+        "ledgers": ledger_rows(summary),
+        "phantoms": summary.phantoms,
+        "phantoms_text": phantoms_text(summary),
+        "schema": summary.schema,
+    }

@@ -56,27 +56,10 @@ def render_report(run_dir: Path, summary: Summary) -> ReportPaths:
 
 def summary_html(summary: Summary, charts: Mapping[str, bytes]) -> str:
     """The report as one self-contained HTML page; ``charts`` maps chart name to PNG bytes to embed."""
+    embedded = [
+        (content.CHART_CAPTIONS.get(name, name), base64.b64encode(png).decode("ascii"))
+        for name, png in charts.items()
+    ]
     return _ENV.get_template("report.html.j2").render(
-        title=content.title(summary),
-        meta=content.meta(summary),
-        warnings=content.warnings(summary),
-        how_to_read=content.HOW_TO_READ,
-        loss_columns=content.LOSS_COLUMNS,
-        loss_rows=content.loss_table(summary),
-        comparisons=content.comparisons(summary),
-        calibration=content.calibration(summary),
-        charts=[
-            (content.CHART_CAPTIONS.get(name, name), base64.b64encode(png).decode("ascii"))
-            for name, png in charts.items()
-        ],
-        parameter_columns=content.PARAMETER_COLUMNS,
-        parameters=content.parameters(summary),
-        timing=content.timing_text(summary),
-        timing_flagged=summary.timing.flagged,
-        ledger_columns=content.LEDGER_COLUMNS,
-        ledgers=content.ledger_rows(summary),
-        phantoms=summary.phantoms,
-        phantoms_text=content.phantoms_text(summary),
-        schema=summary.schema,
-        version=__version__,
+        **content.page(summary), charts=embedded, version=__version__
     )

@@ -40,19 +40,5 @@ _ENV = jinja2.Environment(
 
 def summary_markdown(summary: Summary, *, charts: Iterable[str] = tuple(CHARTS)) -> str:
     """The report as Markdown; ``charts`` names the PNGs under ``charts/`` to link (those that exist)."""
-    return _ENV.get_template("report.md.j2").render(
-        title=content.title(summary),
-        warnings=content.warnings(summary),
-        how_to_read=content.HOW_TO_READ,
-        loss_columns=content.LOSS_COLUMNS,
-        loss_rows=content.loss_table(summary),
-        comparisons=content.comparisons(summary),
-        calibration=content.calibration(summary),
-        charts=[(content.CHART_CAPTIONS.get(name, name), name) for name in charts],
-        parameter_columns=content.PARAMETER_COLUMNS,
-        parameters=content.parameters(summary),
-        timing=content.timing_text(summary),
-        ledger_columns=content.LEDGER_COLUMNS,
-        ledgers=content.ledger_rows(summary),
-        phantoms_text=content.phantoms_text(summary),
-    )
+    linked = [(content.CHART_CAPTIONS.get(name, name), name) for name in charts]
+    return _ENV.get_template("report.md.j2").render(**content.page(summary), charts=linked)
