@@ -2,9 +2,10 @@
 
 Each technique is a sequence of stages. A stage *acts* at once on a real socket (connect, write a request,
 read the collector's real answer) and then *waits* the emulated network time before the next stage may
-start (see DESIGN.md, "act, then wait"). The timeline is deadline-based: every stage has an intended end in
-client time (seconds since the event fired) and sleeps until that deadline, so an oversleep in one stage
-is absorbed by the next instead of piling up; the actual end is recorded beside the intended one.
+start (docs/MODEL.md, "An event: act, then wait"). The timeline is deadline-based: every stage has an
+intended end in client time (seconds since the event fired) and sleeps until that deadline, so an oversleep
+in one stage is absorbed by the next instead of piling up; the actual end is recorded beside the intended
+one.
 
 The cut comes at client time A (the page goes away). The decision of whether a stage finished before
 the cut is taken on the intended timeline, then the socket is closed — RST by default (SO_LINGER 0: no
