@@ -17,24 +17,9 @@ import pytest
 
 from lossbench.contract.targets import load_targets
 from lossbench.runner import RunError, RunOptions, run
-from lossbench.targets import TargetError, thin_python
 from lossbench.targets import nginx as nginx_target
-from lossbench.targets.nginx import find_nginx
 from support import ROOT
-
-
-def _nginx_missing() -> bool:
-    try:
-        find_nginx()
-    except TargetError:
-        return True
-    return False
-
-
-needs_nginx = pytest.mark.skipif(
-    _nginx_missing(), reason="nginx is not installed (apt-get install nginx-light); CI installs it"
-)
-needs_aiohttp = pytest.mark.skipif(not thin_python.aiohttp_installed(), reason="pip install '.[targets]'")
+from target_support import needs_aiohttp, needs_nginx
 
 LINE = re.compile(r'"(?P<method>[A-Z]+) (?P<uri>\S+) HTTP/[\d.]+" (?P<status>\d{3}) .* "(?P<body>[^"]*)"$')
 """A line of the shipped nginx.conf's log: combined, then the request body in quotes."""

@@ -16,23 +16,10 @@ from lossbench.analysis.adapters import DAMAGED, IGNORED, REFUSED, ReceivedLog, 
 from lossbench.loadgen.techniques import ORIGIN, event_body, pixel_request
 from lossbench.targets import Target, TargetError, start_target, thin_python
 from lossbench.targets import nginx as nginx_target
-from lossbench.targets.nginx import find_nginx
 from support import received_ids, wait_until
+from target_support import needs_nginx
 
 Row = tuple[str, str, str]
-
-
-def _nginx_missing() -> bool:
-    try:
-        find_nginx()
-    except TargetError:
-        return True
-    return False
-
-
-needs_nginx = pytest.mark.skipif(
-    _nginx_missing(), reason="nginx is not installed (apt-get install nginx-light); CI installs it"
-)
 
 
 def connection(target: Target) -> http.client.HTTPConnection:
