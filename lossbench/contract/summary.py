@@ -17,13 +17,14 @@ from typing import Any, Literal, TypeVar
 
 import msgspec
 
-SCHEMA = "lossbench.summary/3"
+SCHEMA = "lossbench.summary/4"
 """Version of the summary document; bump it when the JSON shape changes."""
 
-READABLE_SCHEMAS = (SCHEMA, "lossbench.summary/2", "lossbench.summary/1")
-"""Versions ``load_summary`` reads as this one: /2 lacks ``received_from``, ``skipped_lines``,
-``techniques.*.written_lost_ci95``, ``calibration`` and ``calibration_runs`` (read as null, {}, null,
-null and null); /1 also ``ledgers[].damaged_lines`` (read as 0)."""
+READABLE_SCHEMAS = (SCHEMA, "lossbench.summary/3", "lossbench.summary/2", "lossbench.summary/1")
+"""Versions ``load_summary`` reads as this one: /3 lacks ``collector`` (read as null); /2 also lacks
+``received_from``, ``skipped_lines``, ``techniques.*.written_lost_ci95``, ``calibration`` and
+``calibration_runs`` (read as null, {}, null, null and null); /1 also ``ledgers[].damaged_lines`` (read
+as 0)."""
 
 
 Direction = Literal["less", "more", "same"]
@@ -152,6 +153,25 @@ class CalibrationRuns(msgspec.Struct, frozen=True, kw_only=True):
     socket: str
 
 
+class AnswerTimes(msgspec.Struct, frozen=True, kw_only=True):
+    """Seconds from a request complete at the collector until its answer was written, for one kind."""
+
+    count: int
+    p50: float | None
+    p90: float | None
+    p99: float | None
+
+
+class CollectorFigures(msgspec.Struct, frozen=True, kw_only=True):
+    """What the reference collector reported about itself in its stats files, summed over its processes."""
+
+    processes: int
+    service_time: str | None  # the --service-time spec; None: answers at once
+    service_workers: int
+    utilisation: float | None  # busy worker-seconds / (workers × seconds served); None: not reported
+    answer_seconds: dict[str, AnswerTimes]  # by contract.latency.ANSWER_KINDS, kinds with answers only
+
+
 class Summary(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """The whole document ``lossbench compare`` writes as ``summary.json``. Only the fields of another
     target's log and of a calibration have defaults, and they are left out of the JSON when absent: a run
@@ -171,6 +191,7 @@ class Summary(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     warnings: list[str]
     calibration: dict[str, CalibrationEntry] | None = None  # lossbench calibrate only
     calibration_runs: CalibrationRuns | None = None
+    collector: CollectorFigures | None = None  # the reference collector's own figures; None: another target
 
 
 def summary_json(summary: Summary) -> str:

@@ -65,7 +65,7 @@ def test_damaged_or_foreign_documents_name_the_file_and_what_to_do(tmp_path: Pat
     with pytest.raises(SummaryError, match=r"summary\.json: not a summary this lossbench reads \(no schema"):
         load_summary(path)
     path = _stored_with(tmp_path, {"schema": "lossbench.summary/0"})
-    with pytest.raises(SummaryError, match=r"schema 'lossbench.summary/0', expected 'lossbench.summary/3'"):
+    with pytest.raises(SummaryError, match=r"schema 'lossbench.summary/0', expected 'lossbench.summary/4'"):
         load_summary(path)
     path = _stored_with(tmp_path, {"phantoms": "none"})
     with pytest.raises(

@@ -1,0 +1,71 @@
+"""The answer-time histogram: buckets, merging, quantiles within a bucket, draws from it, its JSON."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from lossbench.contract.latency import (
+    BUCKETS,
+    BUCKETS_PER_DECADE,
+    LatencyHistogram,
+    bucket_of,
+    merge_all,
+    percentiles,
+)
+
+WIDTH = 10 ** (1 / BUCKETS_PER_DECADE)  # the ratio of two neighbouring bucket edges
+
+
+def histogram(values: list[float]) -> LatencyHistogram:
+    h = LatencyHistogram()
+    for v in values:
+        h.add(v)
+    return h
+
+
+def test_quantiles_are_within_one_bucket_of_the_true_value() -> None:
+    rng = np.random.default_rng(3)
+    values = rng.lognormal(np.log(0.002), 0.5, 20_000)
+    h = histogram(list(values))
+    for q in (0.5, 0.9, 0.99):
+        true = float(np.quantile(values, q))
+        got = h.quantile(q)
+        assert got is not None
+        assert true <= got <= true * WIDTH * 1.001
+
+
+def test_out_of_range_values_fall_in_the_end_buckets() -> None:
+    assert bucket_of(0.0) == 0
+    assert bucket_of(1e6) == BUCKETS - 1
+
+
+def test_merge_adds_bucket_by_bucket_and_empty_has_no_quantile() -> None:
+    a, b = histogram([0.001, 0.002]), histogram([0.002, 0.5])
+    merged = merge_all([a, b])
+    assert merged.total == 4
+    assert merged.counts[bucket_of(0.002)] == 2
+    assert LatencyHistogram().quantile(0.5) is None
+    assert percentiles(LatencyHistogram()) == {"p50": None, "p90": None, "p99": None}
+
+
+def test_json_round_trip() -> None:
+    h = histogram([0.001, 0.02, 0.02, 3.0])
+    again = LatencyHistogram.from_dict(json.loads(json.dumps(h.as_dict())))
+    assert again.counts == h.counts
+
+
+def test_damaged_json_is_an_error() -> None:
+    with pytest.raises(ValueError):
+        LatencyHistogram.from_dict({"counts": {"x": 1}})
+
+
+def test_draws_follow_the_recorded_distribution() -> None:
+    h = histogram([0.01] * 900 + [0.1] * 100)
+    draws = h.sample(np.random.default_rng(1), 10_000)
+    share_slow = float((draws > 0.05).mean())
+    assert 0.08 < share_slow < 0.12
+    assert np.all(draws > 0.01 / WIDTH) and np.all(draws <= 0.1 * WIDTH)
+    assert not LatencyHistogram().sample(np.random.default_rng(1), 3).any()
