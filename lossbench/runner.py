@@ -43,6 +43,8 @@ class RunOptions:
     spawn_rate: float = 100.0
     processes: int = 2
     collector_processes: int = 1
+    service_time: str | None = None  # the reference collector's --service-time (None: answers at once)
+    service_workers: int = 1  # the reference collector's --service-workers
     target: str = "reference"  # a kind of lossbench.targets.KINDS, or the URL of a running target
     received_from: str | None = None  # adapter spec of a running target's log (required with a URL)
     scenario: Path | None = None
