@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -543,13 +544,30 @@ ADDERS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], Non
 ]
 
 
+LONG_COMMANDS = ("run", "targets", "calibrate", "sweep")
+"""Commands that start children (collector, Locust, Chromium): SIGTERM stops them as Ctrl-C does."""
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    return int(args.func(args) or 0)
+    if args.command in LONG_COMMANDS:
+        # `timeout`, a CI runner or `kill` send SIGTERM, whose default ends Python without running any
+        # `finally`: the collector, Locust and Chromium would outlive the command. As Ctrl-C, they are
+        # stopped and the ledgers written so far stay readable.
+        signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print(f"lossbench {args.command}: interrupted; its children are stopped", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

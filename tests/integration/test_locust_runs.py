@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 import json
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -215,3 +216,49 @@ def test_load_generator_benchmark_runs_and_prints_its_figure():
     assert all(int(rate.replace(",", "")) > 0 and int(cpu) > 0 for rate, cpu in rates), result.stdout
     last = r"lossbench pixel / bare Locust events per second: \d+\.\d\d .*"
     assert re.fullmatch(last, lines[-1]), lines[-1]
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every live process below ``pid`` (read from /proc)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def test_sigterm_stops_the_run_and_its_children(tmp_path):
+    """`timeout`, CI runners and `kill` send SIGTERM: the collector and Locust must not outlive the run,
+    and the ledgers written so far stay readable by compare."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lossbench.cli", "run", "--duration", "60", "--users", "10",
+         "--processes", "1", "--out", str(tmp_path), "--run-id", "r"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        run_dir = tmp_path / "r"
+        assert wait_until(lambda: any((run_dir / "sent").glob("*.jsonl")), timeout=60)
+        children = _descendants(proc.pid)
+        assert children, "the run started its collector and Locust"
+        time.sleep(2)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130 and "interrupted" in err, err[-2000:]
+    assert wait_until(lambda: not any(Path(f"/proc/{pid}").exists() for pid in children), timeout=10)
+    compared = subprocess.run(
+        [sys.executable, "-m", "lossbench.cli", "compare", str(run_dir)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert compared.returncode == 0, compared.stderr[-2000:]

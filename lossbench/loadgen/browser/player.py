@@ -342,7 +342,8 @@ class BrowserPlayer:
         if pings:
             self.ledger.append(pings)
         if record is not None and self.keep_records:
-            self.records.append(record)
+            connections = [{"host": log.host, "ended": log.ended, "closed": log.closed} for log in logs]
+            self.records.append({**record, "connections": connections})
 
     def _lines(
         self,

@@ -78,6 +78,7 @@ class ConnectionLog:
     looked_up: float | None = None
     connected: float | None = None
     closed: float | None = None
+    ended: str | None = None  # how the browser ended it: "fin", "rst", "error"; None: not the browser
     requests: list[Request] = field(default_factory=list)
 
 
@@ -261,12 +262,15 @@ class Relay:
     async def _read_browser(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
+            ended = "fin"
             try:
                 data = await self.browser_r.read(READ_SIZE)
-            except (ConnectionError, OSError):
-                data = b""
+            except (ConnectionError, OSError) as exc:
+                data, ended = b"", "rst" if isinstance(exc, ConnectionResetError) else "error"
             now = loop.time()
             if not data:
+                if self.log is not None and self.log.ended is None:
+                    self.log.ended = ended
                 break
             if self.reader is not None:
                 self.reader.feed(data, time.time())
