@@ -54,6 +54,7 @@ GAP_RTTS = 4.0  # a gap is compressed to GAP_RTTS RTTs + the lookup + GAP_EXTRA:
 GAP_EXTRA = 1.0
 CALL_TIMEOUT = 15.0  # any one Playwright call (a page that never closes must not stall a worker)
 SETTLE_SECONDS = 3.0  # after the page went away, how long late requests (beacons) may still leave
+PROGRESS_EVERY = 30.0  # seconds between two progress lines of a long run
 RECORD_TIMEOUT = 5.0  # waiting for the page's pagehide record after it went away
 CONTEXT_VISITS = 100  # a worker's context is replaced after this many visits (pools stay small)
 LOAD_TIMEOUT_MS = 20_000
@@ -114,6 +115,28 @@ class PlayerStats:
     records_from_console: int = 0  # the pagehide beacon was lost; the console notes served
     late_starts: int = 0
     errors: list[str] = field(default_factory=list)
+    exit_lags: list[float] = field(default_factory=list)  # per visit cut: pagehide minus planned, seconds
+
+
+def progress_line(stats: PlayerStats, total: int | None, elapsed: float, limit: float | None) -> str:
+    """One line on a long browser run: visits done and their rate, when it ends, how late the exits are
+    (the figure that says whether the machine keeps up: a late exit gives requests more time)."""
+    rate = stats.visits / elapsed if elapsed > 0 else 0.0
+    line = f"chromium: {stats.visits:,}" + ("" if total is None else f" of {total:,}") + " visits played"
+    line += f" in {elapsed:.0f} s ({rate:.2f}/s)"
+    if total is not None and rate > 0:
+        left = (total - stats.visits) / rate
+        if limit is not None and elapsed + left > limit:
+            line += f", --duration stops it in {limit - elapsed:.0f} s"
+        else:
+            line += f", about {left:.0f} s left"
+    if stats.exit_lags:
+        lags = sorted(stats.exit_lags)
+        p50, p90 = lags[len(lags) // 2], lags[min(len(lags) - 1, int(0.9 * len(lags)))]
+        line += f"; exits late by {1000 * p50:.0f} ms (p50), {1000 * p90:.0f} ms (p90)"
+    if stats.errors:
+        line += f"; {len(stats.errors)} visit errors"
+    return line
 
 
 class _Notes:
@@ -193,8 +216,11 @@ class BrowserPlayer:
         await self.pages.start()
         self.proxy = Socks5Proxy(self.collector_port, self.pages.port)
         await self.proxy.start()
-        deadline = None if self.options.duration is None else time.monotonic() + self.options.duration
+        started = time.monotonic()
+        deadline = None if self.options.duration is None else started + self.options.duration
+        total = len(visits) if isinstance(visits, Sequence) else None
         source = iter(enumerate(visits))
+        progress = asyncio.get_running_loop().create_task(self._progress(started, total))
         try:
             async with async_api.async_playwright() as playwright:
                 browser = await chromium.launch(playwright, self.proxy.port, net_log=self.options.net_log)
@@ -208,10 +234,16 @@ class BrowserPlayer:
                 finally:
                     await browser.close()
         finally:
+            progress.cancel()
             await self.proxy.close()
             await self.pages.close()
             self.ledger.close()
         return self.stats
+
+    async def _progress(self, started: float, total: int | None) -> None:
+        while True:
+            await asyncio.sleep(PROGRESS_EVERY)
+            self.say(progress_line(self.stats, total, time.monotonic() - started, self.options.duration))
 
     async def _worker(self, browser: Any, worker: int, source: Any, deadline: float | None) -> None:
         context = await browser.new_context()
@@ -367,6 +399,8 @@ class BrowserPlayer:
             self.stats.records_from_console += record.get("from") == "console"
             fired = {f["id"]: (f["t"] / 1000.0, f["type"]) for f in record["fired"]}
             gone = record["gone"] / 1000.0 if record.get("gone") else time.time()
+            if timing.leave is not None:  # known only from the page's own record
+                self.stats.exit_lags.append(gone - (plan.start + timing.leave))
             acked = record.get("acked", {})
             if record.get("started") and record["started"] / 1000.0 - plan.start > 0.01:
                 self.stats.late_starts += 1
