@@ -143,6 +143,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     from lossbench.report.html import render_report
 
     run_dir = Path(args.run_dir)
+    if (run_dir / "sweep.json").exists():
+        return _report_sweep(run_dir, recompare=args.recompare)
     summary_path = run_dir / "summary.json"
     try:
         if summary_path.exists() and not args.recompare:
@@ -154,6 +156,31 @@ def cmd_report(args: argparse.Namespace) -> int:
         print(f"lossbench report: {exc}", file=sys.stderr)
         return 2
     paths = render_report(run_dir, summary)
+    print(f"report: {paths.html}")
+    print(f"markdown: {paths.markdown}")
+    for chart in paths.charts.values():
+        print(f"chart: {chart}")
+    return 0
+
+
+def _report_sweep(folder: Path, *, recompare: bool) -> int:
+    """``lossbench report SWEEP_DIR``: the sweep's page from its sweep.json (each point's run directory has
+    its own report: ``lossbench report SWEEP_DIR/<point>``)."""
+    from lossbench.contract.sweep import SweepError, load_sweep
+    from lossbench.report.sweep import render_sweep_report
+
+    if recompare:
+        print(
+            f"lossbench report: {folder} is a sweep: --recompare works on each point's run directory",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        document = load_sweep(folder / "sweep.json")
+    except SweepError as exc:
+        print(f"lossbench report: {exc}", file=sys.stderr)
+        return 2
+    paths = render_sweep_report(folder, document)
     print(f"report: {paths.html}")
     print(f"markdown: {paths.markdown}")
     for chart in paths.charts.values():
@@ -306,6 +333,28 @@ def cmd_targets(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from lossbench.analysis.adapters import AdapterError
+    from lossbench.analysis.read import LedgerError
+    from lossbench.report.fail_if import evaluate_fail_if
+    from lossbench.runner import RunError, say_now
+    from lossbench.sweep import plan_sweep, run_sweep
+
+    options = _run_options(args, "sweep")
+    if options is None:
+        return 2
+    try:
+        plan = plan_sweep(args.vary, options, spawn_all=not args.spawn_rate)
+        result = run_sweep(plan, say=say_now)
+    except (RunError, LedgerError, AdapterError) as exc:
+        print(f"lossbench sweep: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\nlossbench sweep: interrupted; sweep.json lists the points missing", file=sys.stderr)
+        return 130
+    return max((_fail_if(s, args.fail_if, evaluate_fail_if) for s in result.summaries), default=0)
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from lossbench.model.exits import EXIT_MODELS
     from lossbench.model.profiles import PROFILES
@@ -364,9 +413,10 @@ def _add_compare(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
 def _add_report(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "report",
-        help="charts, report.html and report.md for a run",
+        help="charts, report.html and report.md for a run (sweep.html and sweep.md for a sweep)",
         description="Render RUN_DIR/charts/*.png, report.html (self-contained) and report.md from "
-        "summary.json (compared first when it is missing).",
+        "summary.json (compared first when it is missing). For a sweep directory (it holds sweep.json), "
+        "render sweep.html, sweep.md and charts/sweep.png from sweep.json.",
     )
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--recompare", action="store_true", help="compare again even if summary.json exists")
@@ -404,20 +454,10 @@ def _add_load_arguments(p: argparse.ArgumentParser) -> None:
     add_run_arguments(p)
 
 
-def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _add_target_arguments(p: argparse.ArgumentParser) -> None:
+    """The target and its collector's options, shared by ``run`` and ``sweep``."""
     from lossbench.runner import RunOptions
 
-    p = sub.add_parser(
-        "run",
-        help="the main job: collector + Locust + compare + report",
-        description=(
-            "Start the reference collector (or another --target), run Locust headless with "
-            "scenarios/all.py (the four techniques side by side under the same draws), then compare and "
-            "report. Prints progress, the loss table and the path of the report. See 'lossbench models' "
-            "for profiles and exit models. The options from --network-profile on are the Locust plugin's, "
-            "passed on as they are (environment variables LOSSBENCH_* set their defaults)."
-        ),
-    )
     p.add_argument(
         "--collector-processes",
         type=int,
@@ -436,6 +476,21 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="KIND:PATH",
         help="the running target's log, as in compare (a started target's is known)",
     )
+
+
+def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "run",
+        help="the main job: collector + Locust + compare + report",
+        description=(
+            "Start the reference collector (or another --target), run Locust headless with "
+            "scenarios/all.py (the four techniques side by side under the same draws), then compare and "
+            "report. Prints progress, the loss table and the path of the report. See 'lossbench models' "
+            "for profiles and exit models. The options from --network-profile on are the Locust plugin's, "
+            "passed on as they are (environment variables LOSSBENCH_* set their defaults)."
+        ),
+    )
+    _add_target_arguments(p)
     p.add_argument("--fail-if", action="append", default=[], metavar="EXPR", help="as in compare")
     _add_load_arguments(p)
     p.add_argument(
@@ -470,6 +525,57 @@ def _add_targets(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     )
     _add_load_arguments(p)
     p.set_defaults(func=cmd_targets)
+
+
+def _add_sweep(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    import textwrap
+
+    from lossbench.sweep import PARAMETERS
+
+    width = max(len(name) for name in PARAMETERS) + 4
+    table = "\n".join(
+        textwrap.fill(p.help, 79, initial_indent=f"  {p.name:<{width}}", subsequent_indent=" " * (width + 2))
+        + f"\n{'':<{width + 2}}e.g. --vary {p.example}"
+        for p in PARAMETERS.values()
+    )
+    p = sub.add_parser(
+        "sweep",
+        help="one run per value of a parameter (load, profile, exit model, collector): loss against it",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=textwrap.fill(
+            "Run lossbench run once per value of --vary PARAM=V1,V2,... into OUT/RUN_ID/ (a run directory "
+            "per point, which compare and report read as any run's), with the same seed, techniques and "
+            "every other option; then write OUT/RUN_ID/sweep.json, sweep.html, sweep.md and "
+            "charts/sweep.png: loss per technique against the parameter beside the model's prediction, "
+            "the collector's answer times where the runs' summaries have them, and the findings in words. "
+            "Every value is checked before the first point runs. Ctrl-C keeps the finished points; "
+            "sweep.json says which are missing. OUT/RUN_ID must not exist, or be empty.",
+            79,
+        ),
+        epilog=(
+            "PARAM (values separated by commas, or by ';' when a value holds a comma):\n"
+            f"{table}\n\n"
+            + textwrap.fill(
+                "dwell-scale and outbound-share tune the --exit-model given (default mix): with "
+                "--exit-model mix, --vary dwell-scale=10,30 runs mix:scale=10 and mix:scale=30. "
+                "Varying users starts each point's users at once unless --spawn-rate is given. "
+                "Example: lossbench sweep --vary users=100,200,400 --duration 30",
+                79,
+            )
+        ),
+    )
+    p.add_argument(
+        "--vary",
+        required=True,
+        metavar="PARAM=V1,V2,...",
+        help="the parameter to vary and its values, one point each (see PARAM below)",
+    )
+    _add_target_arguments(p)
+    p.add_argument(
+        "--fail-if", action="append", default=[], metavar="EXPR", help="as in compare, at any point"
+    )
+    _add_load_arguments(p)
+    p.set_defaults(func=cmd_sweep)
 
 
 def _add_browser_flags(p: argparse.ArgumentParser, *, techniques: bool = True, duration: bool = True) -> None:
@@ -536,6 +642,7 @@ def build_parser() -> argparse.ArgumentParser:
 ADDERS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
     _add_run,
     _add_targets,
+    _add_sweep,
     _add_calibrate,
     _add_compare,
     _add_report,

@@ -111,19 +111,13 @@ def _result(kind: str, result: RunResult, folder: Path) -> TargetResult:
         collector_loss=written_lost / written if written else 0.0,
         collector_ci95=wilson_interval(written_lost, written),
         load_seconds=result.load_seconds,
-        throughput=sent / _load_duration(result),
+        throughput=sent / result.load_duration(),
         cpu_seconds=cpu,
         cpu_per_event_us=1e6 * cpu / received if received else None,
         skipped_lines=summary.skipped_lines,
         techniques=techniques,
         warnings=summary.warnings,
     )
-
-
-def _load_duration(result: RunResult) -> float:
-    """Seconds the users ran: run.json's duration (Locust's --run-time), else the wall time of the load."""
-    duration = result.summary.run.get("duration")
-    return float(duration) if isinstance(duration, int | float) and duration > 0 else result.load_seconds
 
 
 def _comparison(

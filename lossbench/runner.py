@@ -149,6 +149,12 @@ class RunResult:
     load_seconds: float  # wall time of Locust running
     cpu_seconds: float | None  # the target's CPU time during the load; None for a running target at a URL
 
+    def load_duration(self) -> float:
+        """Seconds the users ran: run.json's duration (Locust's --run-time), else the wall time of the load
+        (which counts Locust's start and stop too)."""
+        duration = self.summary.run.get("duration")
+        return float(duration) if isinstance(duration, int | float) and duration > 0 else self.load_seconds
+
 
 def run(options: RunOptions, say: Say = print) -> tuple[Path, Summary]:
     """Run the benchmark; returns the run directory and its summary."""

@@ -164,6 +164,13 @@ class MixExit(DwellExit):
     server_median: float = 0.2
     server_sigma: float = 0.6
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not (0.0 <= self.outbound_prob <= 1.0 and 0.0 <= self.warm_prob <= 1.0 and self.server_median > 0):
+            raise ValueError(
+                f"exit model {self.name!r}: outbound_prob and warm_prob in [0, 1], server_median > 0"
+            )
+
     def draw_batch(self, rng: np.random.Generator, net: NetworkBatch, abort: str) -> VisitBatch:
         _check_abort(abort)
         load, dwell, parts = self._dwell_parts(rng, net)

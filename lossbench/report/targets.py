@@ -28,8 +28,11 @@ HATCHES = ("", "//", "..", "xx", "\\\\")
 TARGET_COLUMNS = ["target", "events sent", "events/s", "target CPU", "CPU per event", "collector-side loss"]
 
 
-def _environment(autoescape: bool, finalize: Callable[[object], str] | None = None) -> jinja2.Environment:
-    """Jinja2 set up as the run report's: HTML autoescaped; Markdown escaped by ``md_escape``."""
+def jinja_environment(
+    autoescape: bool, finalize: Callable[[object], str] | None = None
+) -> jinja2.Environment:
+    """Jinja2 set up as the run report's (for the targets and sweep pages): HTML autoescaped; Markdown
+    escaped by ``md_escape`` (pass it as ``finalize``)."""
     return jinja2.Environment(
         loader=jinja2.PackageLoader("lossbench.report", "templates"),
         autoescape=autoescape,
@@ -41,7 +44,7 @@ def _environment(autoescape: bool, finalize: Callable[[object], str] | None = No
     )
 
 
-_HTML, _MD = _environment(True), _environment(False, md_escape)
+_HTML, _MD = jinja_environment(True), jinja_environment(False, md_escape)
 
 
 @dataclass(frozen=True)

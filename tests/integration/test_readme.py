@@ -34,6 +34,8 @@ def shorten(command: str, out: Path) -> list[str]:
     for i, arg in enumerate(args[:-1]):
         if arg in replacements:
             args[i + 1] = replacements[arg]
+        elif arg == "--vary" and args[i + 1].startswith("users="):
+            args[i + 1] = "users=10,20"  # a sweep of the load: two small points
     return args
 
 
@@ -49,17 +51,18 @@ def test_make_targets_are_the_two_commands():
 def test_readme_commands_run(tmp_path):
     commands = readme_commands()
     assert any(c.startswith("lossbench run") for c in commands)
-    run_id = None
+    ids: dict[str, str] = {}  # the placeholder of the last run or sweep, and the directory it made
     for command in commands:
         if command.startswith("make "):
             continue  # CI runs `make test`; `make demo` is `lossbench run` (checked above)
-        if "<run-id>" in command:
-            assert run_id is not None
-            command = command.replace("results/<run-id>", str(tmp_path / run_id))
+        for placeholder, made in ids.items():
+            command = command.replace(f"results/{placeholder}", str(tmp_path / made))
+        assert "results/<" not in command, f"no run made {command!r}'s directory before it"
         args = shorten(command, tmp_path)
-        if args[0] == "lossbench" and args[1] == "run":
-            run_id = "readme"
-            args += ["--out", str(tmp_path), "--run-id", run_id]
+        if args[0] == "lossbench" and args[1] in ("run", "sweep"):
+            placeholder, made = ("<run-id>", "readme") if args[1] == "run" else ("<sweep-id>", "readme-sweep")
+            ids[placeholder] = made
+            args += ["--out", str(tmp_path), "--run-id", made]
         executable = [sys.executable, "-m", "lossbench.cli"] if args[0] == "lossbench" else None
         assert executable is not None, f"unexpected README command: {command}"
         result = subprocess.run(executable + args[1:], cwd=ROOT, capture_output=True, text=True, timeout=180)

@@ -1,5 +1,6 @@
-"""docs/FORMATS.md's summary.json table lists exactly the fields of the contract's ``Summary``, with their
-JSON types: a field added to one and not the other fails here, with the rows to paste."""
+"""docs/FORMATS.md's summary.json and sweep.json tables list exactly the fields of the contract's ``Summary``
+and ``SweepDocument``, with their JSON types: a field added to one and not the other fails here, with the
+rows to paste."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec.inspect as mi
+import pytest
 
+from lossbench.contract import sweep
 from lossbench.contract.summary import SCHEMA, Summary
 
 FORMATS = Path(__file__).parents[3] / "docs" / "FORMATS.md"
@@ -68,22 +71,26 @@ def rows(t: mi.StructType, prefix: str = "") -> Iterator[tuple[str, str]]:
         yield from _inner(field.type, path)
 
 
-def documented() -> list[tuple[str, str]]:
-    """(path, type) of the rows of the table in the summary.json section."""
+def documented(heading: str = "## summary.json") -> list[tuple[str, str]]:
+    """(path, type) of the rows of the table in the section under ``heading``."""
     text = FORMATS.read_text(encoding="utf-8")
-    section = text[text.index("## summary.json") :]
+    section = text[text.index(heading) :]
     section = section.split("\n## ", 1)[0]  # up to the next section
     return [(m[1], m[2].replace("\\|", "|")) for line in section.splitlines() if (m := ROW.match(line))]
 
 
-def test_the_summary_table_matches_the_contract() -> None:
-    summary = mi.type_info(Summary)
-    assert isinstance(summary, mi.StructType)
-    want = list(rows(summary))
-    assert documented() == want, "docs/FORMATS.md rows should be:\n" + "\n".join(
+@pytest.mark.parametrize(
+    ("heading", "document"), [("## summary.json", Summary), ("## sweep.json", sweep.SweepDocument)]
+)
+def test_the_table_matches_the_contract(heading: str, document: type) -> None:
+    info = mi.type_info(document)
+    assert isinstance(info, mi.StructType)
+    want = list(rows(info))
+    assert documented(heading) == want, f"docs/FORMATS.md rows under {heading} should be:\n" + "\n".join(
         f"| `{path}` | {kind} | ... |" for path, kind in want
     )
 
 
-def test_the_doc_names_the_schema_version() -> None:
-    assert f'"schema": "{SCHEMA}"' in FORMATS.read_text(encoding="utf-8")
+@pytest.mark.parametrize("schema", [SCHEMA, sweep.SCHEMA])
+def test_the_doc_names_the_schema_version(schema: str) -> None:
+    assert f'"schema": "{schema}"' in FORMATS.read_text(encoding="utf-8")

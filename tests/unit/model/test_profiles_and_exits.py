@@ -119,6 +119,8 @@ def test_get_exit_model_tuned_and_case() -> None:
         ("fixed:-1", r"expected fixed:SECONDS\[@AT\]"),
         ("dwell:speed=3", r"bad parameter 'speed=3'.*shape=NUMBER"),
         ("dwell:shape=x", r"bad value 'x' for shape"),
+        ("mix:outbound_prob=1.5", r"'mix:outbound_prob=1\.5': outbound_prob and warm_prob in \[0, 1\]"),
+        ("none:warm_prob=-0.1", r"outbound_prob and warm_prob in \[0, 1\]"),
     ],
 )
 def test_get_exit_model_errors(spec: str, message: str) -> None:
