@@ -245,6 +245,7 @@ def _run_options(args: argparse.Namespace, command: str) -> RunOptions | None:
         received_from=getattr(args, "received_from", None),
         scenario=Path(args.scenario) if args.scenario else None,
         plugin=plugin,
+        live=sys.stdout.isatty(),
     )
 
 
@@ -297,6 +298,12 @@ def cmd_targets(args: argparse.Namespace) -> int:
 
     options = _run_options(args, "targets")
     if options is None:
+        return 2
+    if options.plugin.precision:  # each target would stop after its own number of events
+        print(
+            "lossbench targets: --precision is for lossbench run; targets get the same --duration",
+            file=sys.stderr,
+        )
         return 2
     try:
         run_targets(options, [t.strip() for t in args.targets.split(",") if t.strip()], say=say_now)

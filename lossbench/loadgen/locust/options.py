@@ -124,9 +124,10 @@ class PluginOptions:
     )
     precision: float = _option(
         0.0,
-        "stop as soon as every technique's 95-percent interval is within ±P percentage points (and has "
-        "2,000 events), --duration (Locust: --run-time) being the limit; stopping on the interval's width "
-        "keeps the intervals honest (docs/MODEL.md). 0, the default: off, the run lasts its duration",
+        "stop as soon as every technique's 95-percent interval is within ±PRECISION percentage points "
+        "(and has 2,000 events), --duration (Locust: --run-time) being the limit; stopping on the "
+        "interval's width keeps the intervals honest (docs/MODEL.md). 0, the default: off, the run lasts "
+        "its duration",
         "LOSSBENCH_PRECISION",
     )
     no_summary: bool = _option(

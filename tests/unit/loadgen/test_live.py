@@ -104,7 +104,7 @@ def test_precision_points_are_a_half_width_goal() -> None:
 def test_the_option_says_what_it_needs() -> None:
     option = next(o for o in OPTIONS if o.name == "precision")
     assert option.default == 0.0 and option.env == "LOSSBENCH_PRECISION"
-    assert f"{MIN_EVENTS:,} events" in option.help and "±P percentage points" in option.help
+    assert f"{MIN_EVENTS:,} events" in option.help and "±PRECISION percentage points" in option.help
 
 
 def test_a_snapshot_counts_events_per_second_over_the_last_seconds() -> None:
