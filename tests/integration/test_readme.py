@@ -49,7 +49,7 @@ def test_make_targets_are_the_two_commands():
 def test_readme_commands_run(tmp_path):
     commands = readme_commands()
     assert any(c.startswith("lossbench run") for c in commands)
-    run_id = None
+    run_id, runs = None, 0
     for command in commands:
         if command.startswith("make "):
             continue  # CI runs `make test`; `make demo` is `lossbench run` (checked above)
@@ -58,7 +58,8 @@ def test_readme_commands_run(tmp_path):
             command = command.replace("results/<run-id>", str(tmp_path / run_id))
         args = shorten(command, tmp_path)
         if args[0] == "lossbench" and args[1] == "run":
-            run_id = "readme"
+            runs += 1
+            run_id = f"readme-{runs}"  # compare and report read the last run above them
             args += ["--out", str(tmp_path), "--run-id", run_id]
         executable = [sys.executable, "-m", "lossbench.cli"] if args[0] == "lossbench" else None
         assert executable is not None, f"unexpected README command: {command}"
