@@ -1,5 +1,6 @@
-"""docs/FORMATS.md's summary.json table lists exactly the fields of the contract's ``Summary``, with their
-JSON types: a field added to one and not the other fails here, with the rows to paste."""
+"""docs/FORMATS.md's summary.json and progress.json tables list exactly the fields of the contract's
+``Summary`` and ``Progress``, with their JSON types: a field added to one and not the other fails here, with
+the rows to paste."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import msgspec.inspect as mi
 
+from lossbench.contract import progress
 from lossbench.contract.summary import SCHEMA, Summary
 
 FORMATS = Path(__file__).parents[3] / "docs" / "FORMATS.md"
@@ -68,10 +70,10 @@ def rows(t: mi.StructType, prefix: str = "") -> Iterator[tuple[str, str]]:
         yield from _inner(field.type, path)
 
 
-def documented() -> list[tuple[str, str]]:
-    """(path, type) of the rows of the table in the summary.json section."""
+def documented(heading: str = "## summary.json") -> list[tuple[str, str]]:
+    """(path, type) of the rows of the table in a section (the summary.json one by default)."""
     text = FORMATS.read_text(encoding="utf-8")
-    section = text[text.index("## summary.json") :]
+    section = text[text.index(heading + "\n") :]
     section = section.split("\n## ", 1)[0]  # up to the next section
     return [(m[1], m[2].replace("\\|", "|")) for line in section.splitlines() if (m := ROW.match(line))]
 
@@ -87,3 +89,13 @@ def test_the_summary_table_matches_the_contract() -> None:
 
 def test_the_doc_names_the_schema_version() -> None:
     assert f'"schema": "{SCHEMA}"' in FORMATS.read_text(encoding="utf-8")
+
+
+def test_the_progress_table_matches_the_contract() -> None:
+    info = mi.type_info(progress.Progress)
+    assert isinstance(info, mi.StructType)
+    want = list(rows(info))
+    assert documented("## progress.json") == want, "docs/FORMATS.md rows should be:\n" + "\n".join(
+        f"| `{path}` | {kind} | ... |" for path, kind in want
+    )
+    assert f'"schema": "{progress.SCHEMA}"' in FORMATS.read_text(encoding="utf-8")
