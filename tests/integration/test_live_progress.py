@@ -19,10 +19,11 @@ GOAL_POINTS = 2.0
 def test_precision_stops_the_run_once_every_interval_is_within_the_goal(tmp_path: Path) -> None:
     """FIOS (4 ms RTT) with the page gone 8 ms after each event: short visits, so events come fast and
     ajax and pixel lose most of theirs. ±2 points then needs about 2,000 events of each technique (the
-    minimum): a few seconds, against a limit of 20 s. A run that did not stop would last the 20 s."""
+    minimum): about 5 s here, against a limit of 30 s (room for a busy machine). A run that did not stop
+    would last the 30 s."""
     started = time.monotonic()
     result = subprocess.run(
-        [sys.executable, "-m", "lossbench.cli", "run", "--duration", "20", "--users", "40",
+        [sys.executable, "-m", "lossbench.cli", "run", "--duration", "30", "--users", "40",
          "--processes", "2", "--profile", "FIOS", "--exit-model", "fixed:0.008",
          "--precision", f"{GOAL_POINTS:g}", "--out", str(tmp_path), "--run-id", "p"],
         cwd=ROOT, capture_output=True, text=True, timeout=180,
@@ -32,8 +33,8 @@ def test_precision_stops_the_run_once_every_interval_is_within_the_goal(tmp_path
     run_dir = tmp_path / "p"
     run = json.loads((run_dir / "run.json").read_text())
     assert run["precision"] == GOAL_POINTS
-    assert run["precision_reached"] is not None and run["precision_reached"] < 12, run
-    assert run["ended"] - run["started"] < 16, run  # the load stopped well before its 20 s
+    assert run["precision_reached"] is not None and run["precision_reached"] < 20, run
+    assert run["ended"] - run["started"] < 25, run  # the load stopped well before its 30 s
     assert "or until every interval is within ±2 points" in result.stdout
     assert "precision reached after" in result.stdout  # plain lines: stdout is not a terminal here
     progress = json.loads((run_dir / "progress.json").read_text())
