@@ -260,6 +260,12 @@ def _cmd_run_chromium(args: argparse.Namespace) -> int:
     except ValueError as exc:  # a LOSSBENCH_* variable that cannot be read
         print(f"lossbench run: {exc}", file=sys.stderr)
         return 2
+    if plugin.precision:  # a Chromium run plays --visits; it has no running loss to stop on
+        print(
+            "lossbench run: --precision is for the socket client; --client chromium plays --visits",
+            file=sys.stderr,
+        )
+        return 2
     browser = _browser_options(
         args,
         profile=plugin.network_profile,

@@ -138,3 +138,14 @@ def test_a_bad_environment_variable_is_named(name: str, value: str) -> None:
 def test_techniques_empty_means_all_of_the_scenario() -> None:
     assert PluginOptions().chosen_techniques() == ()
     assert PluginOptions(techniques=" pixel, ajax ,").chosen_techniques() == ("pixel", "ajax")
+
+
+@pytest.mark.parametrize(
+    "argv", [["targets", "--precision", "1"], ["run", "--client", "chromium", "--precision", "1"]]
+)
+def test_precision_is_refused_where_nothing_would_stop_on_it(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = build_parser().parse_args(argv)
+    assert args.func(args) == 2  # before starting anything
+    assert "--precision" in capsys.readouterr().err
