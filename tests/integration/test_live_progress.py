@@ -97,8 +97,12 @@ def test_the_web_ui_shows_the_loss_tab_while_the_load_runs(tmp_path: Path) -> No
         assert '"extended_tables": [{"key": "loss"' in page and "Cut before written" in page
         out, err = proc.communicate(timeout=60)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+        if proc.poll() is None:  # SIGTERM first: Locust then stops the collector it started
+            proc.terminate()
+            try:
+                proc.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.communicate()
     assert proc.returncode == 0, err[-3000:]
     assert "pixel-keepalive" in out  # the loss table at the end
