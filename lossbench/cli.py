@@ -272,6 +272,7 @@ def _run_options(args: argparse.Namespace, command: str) -> RunOptions | None:
         received_from=getattr(args, "received_from", None),
         scenario=Path(args.scenario) if args.scenario else None,
         plugin=plugin,
+        live=sys.stdout.isatty(),
     )
 
 
@@ -285,6 +286,12 @@ def _cmd_run_chromium(args: argparse.Namespace) -> int:
         plugin = run_options(args)
     except ValueError as exc:  # a LOSSBENCH_* variable that cannot be read
         print(f"lossbench run: {exc}", file=sys.stderr)
+        return 2
+    if plugin.precision:  # a Chromium run plays --visits; it has no running loss to stop on
+        print(
+            "lossbench run: --precision is for the socket client; --client chromium plays --visits",
+            file=sys.stderr,
+        )
         return 2
     browser = _browser_options(
         args,
@@ -324,6 +331,12 @@ def cmd_targets(args: argparse.Namespace) -> int:
 
     options = _run_options(args, "targets")
     if options is None:
+        return 2
+    if options.plugin.precision:  # each target would stop after its own number of events
+        print(
+            "lossbench targets: --precision is for lossbench run; targets get the same --duration",
+            file=sys.stderr,
+        )
         return 2
     try:
         run_targets(options, [t.strip() for t in args.targets.split(",") if t.strip()], say=say_now)

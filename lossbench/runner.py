@@ -49,6 +49,7 @@ class RunOptions:
     received_from: str | None = None  # adapter spec of a running target's log (required with a URL)
     scenario: Path | None = None
     plugin: PluginOptions = field(default_factory=PluginOptions)  # passed on to Locust as they are
+    live: bool = False  # progress as a live view (a terminal), else as lines every 10 s
 
 
 class RunError(Exception):
@@ -176,6 +177,7 @@ def run_measured(options: RunOptions, say: Say = print) -> RunResult:
     say(
         f"lossbench run {run_id}: {techniques} on {plugin.network_profile}, exit model "
         f"{plugin.exit_model}, {options.users} users for {options.duration:g} s"
+        + (f" or until every interval is within ±{plugin.precision:g} points" if plugin.precision else "")
     )
     load = start_load(options, run_dir)
     try:
@@ -249,7 +251,7 @@ def run_locust(options: RunOptions, scenario: Path, run_dir: Path, load: Load, s
             text=True,
         )
         try:
-            watch(proc, load, options.duration, say)
+            watch(proc, load, run_dir, options, say)
         finally:
             stop_process(proc, timeout=60.0)
     stats = collector_stats(load.url) if load.received_from is None else None
@@ -264,34 +266,17 @@ def run_locust(options: RunOptions, scenario: Path, run_dir: Path, load: Load, s
         )
 
 
-def watch(proc: subprocess.Popen[str], load: Load, duration: float, say: Say, every: float = 10.0) -> None:
-    """Print progress until Locust exits: from the reference collector's ``/stats``; for another target
-    (which has no ``/stats``: polling it would put foreign lines in its log) the time and its CPU."""
-    started = time.monotonic()
-    last_events, last_time = 0, started
-    next_report = started + every
-    while proc.poll() is None:
-        time.sleep(0.2)
-        now = time.monotonic()
-        if now < next_report:
-            continue
-        next_report = now + every
-        if load.received_from is not None:
-            cpu = load.cpu_seconds()
-            said = "" if cpu is None else f", target CPU {cpu:.0f} s"
-            say(f"  {now - started:5.0f}/{duration:g} s{said}")
-            continue
-        stats = collector_stats(load.url)
-        if stats is None:
-            continue
-        events = sum(stats.get("events", {}).values())
-        rate = (events - last_events) / max(now - last_time, 1e-9)
-        last_events, last_time = events, now
-        say(
-            f"  {now - started:5.0f}/{duration:g} s  received {events:,} events ({rate:,.0f}/s), "
-            f"{stats.get('connections_open', 0)} connections open, "
-            f"collector CPU {stats.get('cpu_seconds', 0):.0f} s"
-        )
+def watch(proc: subprocess.Popen[str], load: Load, run_dir: Path, options: RunOptions, say: Say) -> None:
+    """Show progress until Locust exits (``lossbench.watch``): the running loss from ``progress.json``, and
+    the reference collector's ``/stats``; for another target (which has no ``/stats``: polling it would put
+    foreign lines in its log) its CPU."""
+    from lossbench.contract.progress import FILE_NAME
+    from lossbench.watch import Sampler, follow
+
+    reference = load.received_from is None
+    collector = functools.partial(collector_stats, load.url) if reference else None
+    sampler = Sampler(run_dir / FILE_NAME, options.duration, collector, load.cpu_seconds)
+    follow(lambda: proc.poll() is None, sampler, say, live=options.live)
 
 
 def collector_stats(url: str) -> dict[str, Any] | None:

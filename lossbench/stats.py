@@ -36,6 +36,28 @@ def wilson_interval(k: int, n: int, z: float = Z95) -> tuple[float, float]:
     return (lo, hi)
 
 
+def wilson_half_width(p: float, n: float, z: float = Z95) -> float:
+    """Half the width of the Wilson interval, (hi − lo) / 2, at a loss rate ``p`` over ``n`` events, for any
+    real n > 0: what :func:`wilson_interval` gives for k = p·n (its bounds never clamp: the centre is at
+    least the half-width, and at most 1 minus it)."""
+    z2 = z * z
+    return z / (1.0 + z2 / n) * math.sqrt(p * (1.0 - p) / n + z2 / (4 * n * n))
+
+
+def events_for_half_width(p: float, half_width: float, z: float = Z95) -> int:
+    """The fewest events whose Wilson interval at the loss rate ``p`` is at most ``half_width`` wide on each
+    side of its centre (the half-width falls with n like 1/sqrt(n), faster near 0, where it goes like 1/n)."""
+    if half_width <= 0:
+        raise ValueError(f"events_for_half_width: half_width={half_width} must be positive")
+    lo, hi = 1, 2
+    while wilson_half_width(p, hi, z) > half_width:
+        lo, hi = hi, hi * 2
+    while hi - lo > 1:  # wilson_half_width(p, lo) > half_width >= wilson_half_width(p, hi)
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if wilson_half_width(p, mid, z) <= half_width else (mid, hi)
+    return hi if wilson_half_width(p, lo, z) > half_width else lo
+
+
 def _log_choose(n: int, k: int) -> float:
     return math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
 

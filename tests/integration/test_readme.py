@@ -52,6 +52,7 @@ def test_readme_commands_run(tmp_path):
     commands = readme_commands()
     assert any(c.startswith("lossbench run") for c in commands)
     ids: dict[str, str] = {}  # the placeholder of the last run or sweep, and the directory it made
+    runs = 0
     for command in commands:
         if command.startswith("make "):
             continue  # CI runs `make test`; `make demo` is `lossbench run` (checked above)
@@ -60,8 +61,9 @@ def test_readme_commands_run(tmp_path):
         assert "results/<" not in command, f"no run made {command!r}'s directory before it"
         args = shorten(command, tmp_path)
         if args[0] == "lossbench" and args[1] in ("run", "sweep"):
-            placeholder, made = ("<run-id>", "readme") if args[1] == "run" else ("<sweep-id>", "readme-sweep")
-            ids[placeholder] = made
+            runs += 1  # compare and report read the last run or sweep above them
+            placeholder = "<run-id>" if args[1] == "run" else "<sweep-id>"
+            made = ids[placeholder] = f"readme-{args[1]}-{runs}"
             args += ["--out", str(tmp_path), "--run-id", made]
         executable = [sys.executable, "-m", "lossbench.cli"] if args[0] == "lossbench" else None
         assert executable is not None, f"unexpected README command: {command}"

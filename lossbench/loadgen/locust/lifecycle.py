@@ -37,7 +37,9 @@ from lossbench import __version__
 from lossbench.contract.techniques import TECHNIQUES
 from lossbench.loadgen.locust.greenlets import InFlight
 from lossbench.loadgen.locust.hooks import hook
+from lossbench.loadgen.locust.live import LiveLoss, goal_of, predictions
 from lossbench.loadgen.locust.options import LocustParser, PluginOptions, add_locust_arguments
+from lossbench.loadgen.locust.progress import LossWatch
 from lossbench.loadgen.locust.reporting import Finish, end_of_run, report_event
 from lossbench.loadgen.locust.sent import LATE_AFTER, SentLedger
 from lossbench.loadgen.player import PlayedEvent
@@ -72,6 +74,7 @@ class LocustPlugin:
         self.users_started = 0
         self.workers_stopped: set[str] = set()  # master: the workers that sent their final report
         self.workers_asked = False  # master: this test's workers were asked for it
+        self.loss: LossWatch | None = None  # master: the running loss (progress.json, the Loss tab)
 
     def listen(self, locust_events: Events) -> None:
         """Answer Locust's events (once per process: Locust's events are global)."""
@@ -124,6 +127,7 @@ class LocustPlugin:
                 user_class.host = url
         loopback_address(environment.host)
         write_run_json(run_dir, environment, parsed)
+        self.loss = watch_loss(environment, options, run_dir)
         # Locust sets its --run-time timer right after this, against the event loop's cached clock, which
         # has not moved since the loop last ran, before the imports: on a busy machine seconds ago, and a
         # 5 s run then stopped after 0.2 s. Bring the clock to now first.
@@ -147,6 +151,8 @@ class LocustPlugin:
         self.workers_stopped.clear()
         self.workers_asked = False
         self.sent.start_test(Path(self.options(environment).run_dir) / "sent")
+        if self.loss is not None:
+            self.loss.start(environment)
 
     # -- each event -----------------------------------------------------------------------------------
 
@@ -178,9 +184,12 @@ class LocustPlugin:
             if not self.workers_asked:  # once a test: quitting after the test's end does not ask again
                 self.workers_asked = True
                 self._stop_workers(environment.runner)
-            return
-        self.in_flight.wait(LATE_AFTER)
-        self.sent.close()
+        else:
+            self.in_flight.wait(LATE_AFTER)
+            self.sent.close()
+        if self.loss is not None:  # the last snapshot, with the workers' final reports
+            self.loss.stop()
+            self.loss.write(environment, final=True)
 
     def _on_stop_request(self, environment: Environment, msg: Message, **_: Any) -> None:
         """Worker: stop, wait for events in flight, then send the final statistics with the news.
@@ -225,7 +234,9 @@ class LocustPlugin:
             stop, self.stop_collector = self.stop_collector, None
             stop()
         assert environment.parsed_options is not None
-        write_run_json(self.run_dir, environment, environment.parsed_options, ended=time.time())
+        reached = None if self.loss is None else self.loss.reached_after
+        parsed = environment.parsed_options
+        write_run_json(self.run_dir, environment, parsed, ended=time.time(), precision_reached=reached)
         if not self.options(environment).no_summary or self.sent.error is not None:
             finish = self.hooks.finish if self.hooks is not None else None
             end_of_run(environment, self.run_dir, self.sent.error, finish)
@@ -263,27 +274,52 @@ def scenario_techniques(available: tuple[str, ...], options: PluginOptions) -> t
     return tuple(t for t in available if t in chosen)
 
 
-def write_run_json(run_dir: Path, environment: Environment, parsed: argparse.Namespace, **extra: Any) -> None:
-    """run.json: what was run, with which options and versions (its start kept when it is rewritten)."""
-    path = run_dir / "run.json"
-    previous = json.loads(path.read_text()) if path.exists() else {}
-    options = PluginOptions.of(parsed)
+def watch_loss(environment: Environment, options: PluginOptions, run_dir: Path) -> LossWatch:
+    """The running loss of the run's techniques, with the model's prediction beside each (computed once
+    here, from the run's profile, exit model, abort and seed), and the Loss tab when there is a web UI."""
+    techniques = run_techniques(environment, options)
+    try:
+        predicted = predictions(
+            options.network_profile, options.exit_model, options.abort, options.seed, techniques
+        )
+    except ValueError as exc:  # a technique the model does not know: the loss is still shown
+        log.warning("lossbench: no predicted loss while the load runs: %s", exc)
+        predicted = {}
+    parsed = environment.parsed_options
+    live = LiveLoss(techniques, predicted, goal_of(options.precision), duration=None)
+    loss = LossWatch(live, run_dir, headless=bool(getattr(parsed, "headless", False)))
+    if environment.web_ui is not None:
+        loss.add_loss_tab(environment.web_ui)
+    return loss
+
+
+def run_techniques(environment: Environment, options: PluginOptions) -> list[str]:
+    """The techniques the run's users play, in lossbench's order."""
     techniques = {
         t
         for user_class in environment.user_classes
         for t in scenario_techniques(getattr(user_class, "techniques", ()), options)
     }
+    return [t for t in TECHNIQUES if t in techniques]
+
+
+def write_run_json(run_dir: Path, environment: Environment, parsed: argparse.Namespace, **extra: Any) -> None:
+    """run.json: what was run, with which options and versions (its start kept when it is rewritten)."""
+    path = run_dir / "run.json"
+    previous = json.loads(path.read_text()) if path.exists() else {}
+    options = PluginOptions.of(parsed)
     document = {
         **previous,
         "run_id": run_dir.name,
         "scenario": os.path.basename(str(getattr(parsed, "locustfile", "") or "")),
-        "techniques": [t for t in TECHNIQUES if t in techniques],
+        "techniques": run_techniques(environment, options),
         "profile": options.network_profile,
         "exit_model": options.exit_model,
         "abort": options.abort,
         "close_mode": options.close_mode,
         "seed": options.seed,
         "real_time": options.real_time,
+        "precision": options.precision or None,
         "users": getattr(parsed, "num_users", None),
         "duration": getattr(parsed, "run_time", None),
         "processes": getattr(parsed, "processes", None),

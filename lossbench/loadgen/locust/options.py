@@ -18,7 +18,7 @@ from lossbench.contract.techniques import ABORTS, CLOSE_MODES
 from lossbench.model.exits import DEFAULT_EXIT_MODEL
 from lossbench.model.profiles import DEFAULT_PROFILE, PROFILES
 
-Value = str | int | bool
+Value = str | int | float | bool
 _TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")  # configargparse's spellings
 
 
@@ -122,6 +122,14 @@ class PluginOptions:
         "keep idle gaps real (slow; for keep-alive races with the collector's idle timeout)",
         "LOSSBENCH_REAL_TIME",
     )
+    precision: float = _option(
+        0.0,
+        "stop as soon as every technique's 95-percent interval is within ±PRECISION percentage points "
+        "(and has 2,000 events), --duration (Locust: --run-time) being the limit; stopping on the "
+        "interval's width keeps the intervals honest (docs/MODEL.md). 0, the default: off, the run lasts "
+        "its duration",
+        "LOSSBENCH_PRECISION",
+    )
     no_summary: bool = _option(
         False,
         "do not compare and report at the end (lossbench run does it itself)",
@@ -143,7 +151,7 @@ class PluginOptions:
 def _options() -> tuple[Option, ...]:
     options = []
     for f in fields(PluginOptions):
-        assert isinstance(f.default, str | int | bool), f"{f.name}: every option has a default"
+        assert isinstance(f.default, str | int | float | bool), f"{f.name}: every option has a default"
         options.append(Option(f.name, f.default, **f.metadata["option"]))
     return tuple(options)
 

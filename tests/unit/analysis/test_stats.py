@@ -7,7 +7,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from lossbench.analysis.stats import format_p, ratio_text
-from lossbench.stats import fisher_exact, ratio, two_proportion_test, wilson_interval
+from lossbench.stats import (
+    events_for_half_width,
+    fisher_exact,
+    ratio,
+    two_proportion_test,
+    wilson_half_width,
+    wilson_interval,
+)
 
 
 @pytest.mark.parametrize(
@@ -99,3 +106,27 @@ def test_ratio_text() -> None:
     assert ratio_text("pixel", "ajax", 0.05, 0.0, 0.001) == "ajax lost nothing; pixel lost 5.0% (p = 0.001)"
     assert ratio_text("pixel", "ajax", 0.0, 0.0, 1.0) == "pixel and ajax both lost nothing"
     assert ratio_text("pixel", "ajax", 0.01, 0.5, 0.0001) == "pixel loses 50× less than ajax (p < 0.001)"
+
+
+@given(st.integers(min_value=1, max_value=100_000), st.data())
+def test_wilson_half_width_is_half_the_interval(n: int, data: st.DataObject) -> None:
+    k = data.draw(st.integers(min_value=0, max_value=n))
+    lo, hi = wilson_interval(k, n)
+    assert wilson_half_width(k / n, n) == pytest.approx((hi - lo) / 2, abs=1e-12)
+
+
+@pytest.mark.parametrize("p", [0.0, 0.001, 0.03, 0.08, 0.5, 0.97])
+@pytest.mark.parametrize("goal", [0.0025, 0.005, 0.02])
+def test_events_for_half_width_is_the_fewest_that_reach_it(p: float, goal: float) -> None:
+    n = events_for_half_width(p, goal)
+    assert wilson_half_width(p, n) <= goal
+    assert n == 1 or wilson_half_width(p, n - 1) > goal
+
+
+def test_events_for_half_width_known_values() -> None:
+    """±0.5 points on an 8% loss needs about 11,300 events (1.96² · 0.08 · 0.92 / 0.005² ≈ 11,310); on a loss
+    of 0 the interval [0, z²/(n + z²)] is ±0.5 points at about 380 events."""
+    assert events_for_half_width(0.08, 0.005) == pytest.approx(11_310, abs=10)
+    assert events_for_half_width(0.0, 0.005) == pytest.approx(380, abs=2)
+    with pytest.raises(ValueError):
+        events_for_half_width(0.1, 0.0)

@@ -1,6 +1,6 @@
-"""docs/FORMATS.md's summary.json and sweep.json tables list exactly the fields of the contract's ``Summary``
-and ``SweepDocument``, with their JSON types: a field added to one and not the other fails here, with the
-rows to paste."""
+"""docs/FORMATS.md's summary.json, sweep.json and progress.json tables list exactly the fields of the
+contract's ``Summary``, ``SweepDocument`` and ``Progress``, with their JSON types: a field added to one
+and not the other fails here, with the rows to paste."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import msgspec.inspect as mi
 import pytest
 
-from lossbench.contract import sweep
+from lossbench.contract import progress, sweep
 from lossbench.contract.summary import SCHEMA, Summary
 
 FORMATS = Path(__file__).parents[3] / "docs" / "FORMATS.md"
@@ -74,13 +74,13 @@ def rows(t: mi.StructType, prefix: str = "") -> Iterator[tuple[str, str]]:
 def documented(heading: str = "## summary.json") -> list[tuple[str, str]]:
     """(path, type) of the rows of the table in the section under ``heading``."""
     text = FORMATS.read_text(encoding="utf-8")
-    section = text[text.index(heading) :]
+    section = text[text.index(heading + "\n") :]
     section = section.split("\n## ", 1)[0]  # up to the next section
     return [(m[1], m[2].replace("\\|", "|")) for line in section.splitlines() if (m := ROW.match(line))]
 
 
 @pytest.mark.parametrize(
-    ("heading", "document"), [("## summary.json", Summary), ("## sweep.json", sweep.SweepDocument)]
+    ("heading", "document"), [("## summary.json", Summary), ("## sweep.json", sweep.SweepDocument), ("## progress.json", progress.Progress)],
 )
 def test_the_table_matches_the_contract(heading: str, document: type) -> None:
     info = mi.type_info(document)
@@ -91,6 +91,6 @@ def test_the_table_matches_the_contract(heading: str, document: type) -> None:
     )
 
 
-@pytest.mark.parametrize("schema", [SCHEMA, sweep.SCHEMA])
+@pytest.mark.parametrize("schema", [SCHEMA, sweep.SCHEMA, progress.SCHEMA])
 def test_the_doc_names_the_schema_version(schema: str) -> None:
     assert f'"schema": "{schema}"' in FORMATS.read_text(encoding="utf-8")

@@ -44,11 +44,12 @@ LOCUST_PARSER_SCRIPT = textwrap.dedent(
 )
 
 FLAGS = ["--profile", "Cable", "--exit-model", "fixed:0.6", "--abort", "drop", "--seed", "7",
-         "--techniques", "pixel,ajax", "--close-mode", "fin", "--real-time"]  # fmt: skip
+         "--techniques", "pixel,ajax", "--close-mode", "fin", "--real-time",
+         "--precision", "0.25"]  # fmt: skip
 GIVEN = PluginOptions(network_profile="Cable", exit_model="fixed:0.6", abort="drop", seed=7,
-                      techniques="pixel,ajax", close_mode="fin", real_time=True)  # fmt: skip
+                      techniques="pixel,ajax", close_mode="fin", real_time=True, precision=0.25)  # fmt: skip
 ENV = {"LOSSBENCH_SEED": "5", "LOSSBENCH_CLOSE_MODE": "silent", "LOSSBENCH_REAL_TIME": "true",
-       "LOSSBENCH_PROFILE": "Cable"}  # fmt: skip
+       "LOSSBENCH_PROFILE": "Cable", "LOSSBENCH_PRECISION": "0.5"}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -116,11 +117,17 @@ def test_environment_variables_set_the_same_defaults_in_both(locust: dict[str, A
     from_run = run_options(run_parser().parse_args([]), environ=ENV)
     assert from_run == PluginOptions(**locust["parsed"][4])
     assert (from_run.seed, from_run.real_time, from_run.close_mode) == (5, True, "silent")
+    assert from_run.precision == 0.5
 
 
 @pytest.mark.parametrize(
     ("name", "value"),
-    [("LOSSBENCH_SEED", "many"), ("LOSSBENCH_ABORT", "explode"), ("LOSSBENCH_REAL_TIME", "maybe")],
+    [
+        ("LOSSBENCH_SEED", "many"),
+        ("LOSSBENCH_ABORT", "explode"),
+        ("LOSSBENCH_REAL_TIME", "maybe"),
+        ("LOSSBENCH_PRECISION", "fine"),
+    ],
 )
 def test_a_bad_environment_variable_is_named(name: str, value: str) -> None:
     option = next(o for o in OPTIONS if o.env == name)
@@ -131,3 +138,14 @@ def test_a_bad_environment_variable_is_named(name: str, value: str) -> None:
 def test_techniques_empty_means_all_of_the_scenario() -> None:
     assert PluginOptions().chosen_techniques() == ()
     assert PluginOptions(techniques=" pixel, ajax ,").chosen_techniques() == ("pixel", "ajax")
+
+
+@pytest.mark.parametrize(
+    "argv", [["targets", "--precision", "1"], ["run", "--client", "chromium", "--precision", "1"]]
+)
+def test_precision_is_refused_where_nothing_would_stop_on_it(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = build_parser().parse_args(argv)
+    assert args.func(args) == 2  # before starting anything
+    assert "--precision" in capsys.readouterr().err
