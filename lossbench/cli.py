@@ -40,8 +40,30 @@ def cmd_collector(args: argparse.Namespace) -> int:
         allow_origins=tuple(args.allow_origin) or ("*",),
         ledger_max_bytes=int(args.ledger_max_mb * 1024 * 1024),
         uvloop=not args.no_uvloop,
+        service_time=args.service_time,
+        service_workers=args.service_workers,
     )
     return run_collector(config, announce=lambda line: print(line, flush=True))
+
+
+def _add_service_arguments(p: argparse.ArgumentParser, *, what: str) -> None:
+    """--service-time and --service-workers, for ``collector`` and (passed on to it) ``run``."""
+    p.add_argument(
+        "--service-time",
+        metavar="DIST",
+        default=None,
+        help=f"make {what} slow, honestly: each event takes DIST of work before its answer (2ms, 0.5s, a "
+        "bare number of seconds, exp:MEAN, lognormal:MEDIAN,SIGMA), served by --service-workers workers "
+        "with a FIFO queue in front; preflights and pings wait for a free worker too (default: answer at "
+        "once)",
+    )
+    p.add_argument(
+        "--service-workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="workers serving --service-time in parallel, per collector process (default: %(default)s)",
+    )
 
 
 def _add_collector(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -89,6 +111,7 @@ def _add_collector(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     p.add_argument("--ledger-max-mb", type=float, default=256.0, help="rotate ledger files past this size")
     p.add_argument("--no-uvloop", action="store_true", help="use asyncio's own event loop")
     p.add_argument("--allow-remote", action="store_true", help="allow binding a non-loopback address")
+    _add_service_arguments(p, what="the collector")
     p.set_defaults(func=cmd_collector)
 
 
