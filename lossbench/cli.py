@@ -263,6 +263,8 @@ def _run_options(args: argparse.Namespace, command: str) -> RunOptions | None:
         spawn_rate=args.spawn_rate or float(args.users),
         processes=args.processes,
         collector_processes=getattr(args, "collector_processes", RunOptions.collector_processes),
+        service_time=getattr(args, "service_time", RunOptions.service_time),
+        service_workers=getattr(args, "service_workers", RunOptions.service_workers),
         target=getattr(args, "target", RunOptions.target),
         received_from=getattr(args, "received_from", None),
         scenario=Path(args.scenario) if args.scenario else None,
@@ -446,6 +448,7 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=RunOptions().collector_processes,
         help="reference collector processes sharing the port",
     )
+    _add_service_arguments(p, what="the reference collector")
     p.add_argument(
         "--target",
         default=RunOptions().target,

@@ -20,6 +20,7 @@ import pytest
 from lossbench.collector.server import CollectorThread
 from lossbench.contract.events import encode_pixel_param
 from lossbench.contract.latency import BUCKETS_PER_DECADE, LatencyHistogram, bucket_of
+from lossbench.runner import collector_stats, start_collector, stop_process
 from support import connect, received_ids
 
 SERVICE = 0.020
@@ -197,3 +198,26 @@ def test_a_bad_service_time_is_a_one_line_error(tmp_path: Path) -> None:
         assert result.returncode == 2 and result.stdout == ""
         [line] = result.stderr.splitlines()
         assert line.startswith(f"lossbench collector: {start}") and said in line, line
+
+
+def test_run_refuses_a_bad_service_time_before_starting_anything(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "lossbench.cli", "run", "--out", str(tmp_path), "--service-time", "exp:-1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    [line] = result.stderr.splitlines()
+    assert line.startswith("lossbench run: --service-time 'exp:-1': ")
+    assert not any(tmp_path.iterdir())
+
+
+def test_run_starts_the_collector_with_its_service_time(tmp_path: Path) -> None:
+    proc, url = start_collector(tmp_path, 1, "exp:5ms", 3)
+    try:
+        stats = collector_stats(url)
+    finally:
+        stop_process(proc)
+    assert stats is not None
+    assert stats["service"]["spec"] == "exp:5ms" and stats["service"]["workers"] == 3
