@@ -18,9 +18,9 @@ The rules, as ``ServiceQueue`` keeps them:
   previous one ended, as on a worker that serves a connection's requests in turn.
 - Workers' time is virtual: a job starts when it is at the head of the queue and a worker is free, at
   the moment that worker became free (not when the loop got round to it), and ends its service time
-  later; its answer is written at the first turn of the loop at or after that end, never before. The
-  loop's own lateness delays answers (the client sees it, and so does the answer-time histogram), never
-  the workers' throughput.
+  later; its answer is written at the first turn of the loop at or after that end, never before (a timer
+  that fires early is armed again). The loop's own lateness delays answers (the client sees it, and so
+  does the answer-time histogram), never the workers' throughput.
 
 Without ``--service-time`` there is no queue at all: answers go at the end of the loop turn, as before.
 """
@@ -45,6 +45,12 @@ FORMS = (
 
 _TIME = re.compile(r"(?P<value>[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(?P<unit>us|µs|ms|s)?")
 _UNITS = {None: 1.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6}
+EARLY = 1e-6
+"""Seconds a timer may fire before its job's end and still end it (asyncio fires timers up to its clock's
+resolution early); an answer is never earlier than its service by more than this."""
+REARM = 0.001
+"""Seconds, at least, before a timer that fired early fires again: uvloop's timers step in milliseconds and
+fire early when the loop's cached time is stale, and a shorter delay would round to 0 and spin."""
 DRAW_BLOCK = 1024
 """Service times drawn from the generator at a time (one numpy call per block, not per event)."""
 
@@ -246,8 +252,8 @@ class ServiceQueue:
 
     def _on_timer(self, job: Job) -> None:
         now = self.clock()
-        if now < job.end:  # fired early (uvloop's timers have millisecond steps): not done yet
-            job.timer = self._arm(job.end - now, job)
+        if now < job.end - EARLY:  # fired early: not done yet
+            job.timer = self._arm(max(job.end - now, REARM), job)
             return
         self._serving.discard(job)
         self._serve(*self._finish(job, now), now)

@@ -197,11 +197,23 @@ def test_a_timer_that_fires_early_is_armed_again() -> None:
     bench = Bench(workers=1)
     bench.submit("a", "a", 0.02)
     (due, _, handle) = bench.timers.heap.pop()
-    bench.clock.now = due - 0.0004  # uvloop's timers step in milliseconds
+    bench.clock.now = due - 0.002  # uvloop's cached loop time was stale
     handle.fn()
     assert bench.log == [] and bench.timers.heap, "not answered before its service ended"
     bench.at(1.0)
     assert bench.log == [("a", "a", 0.02)]
+    bench.submit("b", "b", 0.02)
+    (due, _, handle) = bench.timers.heap.pop()
+    bench.clock.now = due - 0.0003  # less than uvloop's step: armed again a step later, not at once
+    handle.fn()
+    assert bench.timers.heap[0][0] == pytest.approx(due + 0.0007)
+    bench.at(2.0)
+    assert bench.log[-1] == ("b", "b", pytest.approx(1.0207))
+    bench.submit("c", "c", 0.02)
+    (due, _, handle) = bench.timers.heap.pop()
+    bench.clock.now = due - 1e-9  # asyncio's clock resolution: done
+    handle.fn()
+    assert bench.log[-1][0] == "c" and not bench.timers.heap
 
 
 def test_a_request_joins_the_queue_when_it_was_complete() -> None:
