@@ -41,8 +41,30 @@ def cmd_collector(args: argparse.Namespace) -> int:
         allow_origins=tuple(args.allow_origin) or ("*",),
         ledger_max_bytes=int(args.ledger_max_mb * 1024 * 1024),
         uvloop=not args.no_uvloop,
+        service_time=args.service_time,
+        service_workers=args.service_workers,
     )
     return run_collector(config, announce=lambda line: print(line, flush=True))
+
+
+def _add_service_arguments(p: argparse.ArgumentParser, *, what: str) -> None:
+    """--service-time and --service-workers, for ``collector`` and (passed on to it) ``run``."""
+    p.add_argument(
+        "--service-time",
+        metavar="DIST",
+        default=None,
+        help=f"make {what} slow, honestly: each event takes DIST of work before its answer (2ms, 0.5s, a "
+        "bare number of seconds, exp:MEAN, lognormal:MEDIAN,SIGMA), served by --service-workers workers "
+        "with a FIFO queue in front; preflights and pings wait for a free worker too (default: answer at "
+        "once)",
+    )
+    p.add_argument(
+        "--service-workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="workers serving --service-time in parallel, per collector process (default: %(default)s)",
+    )
 
 
 def _add_collector(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -90,6 +112,7 @@ def _add_collector(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     p.add_argument("--ledger-max-mb", type=float, default=256.0, help="rotate ledger files past this size")
     p.add_argument("--no-uvloop", action="store_true", help="use asyncio's own event loop")
     p.add_argument("--allow-remote", action="store_true", help="allow binding a non-loopback address")
+    _add_service_arguments(p, what="the collector")
     p.set_defaults(func=cmd_collector)
 
 
@@ -268,6 +291,8 @@ def _run_options(args: argparse.Namespace, command: str) -> RunOptions | None:
         spawn_rate=args.spawn_rate or float(args.users),
         processes=args.processes,
         collector_processes=getattr(args, "collector_processes", RunOptions.collector_processes),
+        service_time=getattr(args, "service_time", RunOptions.service_time),
+        service_workers=getattr(args, "service_workers", RunOptions.service_workers),
         target=getattr(args, "target", RunOptions.target),
         received_from=getattr(args, "received_from", None),
         scenario=Path(args.scenario) if args.scenario else None,
@@ -477,6 +502,7 @@ def _add_target_arguments(p: argparse.ArgumentParser) -> None:
         default=RunOptions().collector_processes,
         help="reference collector processes sharing the port",
     )
+    _add_service_arguments(p, what="the reference collector")
     p.add_argument(
         "--target",
         default=RunOptions().target,

@@ -84,6 +84,25 @@ def validate(options: RunOptions) -> None:
         )
     if not is_url(options.target) and options.target not in KINDS:
         raise RunError(f"unknown --target {options.target!r}; choose from {', '.join(KINDS)}, or a URL")
+    validate_service(options)
+
+
+def validate_service(options: RunOptions) -> None:
+    """--service-time and --service-workers: readable, and only for the reference collector."""
+    from lossbench.collector.service import parse_service_time
+
+    if options.service_time is not None:
+        try:
+            parse_service_time(options.service_time)
+        except ValueError as exc:
+            raise RunError(str(exc)) from None
+    if options.service_workers < 1:
+        raise RunError(f"--service-workers {options.service_workers}: at least one worker")
+    if options.target != "reference" and (options.service_time is not None or options.service_workers != 1):
+        raise RunError(
+            f"--service-time and --service-workers slow the reference collector; --target {options.target} "
+            "is another one"
+        )
 
 
 def is_url(target: str) -> bool:
@@ -118,7 +137,9 @@ def start_load(options: RunOptions, run_dir: Path) -> Load:
         return Load(options.target.rstrip("/"), received_from, None)
     try:
         if options.target == "reference":
-            proc, url = start_collector(run_dir, options.collector_processes)
+            proc, url = start_collector(
+                run_dir, options.collector_processes, options.service_time, options.service_workers
+            )
             target = Target(kind="reference", url=url, process=proc, raw_logs=(), received_from=None)
         else:
             target = start_target(options.target, run_dir)
@@ -132,12 +153,19 @@ def parse_path(spec: str) -> str:
     return spec.partition(":")[2].partition(":")[0]
 
 
-def record_target(run_dir: Path, kind: str, load: Load) -> None:
+def record_target(run_dir: Path, kind: str, load: Load, options: RunOptions | None = None) -> None:
     """Put the target and the spec of its log in run.json before Locust starts (the plugin keeps what it
-    finds there), so that a later ``lossbench compare`` reads the same log."""
+    finds there), so that a later ``lossbench compare`` reads the same log; for the reference collector,
+    also how it was started (``collector``: processes, service time and workers)."""
     path = run_dir / "run.json"
     document = json.loads(path.read_text()) if path.exists() else {}
     document.update(target=kind, target_url=load.url, received_from=load.received_from)
+    if kind == "reference" and options is not None:
+        document["collector"] = {
+            "processes": options.collector_processes,
+            "service_time": options.service_time,
+            "service_workers": options.service_workers,
+        }
     path.write_text(json.dumps(document, indent=1) + "\n")
 
 
@@ -181,12 +209,17 @@ def run_measured(options: RunOptions, say: Say = print) -> RunResult:
     )
     load = start_load(options, run_dir)
     try:
-        record_target(run_dir, "url" if is_url(options.target) else options.target, load)
+        record_target(run_dir, "url" if is_url(options.target) else options.target, load, options)
         if load.target is None or load.target.kind != "reference":
             what = "a running target" if load.target is None else load.target.kind
             say(f"target: {what} at {load.url}; received events read with {load.received_from}")
         else:
-            say(f"collector: {load.url} ({options.collector_processes} process(es))")
+            slow = (
+                f", service time {options.service_time} on {options.service_workers} worker(s)"
+                if options.service_time is not None
+                else ""
+            )
+            say(f"collector: {load.url} ({options.collector_processes} process(es){slow})")
         cpu_at_start, started = load.cpu_seconds(), time.monotonic()  # the start-up is not the load's
         run_locust(options, scenario, run_dir, load, say)
         load_seconds = time.monotonic() - started
@@ -198,13 +231,19 @@ def run_measured(options: RunOptions, say: Say = print) -> RunResult:
     return RunResult(run_dir, finish_run(run_dir, say), load_seconds, cpu)
 
 
-def start_collector(run_dir: Path, processes: int) -> tuple[subprocess.Popen[bytes], str]:
-    """Start ``lossbench collector`` on a free loopback port; its stderr goes to ``collector.log``."""
+def start_collector(
+    run_dir: Path, processes: int, service_time: str | None = None, service_workers: int = 1
+) -> tuple[subprocess.Popen[bytes], str]:
+    """Start ``lossbench collector`` on a free loopback port (with ``--service-time`` and
+    ``--service-workers`` when a service time is given); its stderr goes to ``collector.log``."""
     log_path = run_dir / "collector.log"
+    command = [sys.executable, "-m", "lossbench.cli", "collector", "--port", "0", "--out", str(run_dir),
+               "--processes", str(processes)]  # fmt: skip
+    if service_time is not None:
+        command += ["--service-time", service_time, "--service-workers", str(service_workers)]
     with log_path.open("a") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "lossbench.cli", "collector", "--port", "0", "--out", str(run_dir),
-             "--processes", str(processes)],
+            command,
             stdout=subprocess.PIPE,
             stderr=log,
         )  # fmt: skip

@@ -24,8 +24,11 @@ from lossbench.analysis.adapters import SKIP_CATEGORIES, file_infos, read_receiv
 from lossbench.analysis.join import Match, chunks, match_received
 from lossbench.analysis.read import Ledgers, read_ledgers
 from lossbench.analysis.stats import ratio_text
+from lossbench.contract.latency import ANSWER_KINDS, LatencyHistogram, merge_all, percentiles
 from lossbench.contract.summary import (
     SCHEMA,
+    AnswerTimes,
+    CollectorFigures,
     Comparison,
     Cost,
     LedgerFile,
@@ -87,6 +90,9 @@ def compare(
         warnings += log.warnings()
     warnings[:0] = _ledger_warnings(ledgers)
     names = ledgers.techniques
+    collector, answers = (
+        _collector_figures(ledgers.collector_stats, warnings) if received_from is None else (None, {})
+    )
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         # the join runs beside what needs the sent ledgers only (numpy lets go of the GIL): on two cores,
         # the quantiles and the prediction of a large run then cost little more than the join itself
@@ -94,10 +100,10 @@ def compare(
         figures = _SentFigures.of(ledgers)
         # the model predicts the socket client's four techniques; the browser-only ones have no prediction
         modelled = [names[c] for c in figures.codes if names[c] in TECHNIQUES]
-        prediction = _predict(run, modelled, predict_events)
+        prediction = _predict(run, modelled, predict_events, answers.get("preflight"))
         match = joining.result()
     counts = _Counts.of(ledgers, match)
-    conn_seconds = _conn_seconds(ledgers.collector_stats)
+    conn_seconds = _conn_seconds(list(ledgers.collector_stats.values()))
     techniques = {names[c]: _technique(ledgers, figures, counts, c, conn_seconds) for c in figures.codes}
     if not techniques:
         warnings.append("no events in the sent ledgers: nothing to measure — did the load run long enough?")
@@ -134,6 +140,7 @@ def compare(
             for info in ledgers.files
         ],
         warnings=warnings,
+        collector=collector,
     )
 
 
@@ -320,6 +327,77 @@ def _conn_seconds(stats: list[dict[str, Any]]) -> dict[str, float]:
     return total
 
 
+def _collector_figures(
+    stats: Mapping[str, Mapping[str, object]], warnings: list[str]
+) -> tuple[CollectorFigures | None, dict[str, LatencyHistogram]]:
+    """The reference collector's own figures from its stats files (None without any), and its answer-time
+    histograms merged over its processes, by kind (kinds with answers only).
+
+    Utilisation is the busy worker-seconds of all processes over their workers × seconds served: None
+    without a service time, or when a file does not report it (a collector older than its ``service``
+    object). A damaged histogram is left out with a warning naming its file.
+    """
+    if not stats:
+        return None, {}
+    specs: list[str | None] = []
+    workers: list[int] = []
+    busy = capacity = 0.0
+    reported = True
+    histograms: dict[str, list[LatencyHistogram]] = {kind: [] for kind in ANSWER_KINDS}
+    for path, doc in stats.items():
+        service = doc.get("service")
+        reading = _service_figures(service) if isinstance(service, Mapping) else None
+        if reading is None:
+            reported = False
+            if service is not None:
+                warnings.append(f"{path}: damaged service figures ({service!r}); no utilisation")
+        else:
+            spec, n, busy_seconds, elapsed = reading
+            specs.append(spec)
+            workers.append(n)
+            busy += busy_seconds
+            capacity += n * elapsed
+        answers = doc.get("answers")
+        if not isinstance(answers, Mapping):
+            continue
+        for kind in ANSWER_KINDS:
+            if kind not in answers:
+                continue
+            try:
+                histograms[kind].append(LatencyHistogram.from_dict(answers[kind]))
+            except ValueError as e:
+                warnings.append(f"{path}: damaged {kind} answer-time histogram ({e}); left out")
+    if len(set(specs)) > 1 or len(set(workers)) > 1:
+        warnings.append(
+            f"collector processes report different service times or workers ({sorted(set(map(str, specs)))}, "
+            f"{sorted(set(workers))}): the figures show the first"
+        )
+    spec = specs[0] if specs else None
+    merged = {kind: merge_all(hs) for kind, hs in histograms.items()}
+    merged = {kind: h for kind, h in merged.items() if h.total}
+    utilisation = busy / capacity if reported and spec is not None and capacity > 0 else None
+    answer_seconds = {kind: AnswerTimes(count=h.total, **percentiles(h)) for kind, h in merged.items()}
+    figures = CollectorFigures(
+        processes=len(stats),
+        service_time=spec,
+        service_workers=workers[0] if workers else 1,
+        utilisation=utilisation,
+        answer_seconds=answer_seconds,
+    )
+    return figures, merged
+
+
+def _service_figures(service: Mapping[str, object]) -> tuple[str | None, int, float, float] | None:
+    """(spec, workers, busy seconds, elapsed seconds) of a stats file's ``service``; None when damaged."""
+    spec, workers = service.get("spec"), service.get("workers")
+    busy, elapsed = service.get("busy_seconds"), service.get("elapsed_seconds")
+    if not (spec is None or isinstance(spec, str)) or type(workers) is not int or workers < 1:
+        return None
+    if not (isinstance(busy, int | float) and isinstance(elapsed, int | float)):
+        return None
+    return spec, workers, float(busy), float(elapsed)
+
+
 def _read_run(run_dir: Path, warnings: list[str]) -> dict[str, Any]:
     path = run_dir / "run.json"
     try:
@@ -336,9 +414,12 @@ def _read_run(run_dir: Path, warnings: list[str]) -> dict[str, Any]:
     return run
 
 
-def _predict(run: Mapping[str, Any], names: list[str], events: int) -> dict[str, Prediction] | str | None:
+def _predict(
+    run: Mapping[str, Any], names: list[str], events: int, preflight_answers: LatencyHistogram | None = None
+) -> dict[str, Prediction] | str | None:
     """The run model's predicted loss per technique (model.predict); a warning when it cannot be had;
-    None when there is nothing to predict."""
+    None when there is nothing to predict. ``preflight_answers``: the collector's answer times to
+    preflights measured in this run, drawn per event into ajax's preflight (None: answers take no time)."""
     if not run or not names:
         return None
     missing = [k for k in ("profile", "exit_model", "abort", "seed") if k not in run]
@@ -356,6 +437,7 @@ def _predict(run: Mapping[str, Any], names: list[str], events: int) -> dict[str,
             names,
             seed=int(run["seed"]),
             events=events,
+            **({} if preflight_answers is None else {"preflight_answers": preflight_answers}),
         )
     except (ImportError, ValueError, KeyError) as e:
         return f"predicted loss not computed: {e}"

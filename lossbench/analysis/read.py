@@ -455,7 +455,7 @@ class Ledgers:
     received: dict[str, np.ndarray]  # RECEIVED_COLUMNS
     ping_requests: dict[str, int]
     ping_connections: dict[str, int]
-    collector_stats: list[dict[str, object]]
+    collector_stats: dict[str, dict[str, object]]  # the collector's stats files, by path
     problems: list[str]  # things compare should warn about that did not stop the reading
     sent_keys: np.ndarray | None = None  # the id columns as uint64, when every id is 16 hex digits
     received_keys: np.ndarray | None = None
@@ -767,8 +767,8 @@ def _ledger_paths(run_dir: Path, kind: str, who: str) -> list[Path]:
     return paths
 
 
-def _read_stats(run_dir: Path, problems: list[str]) -> list[dict[str, object]]:
-    stats = []
+def _read_stats(run_dir: Path, problems: list[str]) -> dict[str, dict[str, object]]:
+    stats = {}
     for path in sorted((run_dir / "received").glob("*.stats.json")):
         try:
             doc = json.loads(path.read_bytes())
@@ -776,7 +776,7 @@ def _read_stats(run_dir: Path, problems: list[str]) -> list[dict[str, object]]:
             problems.append(f"{path}: unreadable collector stats ({e}); its costs are left out")
             continue
         if isinstance(doc, dict):
-            stats.append(doc)
+            stats[str(path)] = doc
         else:
             problems.append(f"{path}: collector stats are not a JSON object; left out")
     return stats

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from lossbench.collector.service import parse_service_time
+
 HEAD_SLICE = 16384
 """Bytes fed to the parser at a time while a head may be in progress (bounds head buffering)."""
 CLOSE_LINGER = 5.0
@@ -32,6 +34,9 @@ class CollectorConfig:
     allow_origins: tuple[str, ...] = ("*",)
     ledger_max_bytes: int = 256 * 1024 * 1024
     uvloop: bool = True
+    service_time: str | None = None  # --service-time DIST (lossbench.collector.service); None: answer at once
+    service_workers: int = 1  # virtual workers serving it, per process
+    service_seed: int | None = None  # seeds the service-time draws; None: fresh entropy
 
     @property
     def sweep_every(self) -> float:
@@ -46,8 +51,14 @@ def validate_config(config: CollectorConfig) -> None:
     """Refuse a configuration that would put something unsafe in an answer (raises ValueError).
 
     An --allow-origin value is echoed in Access-Control-Allow-Origin: it must be one printable ASCII
-    token, or a CR LF in it would let the command line inject headers into every answer.
+    token, or a CR LF in it would let the command line inject headers into every answer. A
+    ``--service-time`` must be one of the forms ``lossbench.collector.service`` reads, served by one
+    worker or more.
     """
+    if config.service_time is not None:
+        parse_service_time(config.service_time)
+    if config.service_workers < 1:
+        raise ValueError(f"--service-workers {config.service_workers}: at least one worker")
     for origin in config.allow_origins:
         if origin != "*" and not (origin and origin.isascii() and origin.isprintable() and " " not in origin):
             raise ValueError(f"--allow-origin {origin!r}: not a valid origin (scheme://host[:port] or *)")

@@ -15,8 +15,12 @@ IDLE, HEADERS, BODY, CLOSING = range(4)
 
 Event = tuple[str, str, str, int, str]
 """A valid event waiting for the commit: (id, tech, method, connection number, User-Agent family or "")."""
-Pending = tuple[Event | None, str, bytes]
-"""A complete request waiting for the commit: (its event or None, its technique, its answer)."""
+Routed = tuple[Event | None, str, bytes, str | None]
+"""A routed request: (its event or None, its technique, its answer, the kind of answer it is timed as: one
+of ``contract.latency.ANSWER_KINDS``, or None: not timed)."""
+Pending = tuple[Event | None, str, bytes, str | None, float]
+"""A complete request waiting for the commit: its ``Routed``, then when it was complete (the collector's
+clock)."""
 
 
 class Connection(Protocol):
@@ -38,8 +42,9 @@ class Connection(Protocol):
     def transport(self) -> asyncio.Transport | None:
         """The connection's transport; None once it is lost."""
 
-    def answer(self, written: bool) -> None:
-        """Send the pending answers; ``written`` says whether their ledger lines reached the kernel."""
+    def answer(self, written: bool, now: float) -> None:
+        """Send the pending answers, or hand them to the service queue (``--service-time``); ``written``
+        says whether their ledger lines reached the kernel; ``now`` is the commit's collector clock."""
 
     def on_deadline(self) -> None:
         """The deadline passed: answer 408 (if a request is in progress) and close, or abort."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 
 import httptools
 
@@ -16,11 +17,16 @@ from lossbench.collector.config import CLOSE_LINGER, HEAD_SLICE
 from lossbench.collector.connection import BODY, CLOSING, HEADERS, IDLE, Pending
 from lossbench.collector.responses import LEDGER_FAILED, TIMEOUT
 from lossbench.collector.routes import Refused, route, ua_family
+from lossbench.collector.service import Job
 from lossbench.collector.state import Collector
 
 log = logging.getLogger(__name__)
 
 COMMIT_AT_ONCE = 64  # requests completed on one connection that are committed without waiting for the turn
+JOBS_PER_CONNECTION = 64
+"""--service-time: a connection with this many requests waiting for their answers is not read until fewer
+are (a client pipelining requests faster than they are served holds a bounded queue, as one that does not
+read its answers holds a bounded write buffer)."""
 
 
 class _Stop(httptools.HttpParserCallbackError):
@@ -41,6 +47,7 @@ class CollectorProtocol(asyncio.Protocol):
         "deadline",
         "head_bytes",
         "header_bytes",
+        "held",
         "number",
         "opened",
         "origin",
@@ -50,6 +57,7 @@ class CollectorProtocol(asyncio.Protocol):
         "refusal",
         "state",
         "stopped",
+        "submitting",
         "tech",
         "transport",
         "ua",
@@ -71,6 +79,8 @@ class CollectorProtocol(asyncio.Protocol):
         self.queued = False  # waiting in the collector's commit queue
         self.refusal: bytes | None = None
         self.stopped = False  # parsing stopped on purpose after a Connection: close answer
+        self.submitting = False  # handing a commit's requests to the service queue (``_submit``)
+        self.held = False  # reading paused: JOBS_PER_CONNECTION requests wait for their answers
         self.head_bytes = 0
         self._reset_request()
 
@@ -157,26 +167,44 @@ class CollectorProtocol(asyncio.Protocol):
             self.transport.abort()
 
     def on_deadline(self) -> None:
-        stats = self.collector.stats
         state = self.state
+        service = self.collector.service
+        if service is not None and service.has_jobs(self):
+            self._deadline_behind_jobs(state)
+            return
         if state == CLOSING:  # closed by us, but its answer never drained: the client is not reading
-            stats.connections_aborted += 1
+            self.collector.stats.connections_aborted += 1
             self.deadline = float("inf")
             self.abort()
             return
-        reply = None
-        if state == IDLE:
-            stats.idle_timeouts += 1
-        elif state == HEADERS:
-            stats.header_timeouts += 1
-            reply = TIMEOUT
-        else:
-            stats.body_timeouts += 1
-            stats.bodies_incomplete += 1  # counted here, not again in connection_lost
-            reply = TIMEOUT
+        reply = self._count_timeout(state)
         if self.transport is not None and reply is not None:
             self.transport.write(reply)
         self.close()
+
+    def _count_timeout(self, state: int) -> bytes | None:
+        """Count the timeout of an open connection in ``state``; the 408 to send, if a request was begun."""
+        stats = self.collector.stats
+        if state == IDLE:
+            stats.idle_timeouts += 1
+            return None
+        if state == HEADERS:
+            stats.header_timeouts += 1
+        else:
+            stats.body_timeouts += 1
+            stats.bodies_incomplete += 1  # counted here, not again in connection_lost
+        return TIMEOUT
+
+    def _deadline_behind_jobs(self, state: int) -> None:
+        """A deadline passed while answers wait in the service queue. An idle or closing connection is not
+        idle (its answers are on their way): it waits for them (``_jobs_done`` starts its idle time). A
+        request in progress timed out: its 408 follows the queued answers, then the connection closes."""
+        self.deadline = math.inf
+        if state in (HEADERS, BODY):
+            reply = self._count_timeout(state)
+            if self.refusal is None:
+                self.refusal = reply
+            self.state = CLOSING
 
     # -- parsing --------------------------------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
@@ -232,16 +260,27 @@ class CollectorProtocol(asyncio.Protocol):
             # event loop may otherwise read this connection again before the end of its turn).
             self.collector.commit()
 
-    def answer(self, written: bool) -> None:
+    def answer(self, written: bool, now: float) -> None:
         """Send the answers of the requests queued since the last commit, in order; ``written`` says
-        whether their ledger lines reached the kernel. Nothing is acknowledged unless it did: if the write
-        failed, the first event gets a 503 and the connection closes."""
+        whether their ledger lines reached the kernel; ``now`` is the commit's time on the collector's
+        clock. Nothing is acknowledged unless it did: if the write failed, the first event gets a 503 and
+        the connection closes. Each answer is timed (complete to written) by the kind ``route`` gave it.
+        With --service-time the answers go to the service queue instead, as jobs (``_submit``)."""
         self.queued = False
         pending = self.pending
         self.pending = []
-        events = self.collector.stats.events
+        stats = self.collector.stats
+        if self.collector.service is not None:
+            self._submit(pending, written, now)
+            return
+        events, times = stats.events, stats.answer_times
         out = []
-        for event, tech, reply in pending:
+        first = None
+        for event, tech, reply, kind, done_at in pending:
+            if kind is not None:  # a gone client's answer is timed too: the collector's time is the same
+                times[kind].append(now - done_at)
+                if first is None:
+                    first = done_at
             if event is None:
                 out.append(reply)
             elif written:
@@ -252,17 +291,79 @@ class CollectorProtocol(asyncio.Protocol):
                 self.refusal = None
                 self.state = CLOSING
                 break
+        if first is not None:
+            stats.served(first, now)
         transport = self.transport
         if transport is None:  # the client is gone: its events still count, nobody reads the answers
             return
         if out:
             transport.write(out[0] if len(out) == 1 else b"".join(out))
+        self._after_answers()
+
+    def _after_answers(self) -> None:
+        """Every answer is written: send the refusal that stopped parsing, if any, and close if closing."""
+        transport = self.transport
+        if transport is None:
+            return
         if self.refusal is not None:
             transport.write(self.refusal)
             self.refusal = None
             self.state = CLOSING
         if self.state == CLOSING:
             self.close(linger=True)
+
+    def _submit(self, pending: list[Pending], written: bool, now: float) -> None:
+        """--service-time: each request becomes a job in the service queue, its answer written when the
+        job ends (``job_done``); an event whose line was written takes a drawn service time."""
+        collector = self.collector
+        service = collector.service
+        assert service is not None
+        events, draw = collector.stats.events, collector.draw_service
+        self.submitting = True  # answers of jobs that end at once wait for the rest of the batch here
+        try:
+            for event, tech, reply, kind, done_at in pending:
+                cost = 0.0
+                if event is not None:
+                    if not written:
+                        service.submit(Job(self, LEDGER_FAILED, kind, done_at, 0.0), now)
+                        self.refusal = None
+                        self.state = CLOSING
+                        break
+                    events[tech] += 1
+                    cost = draw()
+                service.submit(Job(self, reply, kind, done_at, cost), now)
+        finally:
+            self.submitting = False
+        if not service.has_jobs(self):
+            self._jobs_done(now)
+        elif service.jobs_of(self) >= JOBS_PER_CONNECTION and self.transport is not None:
+            self.held = True
+            with contextlib.suppress(RuntimeError, AttributeError):
+                self.transport.pause_reading()
+
+    def job_done(self, job: Job, now: float) -> None:
+        """A job of this connection ended (``ServiceQueue``): time it and write its answer; after its
+        last job, what waited for the answers (a refusal, the close, the idle timeout)."""
+        if job.kind is not None:
+            stats = self.collector.stats
+            stats.answer_times[job.kind].append(now - job.done_at)
+            stats.served(job.done_at, now)
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(job.reply)
+        service = self.collector.service
+        if service is None or self.submitting:
+            return
+        if self.held and service.jobs_of(self) < JOBS_PER_CONNECTION:
+            self.held = False
+            self.resume_writing()  # reads again (unless closing)
+        if not service.has_jobs(self):
+            self._jobs_done(now)
+
+    def _jobs_done(self, now: float) -> None:
+        if self.state == IDLE and self.deadline == math.inf:  # its idle time starts now
+            self.deadline = now + self.config.idle_timeout
+        self._after_answers()
 
     def on_message_begin(self) -> None:
         self._reset_request()
@@ -325,14 +426,15 @@ class CollectorProtocol(asyncio.Protocol):
         keep_alive = parser.should_keep_alive() and self.collector.accepting
         self.state = IDLE if keep_alive else CLOSING  # complete: no longer in flight (/stats says so)
         try:
-            item = route(self.collector, self, parser.get_method(), keep_alive)
+            event, tech, reply, kind = route(self.collector, self, parser.get_method(), keep_alive)
         except Refused as refused:
             self.refusal = refused.reply
             raise _Stop("refused") from None
-        self.tech = self.tech or item[1]
-        self.pending.append(item)
+        self.tech = self.tech or tech
+        now = self.clock()  # complete: its answer is timed from here
+        self.pending.append((event, tech, reply, kind, now))
         if keep_alive:
-            self.deadline = self.clock() + self.config.idle_timeout
+            self.deadline = now + self.config.idle_timeout
         else:
             # Answered with Connection: close: requests pipelined behind it are not read at all.
             self.stopped = True

@@ -10,7 +10,7 @@ import json
 from typing import Protocol
 from urllib.parse import unquote_to_bytes
 
-from lossbench.collector.connection import Event, Pending
+from lossbench.collector.connection import Event, Routed
 from lossbench.collector.responses import connection_header, http_response
 from lossbench.collector.state import Collector
 from lossbench.contract.events import BadEvent, decode_event_json, decode_pixel_param
@@ -43,8 +43,10 @@ class Request(Protocol):
         """The User-Agent family of the request (``ua_family``), or "" without a User-Agent."""
 
 
-def route(c: Collector, request: Request, method: bytes, keep_alive: bool) -> Pending:
-    """Answer one complete request: (event or None, technique or "", response bytes); raises Refused."""
+def route(c: Collector, request: Request, method: bytes, keep_alive: bool) -> Routed:
+    """Answer one complete request: (event or None, technique or "", response bytes, the kind of answer
+    it is timed as: ``event`` for a pixel GET or an ajax POST, ``preflight`` for an OPTIONS, ``ping`` for
+    a ping, None for /healthz and /stats); raises Refused."""
     url = request.url
     mark = url.find(b"?")
     path, query = (url, b"") if mark < 0 else (url[:mark], url[mark + 1 :])
@@ -55,7 +57,7 @@ def route(c: Collector, request: Request, method: bytes, keep_alive: bool) -> Pe
         except BadEvent as bad:
             raise Refused(c.refuse(bad.reason)) from None
         reply = c.response("gif", keep_alive, c.cors_origin(request.origin))
-        return _event(c, request, event_id, tech, "GET"), tech, reply
+        return _event(c, request, event_id, tech, "GET"), tech, reply, "event"
     if path == b"/e":
         return _ajax(c, request, method, keep_alive)
     if path == b"/ping.gif":
@@ -64,7 +66,7 @@ def route(c: Collector, request: Request, method: bytes, keep_alive: bool) -> Pe
         tech = _query_param_or_empty(query, b"t")
         tech = tech if tech in ("pixel-prewarm", "pixel-keepalive") else "ping"
         c.stats.requests[tech] += 1
-        return None, tech, c.response("gif", keep_alive, c.cors_origin(request.origin))
+        return None, tech, c.response("gif", keep_alive, c.cors_origin(request.origin)), "ping"
     if path == b"/healthz":
         _require(c, method, b"GET")
         return (
@@ -73,6 +75,7 @@ def route(c: Collector, request: Request, method: bytes, keep_alive: bool) -> Pe
             http_response(
                 "200 OK", [("Content-Type", "text/plain"), *connection_header(keep_alive)], b"ok\n"
             ),
+            None,
         )
     if path == b"/stats":
         _require(c, method, b"GET")
@@ -82,18 +85,18 @@ def route(c: Collector, request: Request, method: bytes, keep_alive: bool) -> Pe
             ("Cache-Control", "no-store"),
             *connection_header(keep_alive),
         ]
-        return None, "", http_response("200 OK", headers, body)
+        return None, "", http_response("200 OK", headers, body), None
     raise Refused(c.refuse("not_found"))
 
 
-def _ajax(c: Collector, request: Request, method: bytes, keep_alive: bool) -> Pending:
+def _ajax(c: Collector, request: Request, method: bytes, keep_alive: bool) -> Routed:
     origin = c.cors_origin(request.origin)
     if method == b"OPTIONS":
         if request.origin is not None and origin is None:
             raise Refused(c.refuse("origin"))
         c.stats.preflights += 1
         c.stats.requests["ajax"] += 1
-        return None, "ajax", c.response("preflight", keep_alive, origin)
+        return None, "ajax", c.response("preflight", keep_alive, origin), "preflight"
     _require(c, method, b"POST", "POST, OPTIONS")
     if request.origin is not None and origin is None:
         raise Refused(c.refuse("origin"))
@@ -105,7 +108,8 @@ def _ajax(c: Collector, request: Request, method: bytes, keep_alive: bool) -> Pe
         event_id, tech = decode_event_json(request.body)
     except BadEvent as bad:
         raise Refused(c.refuse(bad.reason)) from None
-    return _event(c, request, event_id, tech, "POST"), tech, c.response("accepted", keep_alive, origin)
+    reply = c.response("accepted", keep_alive, origin)
+    return _event(c, request, event_id, tech, "POST"), tech, reply, "event"
 
 
 def _require(c: Collector, method: bytes, allowed: bytes, allow_header: str = "") -> None:

@@ -20,9 +20,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from lossbench.collector.config import HEAD_SLICE, CollectorConfig, validate_config
 from lossbench.collector.connection import BODY, HEADERS, IDLE, Connection, Event
 from lossbench.collector.responses import CLOSE, GIF, REFUSALS, http_response
+from lossbench.collector.service import CallLater, ServiceQueue, parse_service_time
 from lossbench.collector.stats import Stats
 from lossbench.contract.ledger import LedgerWriter, micro
 from lossbench.contract.lines import ReceivedEvent, encode_lines
@@ -73,15 +76,26 @@ class ReceivedLedger(LedgerWriter):
 class Collector:
     """Shared state of one collector process: config, ledger, counters and live connections.
 
-    ``clock`` measures every timeout and deadline (tests pass a fake one to step through them); the
-    ledger's times are wall-clock times (``time.time``) whatever it is.
+    ``clock`` measures every timeout and deadline and every answer time (tests pass a fake one to step
+    through them, and ``call_later`` to fire the service queue's timers on it; the running loop's by
+    default); the ledger's times are wall-clock times (``time.time``) whatever it is. With
+    ``--service-time``, ``service`` is the queue of virtual workers every answer goes through
+    (``lossbench.collector.service``) and ``draw_service`` draws an event's service time; without, None.
     """
 
-    def __init__(self, config: CollectorConfig, clock: Clock = time.monotonic) -> None:
+    def __init__(
+        self, config: CollectorConfig, clock: Clock = time.monotonic, call_later: CallLater | None = None
+    ) -> None:
         validate_config(config)
         self.config = config
         self.clock = clock
         self.stats = Stats()
+        self.service: ServiceQueue | None = None
+        self.draw_service: Callable[[], float] = lambda: 0.0
+        if config.service_time is not None:
+            self.service = ServiceQueue(config.service_workers, clock, call_later)
+            rng = np.random.default_rng(config.service_seed)
+            self.draw_service = parse_service_time(config.service_time).sampler(rng)
         self.ledger = ReceivedLedger(
             Path(config.out) / "received", "received", max_bytes=config.ledger_max_bytes
         )
@@ -169,7 +183,28 @@ class Collector:
             c.transport.get_write_buffer_size() for c in self.connections if c.transport is not None
         )
         doc["requests_in_flight"] = sum(c.state in (HEADERS, BODY) for c in self.connections)
+        doc["service"] = self.service_figures()
         return doc
+
+    def service_figures(self) -> dict[str, Any]:
+        """The ``service`` object of /stats: the --service-time spec, its workers, the seconds they were
+        busy (service times of the jobs served), the seconds served (``Stats.served_seconds``), busy /
+        (workers × served) (null without a service time), jobs not answered yet, and jobs left unanswered
+        at shutdown."""
+        config, stats = self.config, self.stats
+        busy = 0.0 if self.service is None else self.service.busy_seconds
+        elapsed = stats.served_seconds
+        served = config.service_workers * elapsed
+        utilisation = busy / served if self.service is not None and served > 0 else None
+        return {
+            "spec": config.service_time,
+            "workers": config.service_workers,
+            "busy_seconds": round(busy, 6),
+            "elapsed_seconds": round(elapsed, 6),
+            "utilisation": None if utilisation is None else round(utilisation, 6),
+            "queued": 0 if self.service is None else self.service.jobs,
+            "unanswered": stats.unanswered,
+        }
 
     def queue_commit(self, conn: Connection) -> None:
         """Queue a connection's completed requests for the commit at the end of this loop turn."""
@@ -180,17 +215,20 @@ class Collector:
 
     def commit(self) -> None:
         """Group commit: one ``write(2)`` for every event completed in this turn of the event loop, on any
-        connection, then their answers. Every line of the batch carries the commit's time."""
+        connection, then their answers (or, with --service-time, their jobs in the service queue). Every
+        line of the batch carries the commit's time."""
         self._commit_scheduled = False
         queue = self.commit_queue
         if not queue:
             return
         self.commit_queue = []
         now = micro(time.time())
-        lines = [event_line(event, now) for conn in queue for event, _, _ in conn.pending if event]
+        lines = [event_line(p[0], now) for conn in queue for p in conn.pending if p[0] is not None]
         written = not lines or self.write_events(encode_lines(lines), len(lines))
+        answered_at = self.clock()
         for conn in queue:
-            conn.answer(written)
+            conn.answer(written, answered_at)
+        self.stats.fold(at_least=self.stats.FOLD_EVERY)
 
     def write_events(self, data: bytes, count: int) -> bool:
         """Write ``count`` event lines at once. False if the disk refused, and then none of these lines
@@ -218,14 +256,19 @@ class Collector:
             conn.abort()
 
     def in_flight(self) -> bool:
-        """True while some connection has a request begun but not complete."""
+        """True while some connection has a request begun but not complete, or a complete one not yet
+        answered (waiting in the service queue)."""
+        if self.service is not None and self.service.jobs:
+            return True
         return any(c.state in (HEADERS, BODY) for c in self.connections)
 
     def close_idle(self) -> None:
-        """Close every connection with no request in progress (shutdown: they would only wait)."""
+        """Close every connection with no request in progress and no answer waiting in the service queue
+        (shutdown: they would only wait)."""
         self.commit()
+        service = self.service
         for conn in list(self.connections):
-            if conn.state == IDLE:
+            if conn.state == IDLE and (service is None or not service.has_jobs(conn)):
                 conn.close()
 
     def close(self) -> list[str]:
@@ -236,6 +279,8 @@ class Collector:
         """
         problems: list[str] = []
         self.commit()
+        if self.service is not None:  # past the grace: their events are in the ledger, never answered
+            self.stats.unanswered += self.service.cancel()
         for conn in [*self.connections, *self.refused]:
             conn.abort()
         try:

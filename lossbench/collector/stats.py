@@ -8,6 +8,8 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from lossbench.contract.latency import ANSWER_KINDS, LatencyHistogram
+
 
 @dataclass
 class Stats:
@@ -29,9 +31,43 @@ class Stats:
     connections_refused: int = 0
     connections_aborted: int = 0
     ledger_errors: int = 0
+    answers: dict[str, LatencyHistogram] = field(
+        default_factory=lambda: {kind: LatencyHistogram() for kind in ANSWER_KINDS}
+    )  # seconds from a request complete to its answer written, by kind (collector's clock)
+    answer_times: dict[str, list[float]] = field(
+        default_factory=lambda: {kind: [] for kind in ANSWER_KINDS}
+    )  # answer times not yet in ``answers``: appended per answer, added in bulk (``fold``)
+    served_from: float | None = None  # when the first request timed was complete (collector's clock)
+    served_to: float = 0.0  # when the last answer timed was written
+    unanswered: int = 0  # requests complete but never answered: still queued at shutdown (--service-time)
     started: float = field(default_factory=time.time)
 
+    def served(self, done_at: float, now: float) -> None:
+        """Answers were timed, the first to a request complete at ``done_at``, the last written at ``now``:
+        the first and the last ever bound the seconds served."""
+        if self.served_from is None:
+            self.served_from = done_at
+        self.served_to = now
+
+    FOLD_EVERY = 4096
+    """Answer times kept in ``answer_times`` before ``fold`` adds them to the histograms."""
+
+    def fold(self, at_least: int = 1) -> None:
+        """Add the answer times waiting in ``answer_times`` to ``answers``, for kinds with ``at_least``
+        of them (one numpy pass per kind, where adding each as it comes costs a bisection per answer)."""
+        for kind, times in self.answer_times.items():
+            if len(times) >= at_least:
+                self.answers[kind].add_many(times)
+                times.clear()
+
+    @property
+    def served_seconds(self) -> float:
+        """Seconds from the first timed request complete to the last timed answer written (``/stats`` and
+        ``/healthz`` are not timed: polling them after the load does not stretch it)."""
+        return 0.0 if self.served_from is None else max(0.0, self.served_to - self.served_from)
+
     def as_dict(self) -> dict[str, Any]:
+        self.fold()
         return {
             "events": dict(self.events),
             "requests": dict(self.requests),
@@ -49,6 +85,7 @@ class Stats:
             "connections_refused": self.connections_refused,
             "connections_aborted": self.connections_aborted,
             "ledger_errors": self.ledger_errors,
+            "answers": {kind: h.as_dict() for kind, h in self.answers.items()},
             "cpu_seconds": round(time.process_time(), 3),
             "started": self.started,
             "pid": os.getpid(),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 import msgspec
 import numpy as np
@@ -30,6 +30,9 @@ UPPER_EDGES: tuple[float, ...] = tuple(LOWEST * 10 ** (i / BUCKETS_PER_DECADE) f
 """Upper edge of each bucket, in seconds: bucket i holds values in (UPPER_EDGES[i-1], UPPER_EDGES[i]]."""
 
 
+_EDGES = np.array(UPPER_EDGES)
+
+
 def bucket_of(seconds: float) -> int:
     """The bucket a value falls in (values past ``HIGHEST`` fall in the last)."""
     return min(bisect.bisect_left(UPPER_EDGES, seconds), BUCKETS - 1)
@@ -43,6 +46,15 @@ class LatencyHistogram(msgspec.Struct, kw_only=True):
     def add(self, seconds: float) -> None:
         b = bucket_of(seconds)
         self.counts[b] = self.counts.get(b, 0) + 1
+
+    def add_many(self, seconds: Sequence[float] | np.ndarray) -> None:
+        """``add`` each value, in one numpy pass (the same buckets as ``bucket_of``)."""
+        if len(seconds) == 0:
+            return
+        buckets = np.minimum(np.searchsorted(_EDGES, seconds, side="left"), BUCKETS - 1)
+        found, n = np.unique(buckets, return_counts=True)
+        for b, k in zip(found.tolist(), n.tolist(), strict=True):
+            self.counts[b] = self.counts.get(b, 0) + k
 
     @property
     def total(self) -> int:
@@ -84,8 +96,13 @@ class LatencyHistogram(msgspec.Struct, kw_only=True):
 
     @classmethod
     def from_dict(cls, doc: object) -> LatencyHistogram:
-        """Read ``as_dict``'s shape; ValueError on anything else (compare names the file)."""
-        return msgspec.convert(doc, cls, strict=False)
+        """Read ``as_dict``'s shape; ValueError on anything else, a bucket outside ``BUCKETS`` or a negative
+        count included (compare names the file)."""
+        h = msgspec.convert(doc, cls, strict=False)
+        for b, n in h.counts.items():
+            if not 0 <= b < BUCKETS or n < 0:
+                raise ValueError(f"bucket {b} with count {n}: buckets are 0 to {BUCKETS - 1}, counts ≥ 0")
+        return h
 
 
 def merge_all(histograms: Iterable[LatencyHistogram]) -> LatencyHistogram:

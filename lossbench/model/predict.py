@@ -7,7 +7,8 @@ hundreds of thousands of events (tests hold the two to agree).
 
 Stage durations, d being the DNS wait (below) and r the visit's RTT:
 
-- ``ajax``: dns d, connect r, preflight r (OPTIONS round trip), headers 0, body = bytes * 8 / uplink.
+- ``ajax``: dns d, connect r, preflight r + a (the OPTIONS round trip, a the collector's answer time),
+  headers 0, body = bytes * 8 / uplink.
 - ``pixel``: dns d, connect r, request 0 (the GET is written at once after the handshake).
 - ``pixel-prewarm``: as pixel; an empty ping at visit time 0 started a lookup that fills the cache at
   visit time ``dns``.
@@ -17,6 +18,11 @@ Stage durations, d being the DNS wait (below) and r the visit's RTT:
 DNS cache: ``lossbench.model.dns`` (with no fresh entry an event does a full lookup, d = dns; with one,
 d = 0, or the rest of the lookup still in flight).
 
+The collector's answer time a is 0 unless the run measured it: compare passes the preflight answer times
+the collector recorded at that load (``contract.latency.LatencyHistogram``), and each event draws its own
+from them (``predict_loss``'s ``preflight_answers``). A collector that is slow, or queues its preflights
+behind slow events, lengthens the preflight's round trip, and with it ajax's loss.
+
 The cut: ``unload`` loses an event iff A < T; ``drop`` iff A - r/2 < T (bytes of the last one-way delay are
 lost too). Events never cut (A = inf) are delivered.
 """
@@ -24,11 +30,12 @@ lost too). Events never cut (A = inf) are delivered.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from lossbench.contract.latency import LatencyHistogram
 from lossbench.contract.techniques import ABORTS, DONE, STAGES, TECHNIQUES
 from lossbench.model.dns import DNS_TTL, DnsCache
 from lossbench.model.exits import ExitModel, get_exit_model
@@ -51,8 +58,11 @@ def _check_technique(technique: str) -> None:
         raise ValueError(f"unknown technique {technique!r}; valid: {', '.join(TECHNIQUES)}")
 
 
-def stage_durations(visit: Visit, technique: str) -> list[dict[str, float]]:
-    """For each event of the visit, in order: seconds spent in each stage (in stage order) until written."""
+def stage_durations(
+    visit: Visit, technique: str, preflight_answer: Sequence[float] | None = None
+) -> list[dict[str, float]]:
+    """For each event of the visit, in order: seconds spent in each stage (in stage order) until written.
+    ``preflight_answer``: the collector's answer time to each event's preflight (ajax; 0 when None)."""
     _check_technique(technique)
     net = visit.net
     rtt = net.rtt
@@ -61,19 +71,22 @@ def stage_durations(visit: Visit, technique: str) -> list[dict[str, float]]:
         return [{"connect": max(0.0, ready - e.at), "request": 0.0} for e in visit.events]
     cache = DnsCache(filled_at=net.dns if technique == "pixel-prewarm" else -math.inf)
     plans = []
-    for event in visit.events:
+    for i, event in enumerate(visit.events):
         d = cache.wait(event.at, net.dns)
         if technique == "ajax":
             body = _body_time(net.uplink_bps)
-            plans.append({"dns": d, "connect": rtt, "preflight": rtt, "headers": 0.0, "body": body})
+            preflight = rtt if preflight_answer is None else rtt + preflight_answer[i]
+            plans.append({"dns": d, "connect": rtt, "preflight": preflight, "headers": 0.0, "body": body})
         else:
             plans.append({"dns": d, "connect": rtt, "request": 0.0})
     return plans
 
 
-def data_written_times(visit: Visit, technique: str) -> list[float]:
+def data_written_times(
+    visit: Visit, technique: str, preflight_answer: Sequence[float] | None = None
+) -> list[float]:
     """T for each event of the visit, in order: seconds from firing until its data is completely written."""
-    return [sum(plan.values()) for plan in stage_durations(visit, technique)]
+    return [sum(plan.values()) for plan in stage_durations(visit, technique, preflight_answer)]
 
 
 def stage_at(plan: dict[str, float], t: float) -> str:
@@ -140,8 +153,9 @@ def _dns_waits(batch: VisitBatch, filled_at: np.ndarray) -> np.ndarray:
     return waits
 
 
-def stage_matrix(batch: VisitBatch, technique: str) -> np.ndarray:
-    """Vectorised :func:`stage_durations`: a row per event, a column per stage of ``STAGES[technique]``."""
+def stage_matrix(batch: VisitBatch, technique: str, preflight_answer: np.ndarray | None = None) -> np.ndarray:
+    """Vectorised :func:`stage_durations`: a row per event, a column per stage of ``STAGES[technique]``;
+    ``preflight_answer`` holds each event's answer time to its preflight (0 when None)."""
     _check_technique(technique)
     v = batch.visit
     rtt = batch.net.rtt[v]
@@ -153,13 +167,16 @@ def stage_matrix(batch: VisitBatch, technique: str) -> np.ndarray:
     d = _dns_waits(batch, filled)
     if technique == "ajax":
         body = AJAX_BODY_BYTES * 8 / batch.net.uplink_bps[v]  # uplink inf -> 0
-        return np.column_stack([d, rtt, rtt, zero, body])
+        preflight = rtt if preflight_answer is None else rtt + preflight_answer
+        return np.column_stack([d, rtt, preflight, zero, body])
     return np.column_stack([d, rtt, zero])
 
 
-def _predict_one(batch: VisitBatch, technique: str, n: int) -> Prediction:
+def _predict_one(
+    batch: VisitBatch, technique: str, n: int, preflight_answer: np.ndarray | None
+) -> Prediction:
     stages = STAGES[technique]
-    ends = np.cumsum(stage_matrix(batch, technique)[:n], axis=1)
+    ends = np.cumsum(stage_matrix(batch, technique, preflight_answer)[:n], axis=1)
     written = ends[:, -1]
     exit_time = batch.exit_times()[:n]
     cut = exit_time - batch.net.rtt[batch.visit[:n]] / 2 if batch.abort == "drop" else exit_time
@@ -180,12 +197,17 @@ def _predict_one(batch: VisitBatch, technique: str, n: int) -> Prediction:
 
 
 def predict_batch(
-    batch: VisitBatch, techniques: Iterable[str], *, events: int | None = None
+    batch: VisitBatch,
+    techniques: Iterable[str],
+    *,
+    events: int | None = None,
+    preflight_answer: np.ndarray | None = None,
 ) -> dict[str, Prediction]:
     """Predictions over given visits (the first ``events`` events; all by default), the same for each
-    technique: the comparison is paired, as in ``scenarios/all.py``."""
+    technique: the comparison is paired, as in ``scenarios/all.py``. ``preflight_answer``: the collector's
+    answer time to each event's preflight (one per event of the batch; 0 when None)."""
     n = batch.events if events is None else min(events, batch.events)
-    return {t: _predict_one(batch, t, n) for t in techniques}
+    return {t: _predict_one(batch, t, n, preflight_answer) for t in techniques}
 
 
 def predict_loss(
@@ -196,11 +218,15 @@ def predict_loss(
     *,
     seed: int,
     events: int = 200_000,
+    preflight_answers: LatencyHistogram | None = None,
 ) -> dict[str, Prediction]:
     """Predicted loss of each technique under a profile, an exit model and an abort kind.
 
     Draws whole visits holding ``events`` events (the last visit may be cut short) from ``seed``; every
-    technique is evaluated on the same visits.
+    technique is evaluated on the same visits. ``preflight_answers``: the collector's answer times to
+    preflights as measured at the run's load; each event draws its own from them after the visits are
+    drawn (so the visits are the same with or without), and ajax's preflight lasts its RTT plus that.
+    None (or an empty histogram): answers take no time, as before.
     """
     if isinstance(profile, str):
         profile = get_profile(profile)
@@ -211,5 +237,9 @@ def predict_loss(
     techniques = list(techniques)
     for t in techniques:
         _check_technique(t)
-    batch = sample_visits(profile, exit_model, abort, np.random.default_rng(seed), events=events)
-    return predict_batch(batch, techniques, events=events)
+    rng = np.random.default_rng(seed)
+    batch = sample_visits(profile, exit_model, abort, rng, events=events)
+    answer = None
+    if preflight_answers is not None and preflight_answers.total:
+        answer = preflight_answers.sample(rng, batch.events)
+    return predict_batch(batch, techniques, events=events, preflight_answer=answer)

@@ -191,6 +191,29 @@ def test_lossbench_run_then_compare_and_report(tmp_path):
     assert (run_dir / "charts" / "loss.png").stat().st_size > 10_000
 
 
+def test_a_slow_collector_run_records_its_service_time_and_compare_reports_it(tmp_path):
+    """lossbench run --service-time: the collector is started with it, run.json says so, and the summary
+    has the collector's utilisation and answer times (every event answered after its 30 ms at least)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "lossbench.cli", "run", "--duration", "4", "--users", "10", "--processes", "1",
+         "--out", str(tmp_path), "--run-id", "slow", "--techniques", "ajax,pixel", "--exit-model", "fixed:2",
+         "--service-time", "30ms", "--service-workers", "2"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "service time 30ms on 2 worker(s)" in result.stdout
+    run_dir = tmp_path / "slow"
+    run = json.loads((run_dir / "run.json").read_text())
+    assert run["collector"] == {"processes": 1, "service_time": "30ms", "service_workers": 2}
+    collector = summary_of(run_dir)["collector"]
+    print(f"\n[run --service-time 30ms, 2 workers] collector figures: {json.dumps(collector)}")
+    assert collector["service_time"] == "30ms" and collector["service_workers"] == 2
+    assert 0 < collector["utilisation"] <= 1
+    events, preflights = collector["answer_seconds"]["event"], collector["answer_seconds"]["preflight"]
+    assert events["count"] > 20 and events["p50"] >= 0.030
+    assert preflights["count"] > 10 and preflights["p50"] < 0.030  # most find a free worker
+
+
 def test_compare_names_a_missing_ledger(tmp_path):
     (tmp_path / "empty-run").mkdir()
     result = subprocess.run(

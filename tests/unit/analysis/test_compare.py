@@ -18,8 +18,17 @@ from lossbench.analysis.adapters import AdapterError
 from lossbench.analysis.compare import QUANTILES, compare, write_summary
 from lossbench.analysis.join import match_received
 from lossbench.analysis.read import LedgerError, read_ledgers
+from lossbench.contract.latency import LatencyHistogram, percentiles
 from lossbench.contract.ledger import LedgerWriter
-from lossbench.contract.summary import SCHEMA, LedgerFile, Summary, load_summary, summary_json
+from lossbench.contract.summary import (
+    SCHEMA,
+    AnswerTimes,
+    CollectorFigures,
+    LedgerFile,
+    Summary,
+    load_summary,
+    summary_json,
+)
 from lossbench.contract.techniques import TECHNIQUES
 from lossbench.report.text import summary_to_text
 from lossbench.stats import wilson_interval
@@ -345,7 +354,8 @@ def test_a_run_stored_before_the_change_gives_the_same_summary(tmp_path: Path) -
     """Issue 10's acceptance: compare on a run directory of the old layout writes the summary the old code
     wrote; only the schema version differs, /2's count of damaged lines per ledger file (none here) and
     /3's fields of another target's log (none here) and collector-side loss interval (the Wilson interval
-    of written_lost). The run's timestamps are run.json's, so they match too."""
+    of written_lost), and /4's collector figures (its stats file predates them: no utilisation, no answer
+    times, so the prediction is the old one). The run's timestamps are run.json's, so they match too."""
     shutil.copytree(RUN_BEFORE, tmp_path / "run", ignore=shutil.ignore_patterns("*.before.*"))
     path = write_summary(compare(tmp_path / "run"), tmp_path / "run")
     before = json.loads((RUN_BEFORE / "summary.before.json").read_text())
@@ -356,6 +366,13 @@ def test_a_run_stored_before_the_change_gives_the_same_summary(tmp_path: Path) -
     for t in after["techniques"].values():
         written = t["cut_by_stage"]["done"]
         assert t.pop("written_lost_ci95") == list(wilson_interval(t["written_lost"], written))
+    assert after.pop("collector") == {
+        "processes": 1,
+        "service_time": None,
+        "service_workers": 1,
+        "utilisation": None,
+        "answer_seconds": {},
+    }
     assert same_document(after, before)
     assert not same_document(after, {**before, "phantoms": before["phantoms"] + 1})
     assert isinstance(load_summary(path), Summary)
@@ -541,6 +558,7 @@ def test_received_from_reads_the_log_names_skipped_lines_and_counts_written_lost
     assert "events.jsonl:4:" in said and "events.jsonl:6:" in said  # file and line of each skipped line
     assert [f.kind for f in summary.ledgers] == ["sent", "received"]
     assert summary.ledgers[1].path == "received/aiohttp/events.jsonl" and summary.ledgers[1].lines == 7
+    assert summary.collector is None, "another target: no reference collector's figures"
     summary_json(summary)  # encodes
 
 
@@ -556,3 +574,96 @@ def test_a_missing_log_names_the_file(tmp_path: Path) -> None:
     run = make_target_run(tmp_path)
     with pytest.raises(AdapterError, match=r"nope\.log: no such log file for the nginx adapter"):
         compare(run, received_from=f"nginx:{run}/nope.log")
+
+
+# -- the reference collector's own figures (its stats files) and the queue-aware prediction ---------------
+
+
+def histogram(values: list[float]) -> LatencyHistogram:
+    h = LatencyHistogram()
+    for v in values:
+        h.add(v)
+    return h
+
+
+def slow_stats(busy: float, elapsed: float, events: list[float], preflights: list[float]) -> dict[str, Any]:
+    """A stats file of a collector run with --service-time 20ms on 2 workers."""
+    return {
+        "events": {"pixel": len(events)},
+        "service": {"spec": "20ms", "workers": 2, "busy_seconds": busy, "elapsed_seconds": elapsed,
+                    "utilisation": busy / (2 * elapsed), "queued": 0, "unanswered": 0},
+        "answers": {"event": histogram(events).as_dict(), "preflight": histogram(preflights).as_dict(),
+                    "ping": LatencyHistogram().as_dict()},
+    }  # fmt: skip
+
+
+def test_compare_fills_the_collector_figures_from_every_process_stats_file(tmp_path: Path) -> None:
+    run = make_run(tmp_path)
+    events_1, events_2 = [0.02, 0.03, 0.04] * 10, [0.05, 0.2] * 5
+    (run / "received" / "box-1.stats.json").write_text(json.dumps(slow_stats(1.2, 1.0, events_1, [0.01])))
+    (run / "received" / "box-2.stats.json").write_text(json.dumps(slow_stats(0.4, 3.0, events_2, [])))
+    collector = compare(run).collector
+    merged = histogram(events_1 + events_2)
+    assert collector == CollectorFigures(
+        processes=2,
+        service_time="20ms",
+        service_workers=2,
+        utilisation=pytest.approx((1.2 + 0.4) / (2 * 1.0 + 2 * 3.0)),  # type: ignore[arg-type]
+        answer_seconds={
+            "event": AnswerTimes(count=40, **percentiles(merged)),
+            "preflight": AnswerTimes(count=1, **percentiles(histogram([0.01]))),
+        },
+    )
+    assert collector.answer_seconds["event"].p50 == pytest.approx(0.03, rel=0.06)
+
+
+def test_a_damaged_histogram_is_a_warning_naming_its_file(tmp_path: Path) -> None:
+    run = make_run(tmp_path)
+    stats = slow_stats(1.0, 1.0, [0.02], [0.01])
+    stats["answers"]["event"] = {"counts": {"9999": 1}}
+    path = run / "received" / "box-1.stats.json"
+    path.write_text(json.dumps(stats))
+    summary = compare(run)
+    [said] = [w for w in summary.warnings if "answer-time histogram" in w]
+    assert said.startswith(f"{path}: damaged event answer-time histogram")
+    assert summary.collector is not None and list(summary.collector.answer_seconds) == ["preflight"]
+    assert summary.collector.utilisation == pytest.approx(0.5)
+
+
+def test_an_older_collector_has_figures_without_utilisation_or_answer_times(tmp_path: Path) -> None:
+    collector = compare(make_run(tmp_path)).collector  # its stats file has neither
+    assert collector == CollectorFigures(
+        processes=1, service_time=None, service_workers=1, utilisation=None, answer_seconds={}
+    )
+
+
+def test_the_prediction_puts_the_measured_preflight_answer_times_in_ajax_preflight(tmp_path: Path) -> None:
+    """The same run, its collector answering preflights in 1 ms or in 1.5 s: only ajax's prediction moves,
+    and it rises; with no answer times measured it is the prediction without them."""
+    run = {
+        "profile": "3G",
+        "exit_model": "mix",
+        "abort": "unload",
+        "seed": 7,
+        "techniques": ["ajax", "pixel"],
+    }
+    predicted = {}
+    for name, preflights in (("none", None), ("fast", [0.001] * 50), ("slow", [1.5] * 50)):
+        folder = make_run(tmp_path / name)
+        (folder / "run.json").write_text(json.dumps(run))
+        if preflights is not None:
+            stats = slow_stats(1.0, 1.0, [0.02], preflights)
+            (folder / "received" / "box-1.stats.json").write_text(json.dumps(stats))
+        summary = compare(folder, predict_events=20_000)
+        predicted[name] = {t: summary.techniques[t].predicted_loss for t in ("ajax", "pixel")}
+    from lossbench.model.exits import get_exit_model
+    from lossbench.model.predict import predict_loss
+    from lossbench.model.profiles import get_profile
+
+    plain = predict_loss(
+        get_profile("3G"), get_exit_model("mix"), "unload", ["ajax", "pixel"], seed=7, events=20_000
+    )
+    assert predicted["none"] == {t: plain[t].loss for t in ("ajax", "pixel")}
+    assert predicted["none"]["pixel"] == predicted["fast"]["pixel"] == predicted["slow"]["pixel"]
+    assert predicted["none"]["ajax"] <= predicted["fast"]["ajax"] < predicted["slow"]["ajax"]
+    assert predicted["slow"]["ajax"] > predicted["none"]["ajax"] + 0.02

@@ -7,6 +7,8 @@ the client) is in tests/integration/collector/test_held_connections.py.
 from __future__ import annotations
 
 import asyncio
+import heapq
+import json
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
@@ -15,9 +17,10 @@ import pytest
 
 from lossbench.collector.config import CLOSE_LINGER, CollectorConfig
 from lossbench.collector.connection import BODY, CLOSING, HEADERS, IDLE
-from lossbench.collector.protocol import CollectorProtocol
+from lossbench.collector.protocol import JOBS_PER_CONNECTION, CollectorProtocol
 from lossbench.collector.server import DRAIN_POLL, FLUSH_TIME, SHUTDOWN_GRACE, drain
 from lossbench.collector.state import Collector
+from lossbench.contract.latency import bucket_of
 
 STEP = 0.125  # a power of two: the fake times add up exactly
 
@@ -44,6 +47,7 @@ class RecordingTransport(asyncio.Transport):
         self.closed = False
         self.aborted = False
         self.eof = False
+        self.paused = False
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         self.written += data
@@ -64,10 +68,10 @@ class RecordingTransport(asyncio.Transport):
         return self.closed or self.aborted or self.eof
 
     def pause_reading(self) -> None:
-        pass
+        self.paused = True
 
     def resume_reading(self) -> None:
-        pass
+        self.paused = False
 
     def get_write_buffer_size(self) -> int:
         return 0
@@ -78,7 +82,13 @@ class Bench:
 
     def __init__(self, config: CollectorConfig) -> None:
         self.clock = FakeClock()
-        self.collector = Collector(config, clock=self.clock)
+        self.timers: list[tuple[float, int, FakeTimer]] = []  # the service queue's, on the fake clock
+        self.collector = Collector(config, clock=self.clock, call_later=self.call_later)
+
+    def call_later(self, delay: float, fn: Callable[[], None]) -> FakeTimer:
+        timer = FakeTimer(fn)
+        heapq.heappush(self.timers, (self.clock.now + delay, len(self.timers) + id(timer), timer))
+        return timer
 
     def connect(self) -> tuple[CollectorProtocol, RecordingTransport]:
         conn = CollectorProtocol(self.collector)
@@ -91,7 +101,24 @@ class Bench:
         end = self.clock.now + seconds
         while self.clock.now < end:
             self.clock.advance(STEP)
+            while self.timers and self.timers[0][0] <= self.clock.now:
+                heapq.heappop(self.timers)[2].fire()
             self.collector.sweep()
+
+
+class FakeTimer:
+    """A timer of the service queue (``loop.call_later``'s handle), fired by ``Bench.wait`` when due."""
+
+    def __init__(self, fn: Callable[[], None]) -> None:
+        self.fn = fn
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+    def fire(self) -> None:
+        if not self.cancelled:
+            self.fn()
 
 
 def on_loop(test: Callable[[Bench], Awaitable[None] | None], config: CollectorConfig) -> None:
@@ -350,3 +377,105 @@ def test_answers_get_the_flush_time_then_shutdown_goes_on(config: CollectorConfi
         await asyncio.wait_for(draining, HANG)
 
     on_loop(test, config)
+
+
+# -- --service-time: answers wait for their jobs, on the same fake clock ------------------------------------
+
+PIXEL = b"GET /p.gif?d=eyJpZCI6InNsb3ciLCJ0ZWNoIjoicGl4ZWwifQ HTTP/1.1\r\nHost: t\r\n\r\n"  # id "slow"
+
+
+def test_the_ledger_line_is_written_at_once_and_the_answer_when_its_service_ends(
+    config: CollectorConfig,
+) -> None:
+    def test(bench: Bench) -> None:
+        conn, transport = bench.connect()
+        conn.data_received(PIXEL)
+        bench.wait(STEP)  # the sweep commits: the line is written, the job queued
+        assert bench.collector.ledger.lines_total == 1 and bench.collector.stats.events == {"pixel": 1}
+        bench.wait(0.5 - 2 * STEP)
+        assert transport.written == b""
+        bench.wait(STEP)
+        assert transport.written.startswith(b"HTTP/1.1 200") and conn.state == IDLE
+        stats = bench.collector.stats
+        assert stats.answer_times["event"] == [0.5]
+        stats.fold()
+        assert stats.answers["event"].quantile(0.5) == pytest.approx(0.5, rel=0.06)
+        assert stats.answers["event"].total == 1 and stats.served_seconds == 0.5
+        figures = bench.collector.service_figures()
+        assert figures["busy_seconds"] == 0.5 and figures["utilisation"] == 1.0 and figures["queued"] == 0
+
+    on_loop(test, replace(config, service_time="0.5s"))
+
+
+def test_a_connection_waiting_for_its_answer_is_not_idle(config: CollectorConfig) -> None:
+    """The answer takes longer than the idle timeout (2 s): the idle time starts when it is written."""
+
+    def test(bench: Bench) -> None:
+        conn, transport = bench.connect()
+        conn.data_received(PIXEL)
+        bench.wait(3.0)
+        assert transport.written.startswith(b"HTTP/1.1 200") and not transport.closed
+        bench.wait(2.0 - STEP)
+        assert not transport.closed and bench.collector.stats.idle_timeouts == 0
+        bench.wait(STEP)
+        assert transport.closed and bench.collector.stats.idle_timeouts == 1
+
+    on_loop(test, replace(config, service_time="3"))
+
+
+def test_a_request_that_times_out_behind_queued_answers_gets_its_408_after_them(
+    config: CollectorConfig,
+) -> None:
+    def test(bench: Bench) -> None:
+        conn, transport = bench.connect()
+        conn.data_received(PIXEL + HEAD)  # the next request's head never ends
+        bench.wait(1.0)
+        assert bench.collector.stats.header_timeouts == 1 and transport.written == b""
+        bench.wait(1.0)
+        assert transport.written.startswith(b"HTTP/1.1 200")
+        assert transport.written.index(b"HTTP/1.1 408") > 0 and transport.eof and conn.state == CLOSING
+
+    on_loop(test, replace(config, service_time="2"))
+
+
+def test_shutdown_waits_for_queued_answers_and_counts_those_left_after_the_grace(
+    config: CollectorConfig, tmp_path: Path
+) -> None:
+    async def test(bench: Bench) -> None:
+        first, first_transport = bench.connect()
+        second, second_transport = bench.connect()
+        first.data_received(PIXEL)
+        second.data_received(
+            PIXEL.replace(b"eyJpZCI6InNsb3ciLCJ0ZWNoIjoicGl4ZWwifQ", b"eyJpZCI6InMyIiwidGVjaCI6InBpeGVsIn0")
+        )
+        await turns(lambda: bench.collector.service is not None and bench.collector.service.jobs == 2)
+        draining = asyncio.create_task(drain(bench.collector, StoppedServer()))
+        await asyncio.sleep(LOOKS)
+        assert not first_transport.closed, "an idle connection waiting for its answer is not closed"
+        bench.wait(4.0)  # one worker: the first answer at 4 s, the second would be at 8 s
+        assert first_transport.written.startswith(b"HTTP/1.1 200") and second_transport.written == b""
+        await asyncio.sleep(LOOKS)
+        assert not draining.done()
+        bench.wait(SHUTDOWN_GRACE - 4.0)
+        await asyncio.wait_for(draining, HANG)
+        assert bench.collector.service.jobs == 1
+
+    on_loop(test, replace(config, service_time="4", idle_timeout=30.0))
+    stats = json.loads(next((tmp_path / "received").glob("*.stats.json")).read_text())
+    assert stats["service"]["unanswered"] == 1 and stats["events"] == {"pixel": 2}
+    assert stats["answers"]["event"]["counts"] == {str(bucket_of(4.0)): 1}
+
+
+def test_a_client_pipelining_faster_than_it_is_served_is_not_read_until_its_queue_shrinks(
+    config: CollectorConfig,
+) -> None:
+    def test(bench: Bench) -> None:
+        conn, transport = bench.connect()
+        conn.data_received(PIXEL * JOBS_PER_CONNECTION)  # committed at once (COMMIT_AT_ONCE)
+        assert transport.paused and transport.written == b""
+        bench.wait(STEP)  # one answer every STEP: the queue is below the bound again
+        assert not transport.paused and transport.written.count(b"HTTP/1.1 200") == 1
+        bench.wait(JOBS_PER_CONNECTION * STEP)
+        assert transport.written.count(b"HTTP/1.1 200") == JOBS_PER_CONNECTION
+
+    on_loop(test, replace(config, service_time=str(STEP), idle_timeout=30.0))

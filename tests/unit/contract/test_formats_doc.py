@@ -80,7 +80,12 @@ def documented(heading: str = "## summary.json") -> list[tuple[str, str]]:
 
 
 @pytest.mark.parametrize(
-    ("heading", "document"), [("## summary.json", Summary), ("## sweep.json", sweep.SweepDocument), ("## progress.json", progress.Progress)],
+    ("heading", "document"),
+    [
+        ("## summary.json", Summary),
+        ("## sweep.json (`lossbench sweep`)", sweep.SweepDocument),
+        ("## progress.json", progress.Progress),
+    ],
 )
 def test_the_table_matches_the_contract(heading: str, document: type) -> None:
     info = mi.type_info(document)

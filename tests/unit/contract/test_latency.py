@@ -10,6 +10,7 @@ import pytest
 from lossbench.contract.latency import (
     BUCKETS,
     BUCKETS_PER_DECADE,
+    UPPER_EDGES,
     LatencyHistogram,
     bucket_of,
     merge_all,
@@ -37,6 +38,16 @@ def test_quantiles_are_within_one_bucket_of_the_true_value() -> None:
         assert true <= got <= true * WIDTH * 1.001
 
 
+def test_adding_many_at_once_fills_the_buckets_adding_one_by_one_does() -> None:
+    rng = np.random.default_rng(5)
+    edges = [UPPER_EDGES[i] for i in (0, 1, 100, BUCKETS - 2, BUCKETS - 1)]
+    values = [0.0, 1e-9, 1e9, *edges, *(np.nextafter(e, 0) for e in edges), *rng.lognormal(-5, 3, 5000)]
+    one_by_one, at_once = histogram([float(v) for v in values]), LatencyHistogram()
+    at_once.add_many(values)
+    at_once.add_many([])
+    assert at_once.counts == one_by_one.counts
+
+
 def test_out_of_range_values_fall_in_the_end_buckets() -> None:
     assert bucket_of(0.0) == 0
     assert bucket_of(1e6) == BUCKETS - 1
@@ -57,9 +68,13 @@ def test_json_round_trip() -> None:
     assert again.counts == h.counts
 
 
-def test_damaged_json_is_an_error() -> None:
+@pytest.mark.parametrize(
+    "doc",
+    [{"counts": {"x": 1}}, {"counts": {"3": 1.5}}, [1], {"counts": {str(BUCKETS): 1}}, {"counts": {"3": -1}}],
+)
+def test_damaged_json_is_an_error(doc: object) -> None:
     with pytest.raises(ValueError):
-        LatencyHistogram.from_dict({"counts": {"x": 1}})
+        LatencyHistogram.from_dict(doc)
 
 
 def test_draws_follow_the_recorded_distribution() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 
@@ -10,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from lossbench.contract.latency import LatencyHistogram
 from lossbench.contract.techniques import STAGES, TECHNIQUES
 from lossbench.model.dns import DNS_TTL
 from lossbench.model.exits import get_exit_model
@@ -205,24 +207,67 @@ def test_errors() -> None:
         predict_loss("4G", "mix", "unload", TECHNIQUES, seed=0, events=10)
 
 
+def test_the_preflight_waits_for_the_collectors_answer() -> None:
+    """Two events, the first with a lookup (0.1 s), the second with a warm cache: ajax writes its data after
+    dns + connect (an RTT) + preflight (an RTT + the collector's answer); a pixel waits for no answer."""
+    visit = Visit(NET, (PlannedEvent("click", 0.0), PlannedEvent("click", 10.0)), leave_at=math.inf)
+    assert data_written_times(visit, "ajax") == pytest.approx([0.3, 0.2])
+    assert data_written_times(visit, "ajax", [0.05, 0.25]) == pytest.approx([0.35, 0.45])
+    assert data_written_times(visit, "pixel", [0.05, 0.25]) == data_written_times(visit, "pixel")
+
+
+def test_a_queue_aware_prediction_rises_with_the_answer_time() -> None:
+    """Measured preflight answer times lengthen ajax's preflight: its loss rises with them, the pixels'
+    does not move; without answer times (None, or an empty histogram) the prediction is bit for bit the one
+    without the argument."""
+    args = ("3G", "mix", "unload", TECHNIQUES)
+    plain = predict_loss(*args, seed=3, events=50_000)
+    assert predict_loss(*args, seed=3, events=50_000, preflight_answers=None) == plain
+    assert predict_loss(*args, seed=3, events=50_000, preflight_answers=LatencyHistogram()) == plain
+    losses = []
+    for seconds in (0.001, 0.05, 0.3, 1.0):
+        measured = LatencyHistogram(counts={})
+        for _ in range(20):
+            measured.add(seconds)
+        pred = predict_loss(*args, seed=3, events=50_000, preflight_answers=measured)
+        assert {t: pred[t] for t in TECHNIQUES if t != "ajax"} == {
+            t: plain[t] for t in TECHNIQUES if t != "ajax"
+        }
+        losses.append(pred["ajax"].loss)
+    assert plain["ajax"].loss <= losses[0] < losses[1] < losses[2] < losses[3]
+    assert losses[3] > plain["ajax"].loss + 0.05
+
+
 # ------------------------------------------------------------- vectorised path against the reference
 
 
 @pytest.mark.parametrize("spec", ["mix", "dwell", "outbound:gap_median=50"])
 @pytest.mark.parametrize("abort", ["unload", "drop"])
-def test_vectorised_matches_reference(spec: str, abort: str) -> None:
+@pytest.mark.parametrize("answered", [False, True])
+def test_vectorised_matches_reference(spec: str, abort: str, answered: bool) -> None:
+    """``answered``: each event's preflight also waits for a collector answer time drawn from a histogram
+    of measured ones (spread from 1 ms to 2 s)."""
     rng = np.random.default_rng(8)
     profile = NetworkProfile("wide", rtt=0.3, rtt_spread=0.8, dns_miss_prob=0.5, dns_miss_extra=0.2)
     model = get_exit_model(spec)
     visits = [model.draw_visit(rng, profile.draw(rng), abort) for _ in range(400)]
     batch = VisitBatch.of(visits)
-    preds = predict_batch(batch, TECHNIQUES)
+    answer = None
+    per_visit: list[list[float] | None] = [None] * len(visits)
+    if answered:
+        measured = LatencyHistogram()
+        for seconds in np.geomspace(0.001, 2.0, 200):
+            measured.add(float(seconds))
+        answer = measured.sample(rng, batch.events)
+        starts = np.cumsum([0] + [len(v.events) for v in visits]).tolist()
+        per_visit = [answer[a:b].tolist() for a, b in itertools.pairwise(starts)]
+    preds = predict_batch(batch, TECHNIQUES, preflight_answer=answer)
     for tech in TECHNIQUES:
-        plans = [plan for v in visits for plan in stage_durations(v, tech)]
+        plans = [plan for v, a in zip(visits, per_visit, strict=True) for plan in stage_durations(v, tech, a)]
         expected = np.array([list(plan.values()) for plan in plans])
-        np.testing.assert_allclose(stage_matrix(batch, tech), expected, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(stage_matrix(batch, tech, answer), expected, rtol=0, atol=1e-12)
         exits = [(v.exit_time(e), v.net.rtt) for v in visits for e in v.events]
-        written = [t for v in visits for t in data_written_times(v, tech)]
+        written = [t for v, a in zip(visits, per_visit, strict=True) for t in data_written_times(v, tech, a)]
         lost = sum(is_lost(a, w, r, abort) for (a, r), w in zip(exits, written, strict=True))
         assert preds[tech].loss == pytest.approx(lost / len(written))
         stages = [stage_at(plan, a) for plan, (a, _) in zip(plans, exits, strict=True)]
