@@ -331,6 +331,11 @@ class CollectorProtocol(asyncio.Protocol):
                         break
                     events[tech] += 1
                     cost = draw()
+                elif kind is None and not service.has_jobs(self) and self.transport is not None:
+                    # /stats and /healthz are lossbench's own monitoring, not the emulated collector's
+                    # work: answered at once, or an overloaded collector would hide its own figures
+                    self.transport.write(reply)
+                    continue
                 service.submit(Job(self, reply, kind, done_at, cost), now)
         finally:
             self.submitting = False

@@ -167,6 +167,31 @@ def test_stats_report_the_utilisation_and_answer_times_the_client_measured(
     assert client <= p50 * WIDTH + 0.005, "and the client's is little more than it"
 
 
+def test_stats_are_answered_at_once_while_the_workers_are_busy(
+    collector_factory: Callable[..., CollectorThread],
+) -> None:
+    """/stats is lossbench's monitoring, not the emulated collector's work: an overloaded collector still
+    reports its figures (progress lines and sweeps read them while it is saturated)."""
+    collector = collector_factory(service_time="100ms")
+    events = [connect(collector.port) for _ in range(5)]
+    try:
+        time.sleep(0.05)
+        for i, sock in enumerate(events):
+            sock.sendall(pixel(f"busy-{i}"))
+        time.sleep(0.02)  # the events are in the queue: the last is answered 0.5 s from now
+        started = time.monotonic()
+        stats = http_stats(collector.port)
+        took = time.monotonic() - started
+        for sock in events:
+            read_answer(sock)
+    finally:
+        for sock in events:
+            sock.close()
+    print(f"\n[service 100 ms] /stats with 5 events queued answered in {took * 1000:.1f} ms")
+    assert stats["service"]["queued"] >= 4
+    assert took < 0.1
+
+
 def _p50(stats: dict) -> float:  # type: ignore[type-arg]
     p50 = LatencyHistogram.from_dict(stats["answers"]["event"]).quantile(0.5)
     assert p50 is not None
