@@ -327,6 +327,10 @@ def _conn_seconds(stats: list[dict[str, Any]]) -> dict[str, float]:
     return total
 
 
+SATURATED = 0.9
+"""Utilisation of the collector's workers from which answers mostly wait in its queue (a warning)."""
+
+
 def _collector_figures(
     stats: Mapping[str, Mapping[str, object]], warnings: list[str]
 ) -> tuple[CollectorFigures | None, dict[str, LatencyHistogram]]:
@@ -376,6 +380,14 @@ def _collector_figures(
     merged = {kind: merge_all(hs) for kind, hs in histograms.items()}
     merged = {kind: h for kind, h in merged.items() if h.total}
     utilisation = busy / capacity if reported and spec is not None and capacity > 0 else None
+    if utilisation is not None and utilisation >= SATURATED:
+        preflight = _ms(percentiles(merged["preflight"])["p99"] or 0.0) if "preflight" in merged else "-"
+        warnings.append(
+            f"collector workers busy {100 * utilisation:.0f}% of the time (--service-time {spec}, "
+            f"{workers[0]} worker(s) per process): answers waited in its queue (preflight p99 "
+            f"{preflight}), so the measured loss includes queueing (the prediction uses these answer times "
+            "too); for a point below saturation lower --users or add --service-workers"
+        )
     answer_seconds = {kind: AnswerTimes(count=h.total, **percentiles(h)) for kind, h in merged.items()}
     figures = CollectorFigures(
         processes=len(stats),

@@ -172,6 +172,30 @@ class CollectorFigures(msgspec.Struct, frozen=True, kw_only=True):
     answer_seconds: dict[str, AnswerTimes]  # by contract.latency.ANSWER_KINDS, kinds with answers only
 
 
+def collector_sentence(figures: CollectorFigures) -> str:
+    """The collector's own figures in one line (the text table and the report both show it)."""
+    service = (
+        "answers at once"
+        if figures.service_time is None
+        else (f"service time {figures.service_time} on {figures.service_workers} worker(s)")
+    )
+    if figures.utilisation is not None:
+        service += f", busy {100 * figures.utilisation:.0f}% of the time"
+    answers = "; ".join(
+        f"{kind} p50 {_ms(t.p50)}, p99 {_ms(t.p99)} ({t.count:,})"
+        for kind, t in figures.answer_seconds.items()
+    )
+    processes = f"{figures.processes} process" + ("es" if figures.processes != 1 else "")
+    return f"collector ({processes}): {service}" + (f"; answered in {answers}" if answers else "")
+
+
+def _ms(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    ms = 1000 * seconds
+    return f"{ms:.2g} ms" if ms < 1 else f"{ms:.3g} ms"
+
+
 class Summary(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """The whole document ``lossbench compare`` writes as ``summary.json``. Only the fields of another
     target's log and of a calibration have defaults, and they are left out of the JSON when absent: a run

@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from lossbench.contract.summary import Summary, TechniqueFigures
+from lossbench.contract.summary import Summary, TechniqueFigures, collector_sentence
 from lossbench.contract.techniques import ALL_TECHNIQUES
 
 HOW_TO_READ = (
@@ -256,6 +256,7 @@ def page(summary: Summary) -> dict[str, Any]:
         "parameters": parameters(summary),
         "timing": timing_text(summary),
         "timing_flagged": summary.timing.flagged,
+        "collector": None if summary.collector is None else collector_sentence(summary.collector),
         "ledger_columns": LEDGER_COLUMNS,
         "ledgers": ledger_rows(summary),
         "phantoms": summary.phantoms,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lossbench.contract.summary import Summary, format_pct, format_pct_interval
+from lossbench.contract.summary import Summary, collector_sentence, format_pct, format_pct_interval
 
 
 def _interval(ci: tuple[float, float] | None) -> str:
@@ -41,6 +41,8 @@ def summary_to_text(summary: Summary) -> str:
             f"; losses decided on intended time (deciding on real time would add up to "
             f"{100 * timing.max_loss_shift:.2f} points)"
         )
+    if summary.collector is not None:
+        lines.append(collector_sentence(summary.collector))
     if summary.warnings:
         lines.append("")
         lines.append("warnings:")

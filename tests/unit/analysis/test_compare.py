@@ -667,3 +667,32 @@ def test_the_prediction_puts_the_measured_preflight_answer_times_in_ajax_preflig
     assert predicted["none"]["pixel"] == predicted["fast"]["pixel"] == predicted["slow"]["pixel"]
     assert predicted["none"]["ajax"] <= predicted["fast"]["ajax"] < predicted["slow"]["ajax"]
     assert predicted["slow"]["ajax"] > predicted["none"]["ajax"] + 0.02
+
+
+def test_a_saturated_collector_is_a_warning_with_its_numbers() -> None:
+    from lossbench.analysis.compare import _collector_figures
+    from lossbench.contract.latency import LatencyHistogram
+
+    slow = LatencyHistogram()
+    for _ in range(100):
+        slow.add(0.18)
+    stats = {
+        "received/c.stats.json": {
+            "service": {"spec": "2ms", "workers": 1, "busy_seconds": 9.5, "elapsed_seconds": 10.0},
+            "answers": {"preflight": slow.as_dict()},
+        }
+    }
+    warnings: list[str] = []
+    figures, _ = _collector_figures(stats, warnings)
+    assert figures is not None and figures.utilisation == 0.95
+    assert len(warnings) == 1 and "busy 95% of the time (--service-time 2ms" in warnings[0]
+    assert "preflight p99 18" in warnings[0] and "lower --users or add --service-workers" in warnings[0]
+    calm = {
+        "received/c.stats.json": {
+            **stats["received/c.stats.json"],
+            "service": {"spec": "2ms", "workers": 1, "busy_seconds": 5.0, "elapsed_seconds": 10.0},
+        }
+    }
+    warnings = []
+    _collector_figures(calm, warnings)
+    assert warnings == []

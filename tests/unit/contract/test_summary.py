@@ -102,3 +102,23 @@ def test_format_pct_keeps_small_losses_visible(loss: float, text: str) -> None:
 
 def test_format_pct_interval() -> None:
     assert format_pct_interval((0.057, 0.51)) == "[5.7, 51.0]"
+
+
+def test_the_collector_sentence_says_service_utilisation_and_answer_times() -> None:
+    from lossbench.contract.summary import AnswerTimes, CollectorFigures, collector_sentence
+
+    figures = CollectorFigures(
+        processes=2,
+        service_time="2ms",
+        service_workers=1,
+        utilisation=0.934,
+        answer_seconds={"preflight": AnswerTimes(count=1200, p50=0.00005, p90=0.1, p99=0.18)},
+    )
+    assert collector_sentence(figures) == (
+        "collector (2 processes): service time 2ms on 1 worker(s), busy 93% of the time; answered in "
+        "preflight p50 0.05 ms, p99 180 ms (1,200)"
+    )
+    idle = CollectorFigures(
+        processes=1, service_time=None, service_workers=1, utilisation=None, answer_seconds={}
+    )
+    assert collector_sentence(idle) == "collector (1 process): answers at once"
