@@ -388,8 +388,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         print(f"lossbench sweep: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("\nlossbench sweep: interrupted; sweep.json lists the points missing", file=sys.stderr)
-        return 130
+        print("\nlossbench sweep: sweep.json lists the points missing", file=sys.stderr)
+        raise  # main says it was interrupted and exits with the signal's status
     return max((_fail_if(s, args.fail_if, evaluate_fail_if) for s in result.summaries), default=0)
 
 
@@ -694,8 +694,15 @@ LONG_COMMANDS = ("run", "targets", "calibrate", "sweep")
 """Commands that start children (collector, Locust, Chromium): SIGTERM stops them as Ctrl-C does."""
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C's KeyboardInterrupt would be, so that the same cleanup runs."""
+
+
 def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
+    # A second signal (CI runners send SIGINT then SIGTERM) must not interrupt the cleanup of the first.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise Terminated
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -711,9 +718,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, _interrupt)
     try:
         return int(args.func(args) or 0)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         print(f"lossbench {args.command}: interrupted; its children are stopped", file=sys.stderr)
-        return 130
+        return 128 + (signal.SIGTERM if isinstance(stop, Terminated) else signal.SIGINT)
 
 
 if __name__ == "__main__":

@@ -111,3 +111,14 @@ def ratio(loss: float, ref_loss: float) -> tuple[float | None, Literal["less", "
     direction: Literal["less", "more"] = "less" if loss < ref_loss else "more"
     small, large = sorted((loss, ref_loss))
     return (None if small == 0 else large / small, direction)
+
+
+def beside(ci: tuple[float, float], predicted: tuple[float, float]) -> Literal["above", "below", "within"]:
+    """Where a measured interval lies against a predicted one: wholly above it, wholly below it, or
+    overlapping it ("within"). The one rule by which a measurement departs from the model (compare's
+    warning, a sweep's findings and markers)."""
+    if ci[0] > predicted[1]:
+        return "above"
+    if ci[1] < predicted[0]:
+        return "below"
+    return "within"

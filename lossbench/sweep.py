@@ -25,6 +25,7 @@ import msgspec
 
 from lossbench.contract.summary import Summary
 from lossbench.contract.sweep import (
+    COLLECTOR_PARAMETERS,
     Finding,
     Scale,
     State,
@@ -149,7 +150,11 @@ class Parameter:
     parse: Parse
     help: str
     example: str
-    reference_only: bool = False  # a setting of the reference collector: no sense against another target
+
+    @property
+    def reference_only(self) -> bool:
+        """A setting of the reference collector: no sense against another target."""
+        return self.name in COLLECTOR_PARAMETERS
 
 
 PARAMETERS: dict[str, Parameter] = {
@@ -199,7 +204,6 @@ PARAMETERS: dict[str, Parameter] = {
             "the reference collector's service time per answer (its --service-time spec, read by the "
             "collector when the point starts)",
             "'service-time=1ms;2ms;lognormal:2ms,0.5'",
-            reference_only=True,
         ),
         Parameter(
             "service-workers",
@@ -208,7 +212,6 @@ PARAMETERS: dict[str, Parameter] = {
             _service_workers,
             "the reference collector's workers serving that time",
             "service-workers=1,2,4",
-            reference_only=True,
         ),
         Parameter(
             "collector-processes",
@@ -217,7 +220,6 @@ PARAMETERS: dict[str, Parameter] = {
             _collector_processes,
             "reference collector processes sharing the port",
             "collector-processes=1,2",
-            reference_only=True,
         ),
     )
 }
@@ -321,7 +323,7 @@ def fixed_options(base: RunOptions, changed: set[str]) -> dict[str, Any]:
     run = {
         f.name: getattr(base, f.name)
         for f in dataclasses.fields(RunOptions)
-        if f.name not in ("out", "run_id", "plugin")
+        if f.name not in ("out", "run_id", "plugin", "live")  # live: how progress shows, not the run
     }
     plugin = {o.name: getattr(base.plugin, o.name) for o in OPTIONS if not o.locust_only}
     plugin["techniques"] = list(base.plugin.chosen_techniques())  # [] is every technique of the scenario
@@ -501,7 +503,9 @@ def findings(document: SweepDocument) -> list[Finding]:
         elif above:
             text = f"{name} is above the model at {_listed(document, above, load)}"
             if document.scale == "numeric":
-                text += ", and back within it after"
+                last = max(i for i, (_, d) in enumerate(judged) if d == "above")
+                after = {d for _, d in judged[last + 1 :]}
+                text += ", and back within it after" if after == {"within"} else ", and not above it after"
             if clause := collector_clause(above[0]):
                 text += f"; at {where(document, above[0], load)} {clause}"
             out.append(Finding(kind="above", technique=name, at=above[0].value, text=text))

@@ -42,7 +42,7 @@ from lossbench.contract.summary import (
     summary_json,
 )
 from lossbench.contract.techniques import STAGES, TECHNIQUES
-from lossbench.stats import ALPHA, ratio, two_proportion_test, wilson_interval
+from lossbench.stats import ALPHA, beside, ratio, two_proportion_test, wilson_interval
 
 if TYPE_CHECKING:
     from lossbench.model.predict import Prediction
@@ -118,6 +118,7 @@ def compare(
     timing = _timing(figures, counts, techniques, names)
     warnings += _match_warnings(ledgers, match, techniques)
     warnings += _timing_warnings(timing, figures.median_rtt)
+    warnings += _precision_warnings(run, techniques)
     return Summary(
         schema=SCHEMA,
         run=run,
@@ -385,8 +386,9 @@ def _collector_figures(
         warnings.append(
             f"collector workers busy {100 * utilisation:.0f}% of the time (--service-time {spec}, "
             f"{workers[0]} worker(s) per process): answers waited in its queue (preflight p99 "
-            f"{preflight}), so the measured loss includes queueing (the prediction uses these answer times "
-            "too); for a point below saturation lower --users or add --service-workers"
+            f"{preflight}), so the measured loss includes queueing; the prediction has it for ajax's "
+            "preflight only (a kept-alive pixel's next event also waits for its previous answer, which the "
+            "model leaves out); for a point below saturation lower --users or add --service-workers"
         )
     answer_seconds = {kind: AnswerTimes(count=h.total, **percentiles(h)) for kind, h in merged.items()}
     figures = CollectorFigures(
@@ -473,12 +475,12 @@ def _add_predictions(
         entry = out[name] = msgspec.structs.replace(
             entry, predicted_loss=float(pred.loss), predicted_ci95=(plo, phi)
         )
-        lo, hi = entry.ci95
-        if lo <= phi and plo <= hi:
+        where = beside(entry.ci95, (plo, phi))
+        if where == "within":
             continue
         side = (
             "more than the model explains; look at collector saturation, keep-alive races or port exhaustion"
-            if lo > phi
+            if where == "above"
             else "less than the model predicts; check that the load generator really cuts at the exit time "
             "and that run.json names the profile and exit model that ran"
         )
@@ -545,6 +547,30 @@ def _timing(
 
 def _ms(seconds: float) -> str:
     return f"{1000 * seconds:.0f} ms" if abs(seconds) >= 0.01 else f"{1000 * seconds:.1f} ms"
+
+
+def _precision_warnings(run: Mapping[str, Any], techniques: Mapping[str, TechniqueFigures]) -> list[str]:
+    """A ``--precision`` goal the ledgers' intervals miss: not reached within --duration, or reached on
+    the client's count of cut events while the target lost more after they were written."""
+    goal = run.get("precision")
+    if not isinstance(goal, int | float) or goal <= 0:
+        return []
+    wide = {
+        name: 100 * (t.ci95[1] - t.ci95[0]) / 2
+        for name, t in techniques.items()
+        if 100 * (t.ci95[1] - t.ci95[0]) / 2 > goal + 1e-9
+    }
+    if not wide:
+        return []
+    listed = ", ".join(f"{name} ±{half:.2f}" for name, half in wide.items())
+    if run.get("precision_reached") is None:
+        why = f"the goal was not reached within --duration {run.get('duration')}; lengthen --duration"
+    else:
+        why = (
+            "the run stopped on the client's count of events cut before they were written, and the target "
+            "lost more after that; rerun with a longer --duration and no --precision"
+        )
+    return [f"--precision {goal:g} points: the ledgers' intervals are wider: {listed} points ({why})"]
 
 
 def _timing_warnings(timing: Timing, median_rtt: float) -> list[str]:

@@ -19,6 +19,7 @@ import msgspec
 
 from lossbench.contract.summary import CollectorFigures, TechniqueFigures, load_versioned
 from lossbench.contract.techniques import ALL_TECHNIQUES
+from lossbench.stats import beside
 
 SCHEMA = "lossbench.sweep/1"
 """Version of the sweep document; bump it when the JSON shape changes."""
@@ -99,15 +100,13 @@ def departure(figures: TechniqueFigures) -> Departure | None:
     on the same rule); None without a prediction or without events."""
     if figures.sent == 0 or figures.predicted_loss is None:
         return None
-    plo, phi = figures.predicted_ci95 or (figures.predicted_loss, figures.predicted_loss)
-    lo, hi = figures.ci95
-    if lo > phi:
-        return "above"
-    if hi < plo:
-        return "below"
-    return "within"
+    predicted = figures.predicted_ci95 or (figures.predicted_loss, figures.predicted_loss)
+    return beside(figures.ci95, predicted)
 
 
+COLLECTOR_PARAMETERS = ("service-time", "service-workers", "collector-processes")
+"""Parameters that are settings of the reference collector: no sense against another target, and their
+chart shows the collector's figures whatever the events/s did."""
 LOAD_PARAMETERS = ("users",)
 """Parameters that set the load itself; a sweep of another is a load sweep too when its events/s moved."""
 LOAD_SPREAD = 1.5

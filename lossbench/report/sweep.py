@@ -28,6 +28,7 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 from lossbench import __version__
 from lossbench.contract.summary import format_pct, format_pct_interval
 from lossbench.contract.sweep import (
+    COLLECTOR_PARAMETERS,
     SweepDocument,
     SweepPoint,
     SweepTechnique,
@@ -46,8 +47,6 @@ _HTML, _MD = jinja_environment(True), jinja_environment(False, md_escape)
 NONE = "–"
 MARKS = {"above": " ▲", "below": " ▼"}
 """After a loss whose 95% interval lies wholly above (below) the prediction's."""
-COLLECTOR_PARAMETERS = ("service-time", "service-workers", "collector-processes")
-"""Parameters of the collector itself: their chart shows its figures too, whatever the events/s did."""
 ANSWER_STYLES = (("event", "#222222"), ("preflight", "#777777"), ("ping", "#aaaaaa"))
 UTILISATION_COLOR = "#b91c1c"
 CHART = "sweep"

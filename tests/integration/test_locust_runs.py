@@ -278,7 +278,7 @@ def test_sigterm_stops_the_run_and_its_children(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
-    assert proc.returncode == 130 and "interrupted" in err, err[-2000:]
+    assert proc.returncode == 143 and "interrupted" in err, err[-2000:]
     assert wait_until(lambda: not any(Path(f"/proc/{pid}").exists() for pid in children), timeout=10)
     compared = subprocess.run(
         [sys.executable, "-m", "lossbench.cli", "compare", str(run_dir)],

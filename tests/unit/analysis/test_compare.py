@@ -6,6 +6,7 @@ import dataclasses
 import json
 import math
 import shutil
+import types
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -696,3 +697,21 @@ def test_a_saturated_collector_is_a_warning_with_its_numbers() -> None:
     warnings = []
     _collector_figures(calm, warnings)
     assert warnings == []
+
+
+def test_a_precision_goal_the_ledgers_miss_is_a_warning() -> None:
+    from lossbench.analysis.compare import _precision_warnings
+
+    def figures(ci: tuple[float, float]):  # type: ignore[no-untyped-def]
+        return types.SimpleNamespace(ci95=ci)
+
+    techniques = {"ajax": figures((0.070, 0.082)), "pixel": figures((0.028, 0.034))}  # ±0.60, ±0.30
+    assert _precision_warnings({"precision": 0.6}, techniques) == []
+    assert _precision_warnings({}, techniques) == []
+    missed = _precision_warnings({"precision": 0.5, "duration": 60, "precision_reached": None}, techniques)
+    assert missed == [
+        "--precision 0.5 points: the ledgers' intervals are wider: ajax ±0.60 points (the goal was not "
+        "reached within --duration 60; lengthen --duration)"
+    ]
+    reached = _precision_warnings({"precision": 0.5, "precision_reached": 41.0}, techniques)
+    assert "client's count of events cut before they were written" in reached[0]

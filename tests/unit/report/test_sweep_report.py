@@ -39,6 +39,9 @@ def test_the_stored_sweep_is_a_load_sweep_with_a_knee(stored: SweepDocument) -> 
         "(utilisation 91%)"
     )
     assert stored.findings[-1].text == "pixel-keepalive stays within its prediction at every point"
+    from lossbench.sweep import findings
+
+    assert findings(stored) == stored.findings, "the stored findings are what the code finds today"
 
 
 def test_chart_and_pages_render_with_every_point_and_finding(stored: SweepDocument, tmp_path: Path) -> None:
