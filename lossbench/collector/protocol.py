@@ -341,7 +341,10 @@ class CollectorProtocol(asyncio.Protocol):
             self.submitting = False
         if not service.has_jobs(self):
             self._jobs_done(now)
-        elif service.jobs_of(self) >= JOBS_PER_CONNECTION and self.transport is not None:
+            return
+        if self.state in (IDLE, CLOSING):  # not idle while its answers wait: ``_jobs_done`` starts that
+            self.deadline = math.inf
+        if service.jobs_of(self) >= JOBS_PER_CONNECTION and self.transport is not None:
             self.held = True
             with contextlib.suppress(RuntimeError, AttributeError):
                 self.transport.pause_reading()
@@ -366,7 +369,8 @@ class CollectorProtocol(asyncio.Protocol):
             self._jobs_done(now)
 
     def _jobs_done(self, now: float) -> None:
-        if self.state == IDLE and self.deadline == math.inf:  # its idle time starts now
+        """Its last answer is written: an idle connection's idle time starts now."""
+        if self.state == IDLE:
             self.deadline = now + self.config.idle_timeout
         self._after_answers()
 

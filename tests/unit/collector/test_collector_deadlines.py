@@ -423,6 +423,45 @@ def test_a_connection_waiting_for_its_answer_is_not_idle(config: CollectorConfig
     on_loop(test, replace(config, service_time="3"))
 
 
+def test_the_idle_time_starts_when_the_answer_is_written_after_a_wait_shorter_than_it(
+    config: CollectorConfig,
+) -> None:
+    """The answer takes 1.5 s, less than the idle timeout (2 s): the connection still gets its whole idle
+    timeout after the answer, not what is left of one started when the request was complete."""
+
+    def test(bench: Bench) -> None:
+        conn, transport = bench.connect()
+        conn.data_received(PIXEL)
+        bench.wait(1.5)
+        assert transport.written.startswith(b"HTTP/1.1 200") and conn.state == IDLE
+        bench.wait(2.0 - STEP)
+        assert not transport.closed and bench.collector.stats.idle_timeouts == 0
+        bench.wait(STEP)
+        assert transport.closed and bench.collector.stats.idle_timeouts == 1
+
+    on_loop(test, replace(config, service_time="1.5"))
+
+
+def test_a_pipelined_request_behind_queued_answers_restarts_the_idle_time_at_the_last_answer(
+    config: CollectorConfig,
+) -> None:
+    """A second request completes while the first waits: the idle time starts at the second's answer."""
+
+    def test(bench: Bench) -> None:
+        conn, transport = bench.connect()
+        conn.data_received(PIXEL)
+        bench.wait(0.5)
+        conn.data_received(PIXEL)
+        bench.wait(1.5)  # the first answer at 1 s, the second at 2 s
+        assert transport.written.count(b"HTTP/1.1 200") == 2 and conn.state == IDLE
+        bench.wait(2.0 - STEP)
+        assert not transport.closed and bench.collector.stats.idle_timeouts == 0
+        bench.wait(STEP)
+        assert transport.closed and bench.collector.stats.idle_timeouts == 1
+
+    on_loop(test, replace(config, service_time="1"))
+
+
 def test_a_request_that_times_out_behind_queued_answers_gets_its_408_after_them(
     config: CollectorConfig,
 ) -> None:
