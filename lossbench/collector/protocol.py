@@ -62,6 +62,7 @@ class CollectorProtocol(asyncio.Protocol):
         "transport",
         "ua",
         "url",
+        "write_full",
     )
 
     def __init__(self, collector: Collector) -> None:
@@ -80,7 +81,9 @@ class CollectorProtocol(asyncio.Protocol):
         self.refusal: bytes | None = None
         self.stopped = False  # parsing stopped on purpose after a Connection: close answer
         self.submitting = False  # handing a commit's requests to the service queue (``_submit``)
-        self.held = False  # reading paused: JOBS_PER_CONNECTION requests wait for their answers
+        # Two reasons not to read the client, each set and cleared on its own (``_pause_or_resume``):
+        self.write_full = False  # its write buffer is over the high-water mark (it does not read answers)
+        self.held = False  # JOBS_PER_CONNECTION of its requests wait for their answers (--service-time)
         self.head_bytes = 0
         self._reset_request()
 
@@ -132,14 +135,25 @@ class CollectorProtocol(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         """The client does not read its answers: stop reading its requests until it does."""
-        if self.transport is not None:
-            with contextlib.suppress(RuntimeError, AttributeError):
-                self.transport.pause_reading()
+        self.write_full = True
+        self._pause_or_resume()
 
     def resume_writing(self) -> None:
-        if self.transport is not None and self.state != CLOSING:
-            with contextlib.suppress(RuntimeError, AttributeError):
-                self.transport.resume_reading()
+        self.write_full = False
+        self._pause_or_resume()
+
+    def _pause_or_resume(self) -> None:
+        """The one place reading is paused and resumed: paused while the write buffer is full or too many
+        jobs wait (``held``), resumed when neither holds, unless closing (``close`` with ``linger``
+        resumes reading itself, to drain what the client still sends)."""
+        transport = self.transport
+        if transport is None:
+            return
+        with contextlib.suppress(RuntimeError, AttributeError):
+            if self.write_full or self.held:
+                transport.pause_reading()
+            elif self.state != CLOSING:
+                transport.resume_reading()
 
     def close(self, linger: bool = False) -> None:
         """Close after the answers are flushed; abort if that takes longer than CLOSE_LINGER.
@@ -339,15 +353,15 @@ class CollectorProtocol(asyncio.Protocol):
                 service.submit(Job(self, reply, kind, done_at, cost), now)
         finally:
             self.submitting = False
-        if not service.has_jobs(self):
+        jobs = service.jobs_of(self)
+        held = jobs >= JOBS_PER_CONNECTION
+        if held != self.held:
+            self.held = held
+            self._pause_or_resume()
+        if not jobs:
             self._jobs_done(now)
-            return
-        if self.state in (IDLE, CLOSING):  # not idle while its answers wait: ``_jobs_done`` starts that
+        elif self.state in (IDLE, CLOSING):  # not idle while its answers wait: ``_jobs_done`` starts that
             self.deadline = math.inf
-        if service.jobs_of(self) >= JOBS_PER_CONNECTION and self.transport is not None:
-            self.held = True
-            with contextlib.suppress(RuntimeError, AttributeError):
-                self.transport.pause_reading()
 
     def job_done(self, job: Job, now: float) -> None:
         """A job of this connection ended (``ServiceQueue``): time it and write its answer; after its
@@ -364,7 +378,7 @@ class CollectorProtocol(asyncio.Protocol):
             return
         if self.held and service.jobs_of(self) < JOBS_PER_CONNECTION:
             self.held = False
-            self.resume_writing()  # reads again (unless closing)
+            self._pause_or_resume()  # reads again, unless its write buffer is full (or it is closing)
         if not service.has_jobs(self):
             self._jobs_done(now)
 

@@ -518,3 +518,49 @@ def test_a_client_pipelining_faster_than_it_is_served_is_not_read_until_its_queu
         assert transport.written.count(b"HTTP/1.1 200") == JOBS_PER_CONNECTION
 
     on_loop(test, replace(config, service_time=str(STEP), idle_timeout=30.0))
+
+
+def test_a_full_write_buffer_keeps_reading_paused_when_the_job_queue_shrinks(config: CollectorConfig) -> None:
+    """Two reasons to pause reading, each lifted on its own: a job ending does not resume reading while the
+    client still does not read its answers, and the buffer draining does once fewer jobs wait."""
+
+    def test(bench: Bench) -> None:
+        conn, transport = bench.connect()
+        conn.data_received(PIXEL * JOBS_PER_CONNECTION)
+        assert transport.paused
+        conn.pause_writing()  # the client does not read its answers either
+        bench.wait(STEP)  # one job ends: the queue is below the bound, the write buffer still full
+        assert transport.written.count(b"HTTP/1.1 200") == 1
+        assert transport.paused, "a job ending resumed reading over a full write buffer"
+        conn.resume_writing()
+        assert not transport.paused
+
+    on_loop(test, replace(config, service_time=str(STEP), idle_timeout=30.0))
+
+
+def test_a_drained_write_buffer_does_not_resume_reading_while_the_job_queue_is_full(
+    config: CollectorConfig,
+) -> None:
+    def test(bench: Bench) -> None:
+        conn, transport = bench.connect()
+        conn.data_received(PIXEL * JOBS_PER_CONNECTION)
+        conn.pause_writing()
+        conn.resume_writing()  # the write buffer drained: 64 jobs still wait
+        assert transport.paused, "the write buffer draining resumed reading while the job queue is full"
+        bench.wait(1.0)  # the first job ends
+        assert transport.written.count(b"HTTP/1.1 200") == 1 and not transport.paused
+
+    on_loop(test, replace(config, service_time="1", idle_timeout=30.0))
+
+
+def test_without_a_service_time_the_write_buffer_alone_pauses_and_resumes_reading(
+    config: CollectorConfig,
+) -> None:
+    def test(bench: Bench) -> None:
+        conn, transport = bench.connect()
+        conn.pause_writing()
+        assert transport.paused
+        conn.resume_writing()
+        assert not transport.paused
+
+    on_loop(test, config)
