@@ -210,9 +210,10 @@ class CollectorProtocol(asyncio.Protocol):
         return TIMEOUT
 
     def _deadline_behind_jobs(self, state: int) -> None:
-        """A deadline passed while answers wait in the service queue. An idle or closing connection is not
-        idle (its answers are on their way): it waits for them (``_jobs_done`` starts its idle time). A
-        request in progress timed out: its 408 follows the queued answers, then the connection closes."""
+        """A deadline passed while answers wait in the service queue. Only a request in progress has one
+        then (an idle or closing connection has none until its last answer, ``_submit``): it timed out,
+        and its 408 follows the queued answers, then the connection closes. A refused request is not in
+        progress (``data_received`` made it closing): its refusal follows them instead, not a 408."""
         self.deadline = math.inf
         if state in (HEADERS, BODY):
             reply = self._count_timeout(state)
@@ -229,6 +230,7 @@ class CollectorProtocol(asyncio.Protocol):
         except httptools.HttpParserUpgrade:
             if self.refusal is None:
                 self.refusal = self.collector.refuse("upgrade")
+            self.state = CLOSING
         except httptools.HttpParserError as exc:
             if self.refusal is None and not self.stopped:
                 cause = exc.__context__
@@ -237,6 +239,9 @@ class CollectorProtocol(asyncio.Protocol):
                     self.refusal = self.collector.refuse("internal_error")
                 else:
                     self.refusal = self.collector.refuse("bad_http")
+            # Refused (or answered with Connection: close): no longer in a request, so neither timed out
+            # nor in flight while its refusal waits for the answers before it; it closes after them.
+            self.state = CLOSING
         self._queue_for_commit()
 
     def _feed(self, data: bytes) -> None:

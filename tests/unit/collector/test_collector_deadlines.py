@@ -564,3 +564,40 @@ def test_without_a_service_time_the_write_buffer_alone_pauses_and_resumes_readin
         assert not transport.paused
 
     on_loop(test, config)
+
+
+BAD_JSON_POST = (
+    b"POST /e HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: 5\r\n\r\n{nope"
+)
+
+
+@pytest.mark.parametrize(
+    ("refused", "reason", "status"),
+    [
+        (b"BAD REQUEST\r\n\r\n", "bad_http", b"400"),  # refused while reading the head
+        (b"GET /nowhere HTTP/1.1\r\nHost: t\r\n\r\n", "not_found", b"404"),  # refused once complete
+        (BAD_JSON_POST, "bad_json", b"400"),  # refused after its body
+    ],
+)
+def test_a_request_refused_behind_queued_answers_is_no_longer_in_flight_and_never_times_out(
+    config: CollectorConfig, refused: bytes, reason: str, status: bytes
+) -> None:
+    """Its refusal waits for the answers before it (3 s, past the header and body timeouts of 1 s): it is
+    counted once, as refused, never as a timeout or as incomplete, and it is not a request in flight."""
+
+    def test(bench: Bench) -> None:
+        conn, transport = bench.connect()
+        conn.data_received(PIXEL + refused)
+        bench.wait(1.5)
+        stats = bench.collector.stats
+        assert transport.written == b"" and stats.refused == {reason: 1}
+        assert stats.header_timeouts == stats.body_timeouts == 0
+        assert bench.collector.stats_document()["requests_in_flight"] == 0
+        bench.wait(1.5)
+        assert transport.written.startswith(b"HTTP/1.1 200")
+        assert transport.written.index(b"HTTP/1.1 " + status) > 0 and transport.eof and conn.state == CLOSING
+        conn.connection_lost(None)
+        assert stats.header_timeouts == stats.body_timeouts == 0
+        assert stats.headers_incomplete == stats.bodies_incomplete == 0 and stats.refused == {reason: 1}
+
+    on_loop(test, replace(config, service_time="3"))
