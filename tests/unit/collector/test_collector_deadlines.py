@@ -601,3 +601,27 @@ def test_a_request_refused_behind_queued_answers_is_no_longer_in_flight_and_neve
         assert stats.headers_incomplete == stats.bodies_incomplete == 0 and stats.refused == {reason: 1}
 
     on_loop(test, replace(config, service_time="3"))
+
+
+def test_the_seconds_served_start_at_the_earliest_request_complete_not_the_first_answer(
+    config: CollectorConfig,
+) -> None:
+    """Two workers: an event complete at 0 s is answered at 1 s; a ping complete at 0.5 s is answered at
+    once, first. The seconds served run from 0 s (the earliest request complete), so the utilisation is
+    1 s busy over 2 workers × 1 s."""
+
+    def test(bench: Bench) -> None:
+        event, event_transport = bench.connect()
+        ping, ping_transport = bench.connect()
+        event.data_received(PIXEL)
+        bench.wait(0.5)
+        ping.data_received(b"GET /ping.gif?t=pixel-keepalive HTTP/1.1\r\nHost: t\r\n\r\n")
+        bench.wait(STEP)
+        assert ping_transport.written.startswith(b"HTTP/1.1 200") and event_transport.written == b""
+        bench.wait(0.5 - STEP)
+        assert event_transport.written.startswith(b"HTTP/1.1 200")
+        assert bench.collector.stats.served_seconds == 1.0
+        figures = bench.collector.service_figures()
+        assert figures["elapsed_seconds"] == 1.0 and figures["utilisation"] == 0.5
+
+    on_loop(test, replace(config, service_time="1", service_workers=2))
