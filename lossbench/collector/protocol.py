@@ -388,8 +388,13 @@ class CollectorProtocol(asyncio.Protocol):
             self._jobs_done(now)
 
     def _jobs_done(self, now: float) -> None:
-        """Its last answer is written: an idle connection's idle time starts now."""
+        """Its last answer is written: an idle connection's idle time starts now, or, if the collector is
+        shutting down, it closes (``Collector.close_idle`` left it open for these answers), with FIN after
+        them, so that a request the client sends meanwhile does not make its kernel drop them."""
         if self.state == IDLE:
+            if not self.collector.accepting:
+                self.close(linger=True)
+                return
             self.deadline = now + self.config.idle_timeout
         self._after_answers()
 

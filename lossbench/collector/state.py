@@ -264,7 +264,7 @@ class Collector:
 
     def close_idle(self) -> None:
         """Close every connection with no request in progress and no answer waiting in the service queue
-        (shutdown: they would only wait)."""
+        (shutdown: they would only wait); one with answers waiting closes after the last of them."""
         self.commit()
         service = self.service
         for conn in list(self.connections):

@@ -625,3 +625,30 @@ def test_the_seconds_served_start_at_the_earliest_request_complete_not_the_first
         assert figures["elapsed_seconds"] == 1.0 and figures["utilisation"] == 0.5
 
     on_loop(test, replace(config, service_time="1", service_workers=2))
+
+
+def test_shutdown_closes_a_connection_once_its_queued_answers_are_written(config: CollectorConfig) -> None:
+    """Draining, an idle connection waits for its answer, then goes (it takes no more requests), while
+    another connection's answer is still queued: it does not wait for the end of the grace."""
+
+    async def test(bench: Bench) -> None:
+        first, first_transport = bench.connect()
+        second, second_transport = bench.connect()
+        first.data_received(PIXEL)
+        second.data_received(PIXEL)
+        await turns(lambda: bench.collector.service is not None and bench.collector.service.jobs == 2)
+        draining = asyncio.create_task(drain(bench.collector, StoppedServer()))
+        await asyncio.sleep(LOOKS)
+        bench.wait(1.0)  # one worker: the first answer at 1 s, the second at 2 s
+        assert first_transport.written.startswith(b"HTTP/1.1 200") and second_transport.written == b""
+        assert first.state == CLOSING and first_transport.eof, "answered: it goes, its FIN after the answer"
+        first.data_received(PIXEL)  # too late: not read
+        await asyncio.sleep(LOOKS)
+        assert bench.collector.stats.requests == {"pixel": 2} and not draining.done()
+        first.connection_lost(None)
+        bench.wait(1.0)
+        assert second.state == CLOSING and second_transport.eof
+        second.connection_lost(None)
+        await asyncio.wait_for(draining, HANG)
+
+    on_loop(test, replace(config, service_time="1", idle_timeout=30.0))
