@@ -24,7 +24,13 @@ from lossbench.analysis.adapters import SKIP_CATEGORIES, file_infos, read_receiv
 from lossbench.analysis.join import Match, chunks, match_received
 from lossbench.analysis.read import Ledgers, read_ledgers
 from lossbench.analysis.stats import ratio_text
-from lossbench.contract.latency import ANSWER_KINDS, LatencyHistogram, merge_all, percentiles
+from lossbench.contract.latency import (
+    ANSWER_KINDS,
+    ANSWER_PREFLIGHT,
+    LatencyHistogram,
+    merge_all,
+    percentiles,
+)
 from lossbench.contract.summary import (
     SCHEMA,
     AnswerTimes,
@@ -100,7 +106,7 @@ def compare(
         figures = _SentFigures.of(ledgers)
         # the model predicts the socket client's four techniques; the browser-only ones have no prediction
         modelled = [names[c] for c in figures.codes if names[c] in TECHNIQUES]
-        prediction = _predict(run, modelled, predict_events, answers.get("preflight"))
+        prediction = _predict(run, modelled, predict_events, answers.get(ANSWER_PREFLIGHT))
         match = joining.result()
     counts = _Counts.of(ledgers, match)
     conn_seconds = _conn_seconds(list(ledgers.collector_stats.values()))
@@ -381,7 +387,8 @@ def _collector_figures(
     merged = {kind: h for kind, h in merged.items() if h.total}
     utilisation = busy / capacity if reported and spec is not None and capacity > 0 else None
     if utilisation is not None and utilisation >= SATURATED:
-        preflight = _ms(percentiles(merged["preflight"])["p99"] or 0.0) if "preflight" in merged else "-"
+        answered = merged.get(ANSWER_PREFLIGHT)
+        preflight = "-" if answered is None else _ms(percentiles(answered)["p99"] or 0.0)
         warnings.append(
             f"collector workers busy {100 * utilisation:.0f}% of the time (--service-time {spec}, "
             f"{workers[0]} worker(s) per process): answers waited in its queue (preflight p99 "

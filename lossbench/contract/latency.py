@@ -20,9 +20,15 @@ LOWEST = 1e-5
 HIGHEST = 600.0
 """Seconds: answers slower than 10 min share the last bucket."""
 BUCKETS_PER_DECADE = 40
-ANSWER_KINDS = ("event", "preflight", "ping")
-"""What the collector times, by what was answered: an event (POST or pixel GET), a CORS preflight, a
-pre-warm or keep-alive ping; the stats file has a histogram for each (``answers``)."""
+ANSWER_EVENT = "event"
+"""The kind of answer to an event (an ajax POST or a pixel GET)."""
+ANSWER_PREFLIGHT = "preflight"
+"""The kind of answer to a CORS preflight (``OPTIONS /e``)."""
+ANSWER_PING = "ping"
+"""The kind of answer to a ping (``/ping.gif``: the pre-warm and keep-alive pings)."""
+ANSWER_KINDS = (ANSWER_EVENT, ANSWER_PREFLIGHT, ANSWER_PING)
+"""What the collector times, by what was answered; the stats file has a histogram for each (``answers``),
+and the summary's ``collector.answer_seconds`` is keyed by them."""
 
 _DECADES = math.log10(HIGHEST / LOWEST)
 BUCKETS = math.ceil(_DECADES * BUCKETS_PER_DECADE) + 1
