@@ -279,7 +279,7 @@ class Collector:
         """
         problems: list[str] = []
         self.commit()
-        if self.service is not None:  # past the grace: their events are in the ledger, never answered
+        if self.service is not None:  # past the grace: requests still queued are never answered
             self.stats.unanswered += self.service.cancel()
         for conn in [*self.connections, *self.refused]:
             conn.abort()
