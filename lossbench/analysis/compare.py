@@ -28,6 +28,7 @@ from lossbench.contract.latency import (
     ANSWER_KINDS,
     ANSWER_PREFLIGHT,
     LatencyHistogram,
+    check_layout,
     merge_all,
     percentiles,
 )
@@ -345,7 +346,8 @@ def _collector_figures(
 
     Utilisation is the busy worker-seconds of all processes over their workers × seconds served: None
     without a service time, or when a file does not report it (a collector older than its ``service``
-    object). A damaged histogram is left out with a warning naming its file.
+    object). A damaged histogram is left out with a warning naming its file, and so are a file's histograms
+    in another bucket layout than this lossbench's (``check_layout``; a file without one is in this one).
     """
     if not stats:
         return None, {}
@@ -369,6 +371,14 @@ def _collector_figures(
             capacity += n * elapsed
         answers = doc.get("answers")
         if not isinstance(answers, Mapping):
+            continue
+        try:
+            check_layout(answers.get("layout"))
+        except ValueError as e:
+            warnings.append(
+                f"{path}: answer times left out: {e}; compare this run with the lossbench version that "
+                "wrote it"
+            )
             continue
         for kind in ANSWER_KINDS:
             if kind not in answers:

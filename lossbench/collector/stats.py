@@ -8,7 +8,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from lossbench.contract.latency import ANSWER_KINDS, LatencyHistogram
+from lossbench.contract.latency import ANSWER_KINDS, LAYOUT, LatencyHistogram
 
 
 @dataclass
@@ -88,7 +88,7 @@ class Stats:
             "connections_refused": self.connections_refused,
             "connections_aborted": self.connections_aborted,
             "ledger_errors": self.ledger_errors,
-            "answers": {kind: h.as_dict() for kind, h in self.answers.items()},
+            "answers": {"layout": dict(LAYOUT), **{kind: h.as_dict() for kind, h in self.answers.items()}},
             "cpu_seconds": round(time.process_time(), 3),
             "started": self.started,
             "pid": os.getpid(),

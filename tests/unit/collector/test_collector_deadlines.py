@@ -503,6 +503,7 @@ def test_shutdown_waits_for_queued_answers_and_counts_those_left_after_the_grace
     stats = json.loads(next((tmp_path / "received").glob("*.stats.json")).read_text())
     assert stats["service"]["unanswered"] == 1 and stats["events"] == {"pixel": 2}
     assert stats["answers"]["event"]["counts"] == {str(bucket_of(4.0)): 1}
+    assert stats["answers"]["layout"] == {"lowest": 1e-05, "per_decade": 40}
 
 
 def test_a_client_pipelining_faster_than_it_is_served_is_not_read_until_its_queue_shrinks(
