@@ -353,6 +353,7 @@ def _collector_figures(
         return None, {}
     specs: list[str | None] = []
     workers: list[int] = []
+    started: list[str] = []  # how each file's collector was started, for a warning if they differ
     busy = capacity = 0.0
     reported = True
     histograms: dict[str, list[LatencyHistogram]] = {kind: [] for kind in ANSWER_KINDS}
@@ -362,11 +363,15 @@ def _collector_figures(
         if reading is None:
             reported = False
             if service is not None:
-                warnings.append(f"{path}: damaged service figures ({service!r}); no utilisation")
+                warnings.append(
+                    f"{path}: damaged service figures ({service!r}), so no utilisation: put back the file "
+                    "as the collector wrote it at shutdown, or run again to get one"
+                )
         else:
             spec, n, busy_seconds, elapsed = reading
             specs.append(spec)
             workers.append(n)
+            started.append(f"{path}: {spec}, {n} worker(s)")
             busy += busy_seconds
             capacity += n * elapsed
         answers = doc.get("answers")
@@ -390,7 +395,10 @@ def _collector_figures(
     if len(set(specs)) > 1 or len(set(workers)) > 1:
         warnings.append(
             f"collector processes report different service times or workers ({sorted(set(map(str, specs)))}, "
-            f"{sorted(set(workers))}): the figures show the first"
+            f"{sorted(set(workers))}): the figures show the first; these stats files come from collectors "
+            f"started differently ({'; '.join(started)}): keep one collector's stats files and ledgers in "
+            "received/ and move the others out, or run again with one collector (--collector-processes N "
+            "for several processes)"
         )
     spec = specs[0] if specs else None
     merged = {kind: merge_all(hs) for kind, hs in histograms.items()}

@@ -647,6 +647,36 @@ def test_histograms_in_another_layout_are_left_out_with_a_warning_naming_their_f
     assert summary.collector.utilisation == pytest.approx(0.5)  # its service figures still count
 
 
+def test_the_collector_warnings_say_what_to_do() -> None:
+    """Stats files of differently started collectors, and damaged service figures: each warning names what
+    is wrong and what to do about it."""
+    from lossbench.analysis.compare import _collector_figures
+
+    def service(spec: str, workers: int) -> dict[str, Any]:
+        return {"spec": spec, "workers": workers, "busy_seconds": 1.0, "elapsed_seconds": 10.0}
+
+    warnings: list[str] = []
+    _collector_figures(
+        {
+            "received/a.stats.json": {"service": service("2ms", 1)},
+            "received/b.stats.json": {"service": service("5ms", 2)},
+        },
+        warnings,
+    )
+    [mixed] = warnings
+    assert "different service times or workers (['2ms', '5ms'], [1, 2])" in mixed
+    assert "(received/a.stats.json: 2ms, 1 worker(s); received/b.stats.json: 5ms, 2 worker(s))" in mixed
+    assert "keep one collector's stats files and ledgers in received/ and move the others out" in mixed
+    warnings = []
+    figures, _ = _collector_figures({"received/a.stats.json": {"service": {"spec": 2}}}, warnings)
+    [damaged] = warnings
+    assert figures is not None and figures.utilisation is None
+    assert damaged.startswith(
+        "received/a.stats.json: damaged service figures ({'spec': 2}), so no utilisation"
+    )
+    assert "run again" in damaged
+
+
 def test_an_older_collector_has_figures_without_utilisation_or_answer_times(tmp_path: Path) -> None:
     collector = compare(make_run(tmp_path)).collector  # its stats file has neither
     assert collector == CollectorFigures(
