@@ -23,6 +23,7 @@ from typing import Any
 
 import msgspec
 
+from lossbench.contract.latency import ANSWER_EVENT
 from lossbench.contract.summary import Summary
 from lossbench.contract.sweep import (
     COLLECTOR_PARAMETERS,
@@ -457,7 +458,7 @@ def collector_clause(point: SweepPoint) -> str:
     collector = point.collector
     if collector is None:
         return ""
-    answers = collector.answer_seconds.get("event")
+    answers = collector.answer_seconds.get(ANSWER_EVENT)
     p99 = None if answers is None else answers.p99
     utilisation = collector.utilisation
     if p99 is not None:

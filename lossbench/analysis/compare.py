@@ -24,7 +24,14 @@ from lossbench.analysis.adapters import SKIP_CATEGORIES, file_infos, read_receiv
 from lossbench.analysis.join import Match, chunks, match_received
 from lossbench.analysis.read import Ledgers, read_ledgers
 from lossbench.analysis.stats import ratio_text
-from lossbench.contract.latency import ANSWER_KINDS, LatencyHistogram, merge_all, percentiles
+from lossbench.contract.latency import (
+    ANSWER_KINDS,
+    ANSWER_PREFLIGHT,
+    LatencyHistogram,
+    check_layout,
+    merge_all,
+    percentiles,
+)
 from lossbench.contract.summary import (
     SCHEMA,
     AnswerTimes,
@@ -100,7 +107,7 @@ def compare(
         figures = _SentFigures.of(ledgers)
         # the model predicts the socket client's four techniques; the browser-only ones have no prediction
         modelled = [names[c] for c in figures.codes if names[c] in TECHNIQUES]
-        prediction = _predict(run, modelled, predict_events, answers.get("preflight"))
+        prediction = _predict(run, modelled, predict_events, answers.get(ANSWER_PREFLIGHT))
         match = joining.result()
     counts = _Counts.of(ledgers, match)
     conn_seconds = _conn_seconds(list(ledgers.collector_stats.values()))
@@ -340,12 +347,14 @@ def _collector_figures(
 
     Utilisation is the busy worker-seconds of all processes over their workers × seconds served: None
     without a service time, or when a file does not report it (a collector older than its ``service``
-    object). A damaged histogram is left out with a warning naming its file.
+    object). A damaged histogram is left out with a warning naming its file, and so are a file's histograms
+    in another bucket layout than this lossbench's (``check_layout``; a file without one is in this one).
     """
     if not stats:
         return None, {}
     specs: list[str | None] = []
     workers: list[int] = []
+    started: list[str] = []  # how each file's collector was started, for a warning if they differ
     busy = capacity = 0.0
     reported = True
     histograms: dict[str, list[LatencyHistogram]] = {kind: [] for kind in ANSWER_KINDS}
@@ -355,15 +364,27 @@ def _collector_figures(
         if reading is None:
             reported = False
             if service is not None:
-                warnings.append(f"{path}: damaged service figures ({service!r}); no utilisation")
+                warnings.append(
+                    f"{path}: damaged service figures ({service!r}), so no utilisation: put back the file "
+                    "as the collector wrote it at shutdown, or run again to get one"
+                )
         else:
             spec, n, busy_seconds, elapsed = reading
             specs.append(spec)
             workers.append(n)
+            started.append(f"{path}: {spec}, {n} worker(s)")
             busy += busy_seconds
             capacity += n * elapsed
         answers = doc.get("answers")
         if not isinstance(answers, Mapping):
+            continue
+        try:
+            check_layout(answers.get("layout"))
+        except ValueError as e:
+            warnings.append(
+                f"{path}: answer times left out: {e}; compare this run with the lossbench version that "
+                "wrote it"
+            )
             continue
         for kind in ANSWER_KINDS:
             if kind not in answers:
@@ -375,14 +396,18 @@ def _collector_figures(
     if len(set(specs)) > 1 or len(set(workers)) > 1:
         warnings.append(
             f"collector processes report different service times or workers ({sorted(set(map(str, specs)))}, "
-            f"{sorted(set(workers))}): the figures show the first"
+            f"{sorted(set(workers))}): the figures show the first; these stats files come from collectors "
+            f"started differently ({'; '.join(started)}): keep one collector's stats files and ledgers in "
+            "received/ and move the others out, or run again with one collector (--collector-processes N "
+            "for several processes)"
         )
     spec = specs[0] if specs else None
     merged = {kind: merge_all(hs) for kind, hs in histograms.items()}
     merged = {kind: h for kind, h in merged.items() if h.total}
     utilisation = busy / capacity if reported and spec is not None and capacity > 0 else None
     if utilisation is not None and utilisation >= SATURATED:
-        preflight = _ms(percentiles(merged["preflight"])["p99"] or 0.0) if "preflight" in merged else "-"
+        answered = merged.get(ANSWER_PREFLIGHT)
+        preflight = "-" if answered is None else _ms(percentiles(answered)["p99"] or 0.0)
         warnings.append(
             f"collector workers busy {100 * utilisation:.0f}% of the time (--service-time {spec}, "
             f"{workers[0]} worker(s) per process): answers waited in its queue (preflight p99 "

@@ -62,6 +62,7 @@ class CollectorProtocol(asyncio.Protocol):
         "transport",
         "ua",
         "url",
+        "write_full",
     )
 
     def __init__(self, collector: Collector) -> None:
@@ -80,7 +81,9 @@ class CollectorProtocol(asyncio.Protocol):
         self.refusal: bytes | None = None
         self.stopped = False  # parsing stopped on purpose after a Connection: close answer
         self.submitting = False  # handing a commit's requests to the service queue (``_submit``)
-        self.held = False  # reading paused: JOBS_PER_CONNECTION requests wait for their answers
+        # Two reasons not to read the client, each set and cleared on its own (``_pause_or_resume``):
+        self.write_full = False  # its write buffer is over the high-water mark (it does not read answers)
+        self.held = False  # JOBS_PER_CONNECTION of its requests wait for their answers (--service-time)
         self.head_bytes = 0
         self._reset_request()
 
@@ -132,14 +135,25 @@ class CollectorProtocol(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         """The client does not read its answers: stop reading its requests until it does."""
-        if self.transport is not None:
-            with contextlib.suppress(RuntimeError, AttributeError):
-                self.transport.pause_reading()
+        self.write_full = True
+        self._pause_or_resume()
 
     def resume_writing(self) -> None:
-        if self.transport is not None and self.state != CLOSING:
-            with contextlib.suppress(RuntimeError, AttributeError):
-                self.transport.resume_reading()
+        self.write_full = False
+        self._pause_or_resume()
+
+    def _pause_or_resume(self) -> None:
+        """The one place reading is paused and resumed: paused while the write buffer is full or too many
+        jobs wait (``held``), resumed when neither holds, unless closing (``close`` with ``linger``
+        resumes reading itself, to drain what the client still sends)."""
+        transport = self.transport
+        if transport is None:
+            return
+        with contextlib.suppress(RuntimeError, AttributeError):
+            if self.write_full or self.held:
+                transport.pause_reading()
+            elif self.state != CLOSING:
+                transport.resume_reading()
 
     def close(self, linger: bool = False) -> None:
         """Close after the answers are flushed; abort if that takes longer than CLOSE_LINGER.
@@ -196,9 +210,10 @@ class CollectorProtocol(asyncio.Protocol):
         return TIMEOUT
 
     def _deadline_behind_jobs(self, state: int) -> None:
-        """A deadline passed while answers wait in the service queue. An idle or closing connection is not
-        idle (its answers are on their way): it waits for them (``_jobs_done`` starts its idle time). A
-        request in progress timed out: its 408 follows the queued answers, then the connection closes."""
+        """A deadline passed while answers wait in the service queue. Only a request in progress has one
+        then (an idle or closing connection has none until its last answer, ``_submit``): it timed out,
+        and its 408 follows the queued answers, then the connection closes. A refused request is not in
+        progress (``data_received`` made it closing): its refusal follows them instead, not a 408."""
         self.deadline = math.inf
         if state in (HEADERS, BODY):
             reply = self._count_timeout(state)
@@ -215,6 +230,7 @@ class CollectorProtocol(asyncio.Protocol):
         except httptools.HttpParserUpgrade:
             if self.refusal is None:
                 self.refusal = self.collector.refuse("upgrade")
+            self.state = CLOSING
         except httptools.HttpParserError as exc:
             if self.refusal is None and not self.stopped:
                 cause = exc.__context__
@@ -223,6 +239,9 @@ class CollectorProtocol(asyncio.Protocol):
                     self.refusal = self.collector.refuse("internal_error")
                 else:
                     self.refusal = self.collector.refuse("bad_http")
+            # Refused (or answered with Connection: close): no longer in a request, so neither timed out
+            # nor in flight while its refusal waits for the answers before it; it closes after them.
+            self.state = CLOSING
         self._queue_for_commit()
 
     def _feed(self, data: bytes) -> None:
@@ -339,12 +358,15 @@ class CollectorProtocol(asyncio.Protocol):
                 service.submit(Job(self, reply, kind, done_at, cost), now)
         finally:
             self.submitting = False
-        if not service.has_jobs(self):
+        jobs = service.jobs_of(self)
+        held = jobs >= JOBS_PER_CONNECTION
+        if held != self.held:
+            self.held = held
+            self._pause_or_resume()
+        if not jobs:
             self._jobs_done(now)
-        elif service.jobs_of(self) >= JOBS_PER_CONNECTION and self.transport is not None:
-            self.held = True
-            with contextlib.suppress(RuntimeError, AttributeError):
-                self.transport.pause_reading()
+        elif self.state in (IDLE, CLOSING):  # not idle while its answers wait: ``_jobs_done`` starts that
+            self.deadline = math.inf
 
     def job_done(self, job: Job, now: float) -> None:
         """A job of this connection ended (``ServiceQueue``): time it and write its answer; after its
@@ -361,12 +383,18 @@ class CollectorProtocol(asyncio.Protocol):
             return
         if self.held and service.jobs_of(self) < JOBS_PER_CONNECTION:
             self.held = False
-            self.resume_writing()  # reads again (unless closing)
+            self._pause_or_resume()  # reads again, unless its write buffer is full (or it is closing)
         if not service.has_jobs(self):
             self._jobs_done(now)
 
     def _jobs_done(self, now: float) -> None:
-        if self.state == IDLE and self.deadline == math.inf:  # its idle time starts now
+        """Its last answer is written: an idle connection's idle time starts now, or, if the collector is
+        shutting down, it closes (``Collector.close_idle`` left it open for these answers), with FIN after
+        them, so that a request the client sends meanwhile does not make its kernel drop them."""
+        if self.state == IDLE:
+            if not self.collector.accepting:
+                self.close(linger=True)
+                return
             self.deadline = now + self.config.idle_timeout
         self._after_answers()
 

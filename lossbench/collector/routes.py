@@ -14,6 +14,7 @@ from lossbench.collector.connection import Event, Routed
 from lossbench.collector.responses import connection_header, http_response
 from lossbench.collector.state import Collector
 from lossbench.contract.events import BadEvent, decode_event_json, decode_pixel_param
+from lossbench.contract.latency import ANSWER_EVENT, ANSWER_PING, ANSWER_PREFLIGHT
 
 
 class Refused(Exception):
@@ -45,8 +46,8 @@ class Request(Protocol):
 
 def route(c: Collector, request: Request, method: bytes, keep_alive: bool) -> Routed:
     """Answer one complete request: (event or None, technique or "", response bytes, the kind of answer
-    it is timed as: ``event`` for a pixel GET or an ajax POST, ``preflight`` for an OPTIONS, ``ping`` for
-    a ping, None for /healthz and /stats); raises Refused."""
+    it is timed as: ``ANSWER_EVENT`` for a pixel GET or an ajax POST, ``ANSWER_PREFLIGHT`` for an OPTIONS,
+    ``ANSWER_PING`` for a ping, None for /healthz and /stats); raises Refused."""
     url = request.url
     mark = url.find(b"?")
     path, query = (url, b"") if mark < 0 else (url[:mark], url[mark + 1 :])
@@ -57,7 +58,7 @@ def route(c: Collector, request: Request, method: bytes, keep_alive: bool) -> Ro
         except BadEvent as bad:
             raise Refused(c.refuse(bad.reason)) from None
         reply = c.response("gif", keep_alive, c.cors_origin(request.origin))
-        return _event(c, request, event_id, tech, "GET"), tech, reply, "event"
+        return _event(c, request, event_id, tech, "GET"), tech, reply, ANSWER_EVENT
     if path == b"/e":
         return _ajax(c, request, method, keep_alive)
     if path == b"/ping.gif":
@@ -66,7 +67,7 @@ def route(c: Collector, request: Request, method: bytes, keep_alive: bool) -> Ro
         tech = _query_param_or_empty(query, b"t")
         tech = tech if tech in ("pixel-prewarm", "pixel-keepalive") else "ping"
         c.stats.requests[tech] += 1
-        return None, tech, c.response("gif", keep_alive, c.cors_origin(request.origin)), "ping"
+        return None, tech, c.response("gif", keep_alive, c.cors_origin(request.origin)), ANSWER_PING
     if path == b"/healthz":
         _require(c, method, b"GET")
         return (
@@ -96,7 +97,7 @@ def _ajax(c: Collector, request: Request, method: bytes, keep_alive: bool) -> Ro
             raise Refused(c.refuse("origin"))
         c.stats.preflights += 1
         c.stats.requests["ajax"] += 1
-        return None, "ajax", c.response("preflight", keep_alive, origin), "preflight"
+        return None, "ajax", c.response("preflight", keep_alive, origin), ANSWER_PREFLIGHT
     _require(c, method, b"POST", "POST, OPTIONS")
     if request.origin is not None and origin is None:
         raise Refused(c.refuse("origin"))
@@ -109,7 +110,7 @@ def _ajax(c: Collector, request: Request, method: bytes, keep_alive: bool) -> Ro
     except BadEvent as bad:
         raise Refused(c.refuse(bad.reason)) from None
     reply = c.response("accepted", keep_alive, origin)
-    return _event(c, request, event_id, tech, "POST"), tech, reply, "event"
+    return _event(c, request, event_id, tech, "POST"), tech, reply, ANSWER_EVENT
 
 
 def _require(c: Collector, method: bytes, allowed: bytes, allow_header: str = "") -> None:

@@ -105,11 +105,12 @@ async def drain(collector: Collector, server: Listener) -> None:
     """Stop accepting, finish what is in flight, then let every connection go.
 
     The listening socket closes first (new connections are refused by the kernel). Idle keep-alive
-    connections are closed at once: nothing is in flight on them. A request already begun (headers or
-    body arriving) may finish within SHUTDOWN_GRACE — its answer says ``Connection: close`` — and the
-    header and body timeouts still apply meanwhile. Answers are given a moment to flush; whatever is left
-    after the grace is aborted by ``Collector.close``, which then writes the ledger's footer. The grace is
-    measured on the collector's clock, like every other deadline.
+    connections are closed at once: nothing is in flight on them (with --service-time, one whose answers
+    are still queued closes when the last is written, and takes no request meanwhile). A request already
+    begun (headers or body arriving) may finish within SHUTDOWN_GRACE — its answer says ``Connection:
+    close`` — and the header and body timeouts still apply meanwhile. Answers are given a moment to
+    flush; whatever is left after the grace is aborted by ``Collector.close``, which then writes the
+    ledger's footer. The grace is measured on the collector's clock, like every other deadline.
     """
     clock = collector.clock
     collector.accepting = False

@@ -11,9 +11,13 @@ The rules, as ``ServiceQueue`` keeps them:
 - A request joins the queue when it is complete (its completion time on the collector's clock). The
   queue is handed each job by the group commit, after the event's ledger line is written: an answer
   never goes before its line.
-- An event takes a service time drawn from ``DIST``; every other request (a preflight, a ping, ``/stats``)
-  takes none but still waits for a free worker: that is how a slow collector lengthens the preflight's
-  round trip. An event whose line could not be written (its answer is the 503) takes none either.
+- An event takes a service time drawn from ``DIST``; a preflight or a ping takes none but still waits for
+  a free worker: that is how a slow collector lengthens the preflight's round trip. An event whose line
+  could not be written (its answer is the 503) takes none either.
+- ``/stats`` and ``/healthz`` are lossbench's own monitoring, not the emulated collector's work: they skip
+  the queue and are answered at once (``CollectorProtocol._submit``), so an overloaded collector still
+  reports its figures; only behind earlier answers still waiting on their own connection do they join it
+  (with no service time), since a connection's answers go in order.
 - A connection's jobs are served one at a time, in request order: its next job joins the queue when its
   previous one ended, as on a worker that serves a connection's requests in turn.
 - Workers' time is virtual: a job starts when it is at the head of the queue and a worker is free, at

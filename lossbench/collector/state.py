@@ -264,7 +264,7 @@ class Collector:
 
     def close_idle(self) -> None:
         """Close every connection with no request in progress and no answer waiting in the service queue
-        (shutdown: they would only wait)."""
+        (shutdown: they would only wait); one with answers waiting closes after the last of them."""
         self.commit()
         service = self.service
         for conn in list(self.connections):
@@ -279,7 +279,7 @@ class Collector:
         """
         problems: list[str] = []
         self.commit()
-        if self.service is not None:  # past the grace: their events are in the ledger, never answered
+        if self.service is not None:  # past the grace: requests still queued are never answered
             self.stats.unanswered += self.service.cancel()
         for conn in [*self.connections, *self.refused]:
             conn.abort()

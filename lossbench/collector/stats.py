@@ -8,7 +8,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from lossbench.contract.latency import ANSWER_KINDS, LatencyHistogram
+from lossbench.contract.latency import ANSWER_KINDS, LAYOUT, LatencyHistogram
 
 
 @dataclass
@@ -37,15 +37,18 @@ class Stats:
     answer_times: dict[str, list[float]] = field(
         default_factory=lambda: {kind: [] for kind in ANSWER_KINDS}
     )  # answer times not yet in ``answers``: appended per answer, added in bulk (``fold``)
-    served_from: float | None = None  # when the first request timed was complete (collector's clock)
+    served_from: float | None = None  # when the earliest request timed was complete (collector's clock)
     served_to: float = 0.0  # when the last answer timed was written
     unanswered: int = 0  # requests complete but never answered: still queued at shutdown (--service-time)
     started: float = field(default_factory=time.time)
 
     def served(self, done_at: float, now: float) -> None:
-        """Answers were timed, the first to a request complete at ``done_at``, the last written at ``now``:
-        the first and the last ever bound the seconds served."""
-        if self.served_from is None:
+        """Answers were timed, the earliest to a request complete at ``done_at``, the last written at
+        ``now``: the earliest request complete and the last answer written bound the seconds served (with
+        --service-time the first answer written need not be to the earliest request: a ping behind no one
+        on a free worker goes before an event still in service)."""
+        served_from = self.served_from
+        if served_from is None or done_at < served_from:
             self.served_from = done_at
         self.served_to = now
 
@@ -62,7 +65,7 @@ class Stats:
 
     @property
     def served_seconds(self) -> float:
-        """Seconds from the first timed request complete to the last timed answer written (``/stats`` and
+        """Seconds from the earliest timed request complete to the last timed answer written (``/stats`` and
         ``/healthz`` are not timed: polling them after the load does not stretch it)."""
         return 0.0 if self.served_from is None else max(0.0, self.served_to - self.served_from)
 
@@ -85,7 +88,7 @@ class Stats:
             "connections_refused": self.connections_refused,
             "connections_aborted": self.connections_aborted,
             "ledger_errors": self.ledger_errors,
-            "answers": {kind: h.as_dict() for kind, h in self.answers.items()},
+            "answers": {"layout": dict(LAYOUT), **{kind: h.as_dict() for kind, h in self.answers.items()}},
             "cpu_seconds": round(time.process_time(), 3),
             "started": self.started,
             "pid": os.getpid(),

@@ -3,7 +3,8 @@
 The buckets are fixed (log-spaced, ``BUCKETS_PER_DECADE`` per decade from ``LOWEST`` to ``HIGHEST``
 seconds) so that histograms from several collector processes add up bucket by bucket, and so that a
 quantile read from one is off by at most one bucket's width (about 6% of the value at 40 per decade).
-In JSON a histogram is ``{"counts": {"<bucket index>": count, ...}}``, empty buckets left out.
+In JSON a histogram is ``{"counts": {"<bucket index>": count, ...}}``, empty buckets left out; a bucket
+index means something only in its layout (``LAYOUT``), which the stats file records beside its histograms.
 """
 
 from __future__ import annotations
@@ -20,9 +21,29 @@ LOWEST = 1e-5
 HIGHEST = 600.0
 """Seconds: answers slower than 10 min share the last bucket."""
 BUCKETS_PER_DECADE = 40
-ANSWER_KINDS = ("event", "preflight", "ping")
-"""What the collector times, by what was answered: an event (POST or pixel GET), a CORS preflight, a
-pre-warm or keep-alive ping; the stats file has a histogram for each (``answers``)."""
+ANSWER_EVENT = "event"
+"""The kind of answer to an event (an ajax POST or a pixel GET)."""
+ANSWER_PREFLIGHT = "preflight"
+"""The kind of answer to a CORS preflight (``OPTIONS /e``)."""
+ANSWER_PING = "ping"
+"""The kind of answer to a ping (``/ping.gif``: the pre-warm and keep-alive pings)."""
+ANSWER_KINDS = (ANSWER_EVENT, ANSWER_PREFLIGHT, ANSWER_PING)
+"""What the collector times, by what was answered; the stats file has a histogram for each (``answers``),
+and the summary's ``collector.answer_seconds`` is keyed by them."""
+
+LAYOUT: Mapping[str, float] = {"lowest": LOWEST, "per_decade": BUCKETS_PER_DECADE}
+"""What a bucket index means (bucket i's upper edge is lowest · 10^(i/per_decade) s), recorded beside the
+histograms it applies to (the stats file's ``answers.layout``): histograms are read only in this layout."""
+
+
+def check_layout(layout: object) -> None:
+    """ValueError, saying both layouts, unless ``layout`` is ``LAYOUT``; None (a file written before the
+    layout was recorded) is this layout, the only one there was."""
+    if layout is None:
+        return
+    if not isinstance(layout, Mapping) or dict(layout) != LAYOUT:
+        raise ValueError(f"their bucket layout {layout!r} is not this lossbench's {dict(LAYOUT)}")
+
 
 _DECADES = math.log10(HIGHEST / LOWEST)
 BUCKETS = math.ceil(_DECADES * BUCKETS_PER_DECADE) + 1
@@ -95,9 +116,11 @@ class LatencyHistogram(msgspec.Struct, kw_only=True):
         return {"counts": {str(b): n for b, n in sorted(self.counts.items())}}
 
     @classmethod
-    def from_dict(cls, doc: object) -> LatencyHistogram:
-        """Read ``as_dict``'s shape; ValueError on anything else, a bucket outside ``BUCKETS`` or a negative
-        count included (compare names the file)."""
+    def from_dict(cls, doc: object, layout: object = None) -> LatencyHistogram:
+        """Read ``as_dict``'s shape, recorded in ``layout`` (None: this one, ``check_layout``); ValueError
+        on anything else, another layout, a bucket outside ``BUCKETS`` or a negative count included
+        (compare names the file)."""
+        check_layout(layout)
         h = msgspec.convert(doc, cls, strict=False)
         for b, n in h.counts.items():
             if not 0 <= b < BUCKETS or n < 0:

@@ -26,6 +26,7 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
 from lossbench import __version__
+from lossbench.contract.latency import ANSWER_EVENT, ANSWER_PING, ANSWER_PREFLIGHT
 from lossbench.contract.summary import format_pct, format_pct_interval
 from lossbench.contract.sweep import (
     COLLECTOR_PARAMETERS,
@@ -47,7 +48,7 @@ _HTML, _MD = jinja_environment(True), jinja_environment(False, md_escape)
 NONE = "–"
 MARKS = {"above": " ▲", "below": " ▼"}
 """After a loss whose 95% interval lies wholly above (below) the prediction's."""
-ANSWER_STYLES = (("event", "#222222"), ("preflight", "#777777"), ("ping", "#aaaaaa"))
+ANSWER_STYLES = ((ANSWER_EVENT, "#222222"), (ANSWER_PREFLIGHT, "#777777"), (ANSWER_PING, "#aaaaaa"))
 UTILISATION_COLOR = "#b91c1c"
 CHART = "sweep"
 """The chart's name: ``charts/sweep.png``."""
@@ -139,7 +140,7 @@ def _collector_cells(point: SweepPoint) -> list[str]:
     collector = point.collector
     if collector is None:
         return [NONE, NONE]
-    answers = collector.answer_seconds.get("event")
+    answers = collector.answer_seconds.get(ANSWER_EVENT)
     answered = NONE if answers is None else f"{_ms(answers.p50)} / {_ms(answers.p99)} ms"
     utilisation = NONE if collector.utilisation is None else f"{100 * collector.utilisation:.0f}%"
     return [answered, utilisation]

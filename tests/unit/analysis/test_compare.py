@@ -631,6 +631,53 @@ def test_a_damaged_histogram_is_a_warning_naming_its_file(tmp_path: Path) -> Non
     assert summary.collector.utilisation == pytest.approx(0.5)
 
 
+def test_histograms_in_another_layout_are_left_out_with_a_warning_naming_their_file(tmp_path: Path) -> None:
+    """A file's histograms in another bucket layout would add counts to the wrong buckets: they are left
+    out; a file without a layout (written before it was recorded) is read in today's."""
+    run = make_run(tmp_path)
+    other = slow_stats(1.0, 1.0, [5.0], [5.0])
+    other["answers"]["layout"] = {"lowest": 1e-06, "per_decade": 40}
+    (run / "received" / "box-1.stats.json").write_text(json.dumps(other))
+    (run / "received" / "box-2.stats.json").write_text(json.dumps(slow_stats(1.0, 1.0, [0.02], [0.01])))
+    summary = compare(run)
+    [said] = [w for w in summary.warnings if "layout" in w]
+    path = run / "received" / "box-1.stats.json"
+    assert said.startswith(f"{path}: answer times left out") and "lossbench version that wrote it" in said
+    assert summary.collector is not None
+    assert summary.collector.answer_seconds["event"] == AnswerTimes(count=1, **percentiles(histogram([0.02])))
+    assert summary.collector.utilisation == pytest.approx(0.5)  # its service figures still count
+
+
+def test_the_collector_warnings_say_what_to_do() -> None:
+    """Stats files of differently started collectors, and damaged service figures: each warning names what
+    is wrong and what to do about it."""
+    from lossbench.analysis.compare import _collector_figures
+
+    def service(spec: str, workers: int) -> dict[str, Any]:
+        return {"spec": spec, "workers": workers, "busy_seconds": 1.0, "elapsed_seconds": 10.0}
+
+    warnings: list[str] = []
+    _collector_figures(
+        {
+            "received/a.stats.json": {"service": service("2ms", 1)},
+            "received/b.stats.json": {"service": service("5ms", 2)},
+        },
+        warnings,
+    )
+    [mixed] = warnings
+    assert "different service times or workers (['2ms', '5ms'], [1, 2])" in mixed
+    assert "(received/a.stats.json: 2ms, 1 worker(s); received/b.stats.json: 5ms, 2 worker(s))" in mixed
+    assert "keep one collector's stats files and ledgers in received/ and move the others out" in mixed
+    warnings = []
+    figures, _ = _collector_figures({"received/a.stats.json": {"service": {"spec": 2}}}, warnings)
+    [damaged] = warnings
+    assert figures is not None and figures.utilisation is None
+    assert damaged.startswith(
+        "received/a.stats.json: damaged service figures ({'spec': 2}), so no utilisation"
+    )
+    assert "run again" in damaged
+
+
 def test_an_older_collector_has_figures_without_utilisation_or_answer_times(tmp_path: Path) -> None:
     collector = compare(make_run(tmp_path)).collector  # its stats file has neither
     assert collector == CollectorFigures(

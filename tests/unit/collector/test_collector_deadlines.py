@@ -423,6 +423,45 @@ def test_a_connection_waiting_for_its_answer_is_not_idle(config: CollectorConfig
     on_loop(test, replace(config, service_time="3"))
 
 
+def test_the_idle_time_starts_when_the_answer_is_written_after_a_wait_shorter_than_it(
+    config: CollectorConfig,
+) -> None:
+    """The answer takes 1.5 s, less than the idle timeout (2 s): the connection still gets its whole idle
+    timeout after the answer, not what is left of one started when the request was complete."""
+
+    def test(bench: Bench) -> None:
+        conn, transport = bench.connect()
+        conn.data_received(PIXEL)
+        bench.wait(1.5)
+        assert transport.written.startswith(b"HTTP/1.1 200") and conn.state == IDLE
+        bench.wait(2.0 - STEP)
+        assert not transport.closed and bench.collector.stats.idle_timeouts == 0
+        bench.wait(STEP)
+        assert transport.closed and bench.collector.stats.idle_timeouts == 1
+
+    on_loop(test, replace(config, service_time="1.5"))
+
+
+def test_a_pipelined_request_behind_queued_answers_restarts_the_idle_time_at_the_last_answer(
+    config: CollectorConfig,
+) -> None:
+    """A second request completes while the first waits: the idle time starts at the second's answer."""
+
+    def test(bench: Bench) -> None:
+        conn, transport = bench.connect()
+        conn.data_received(PIXEL)
+        bench.wait(0.5)
+        conn.data_received(PIXEL)
+        bench.wait(1.5)  # the first answer at 1 s, the second at 2 s
+        assert transport.written.count(b"HTTP/1.1 200") == 2 and conn.state == IDLE
+        bench.wait(2.0 - STEP)
+        assert not transport.closed and bench.collector.stats.idle_timeouts == 0
+        bench.wait(STEP)
+        assert transport.closed and bench.collector.stats.idle_timeouts == 1
+
+    on_loop(test, replace(config, service_time="1"))
+
+
 def test_a_request_that_times_out_behind_queued_answers_gets_its_408_after_them(
     config: CollectorConfig,
 ) -> None:
@@ -464,6 +503,7 @@ def test_shutdown_waits_for_queued_answers_and_counts_those_left_after_the_grace
     stats = json.loads(next((tmp_path / "received").glob("*.stats.json")).read_text())
     assert stats["service"]["unanswered"] == 1 and stats["events"] == {"pixel": 2}
     assert stats["answers"]["event"]["counts"] == {str(bucket_of(4.0)): 1}
+    assert stats["answers"]["layout"] == {"lowest": 1e-05, "per_decade": 40}
 
 
 def test_a_client_pipelining_faster_than_it_is_served_is_not_read_until_its_queue_shrinks(
@@ -479,3 +519,137 @@ def test_a_client_pipelining_faster_than_it_is_served_is_not_read_until_its_queu
         assert transport.written.count(b"HTTP/1.1 200") == JOBS_PER_CONNECTION
 
     on_loop(test, replace(config, service_time=str(STEP), idle_timeout=30.0))
+
+
+def test_a_full_write_buffer_keeps_reading_paused_when_the_job_queue_shrinks(config: CollectorConfig) -> None:
+    """Two reasons to pause reading, each lifted on its own: a job ending does not resume reading while the
+    client still does not read its answers, and the buffer draining does once fewer jobs wait."""
+
+    def test(bench: Bench) -> None:
+        conn, transport = bench.connect()
+        conn.data_received(PIXEL * JOBS_PER_CONNECTION)
+        assert transport.paused
+        conn.pause_writing()  # the client does not read its answers either
+        bench.wait(STEP)  # one job ends: the queue is below the bound, the write buffer still full
+        assert transport.written.count(b"HTTP/1.1 200") == 1
+        assert transport.paused, "a job ending resumed reading over a full write buffer"
+        conn.resume_writing()
+        assert not transport.paused
+
+    on_loop(test, replace(config, service_time=str(STEP), idle_timeout=30.0))
+
+
+def test_a_drained_write_buffer_does_not_resume_reading_while_the_job_queue_is_full(
+    config: CollectorConfig,
+) -> None:
+    def test(bench: Bench) -> None:
+        conn, transport = bench.connect()
+        conn.data_received(PIXEL * JOBS_PER_CONNECTION)
+        conn.pause_writing()
+        conn.resume_writing()  # the write buffer drained: 64 jobs still wait
+        assert transport.paused, "the write buffer draining resumed reading while the job queue is full"
+        bench.wait(1.0)  # the first job ends
+        assert transport.written.count(b"HTTP/1.1 200") == 1 and not transport.paused
+
+    on_loop(test, replace(config, service_time="1", idle_timeout=30.0))
+
+
+def test_without_a_service_time_the_write_buffer_alone_pauses_and_resumes_reading(
+    config: CollectorConfig,
+) -> None:
+    def test(bench: Bench) -> None:
+        conn, transport = bench.connect()
+        conn.pause_writing()
+        assert transport.paused
+        conn.resume_writing()
+        assert not transport.paused
+
+    on_loop(test, config)
+
+
+BAD_JSON_POST = (
+    b"POST /e HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: 5\r\n\r\n{nope"
+)
+
+
+@pytest.mark.parametrize(
+    ("refused", "reason", "status"),
+    [
+        (b"BAD REQUEST\r\n\r\n", "bad_http", b"400"),  # refused while reading the head
+        (b"GET /nowhere HTTP/1.1\r\nHost: t\r\n\r\n", "not_found", b"404"),  # refused once complete
+        (BAD_JSON_POST, "bad_json", b"400"),  # refused after its body
+    ],
+)
+def test_a_request_refused_behind_queued_answers_is_no_longer_in_flight_and_never_times_out(
+    config: CollectorConfig, refused: bytes, reason: str, status: bytes
+) -> None:
+    """Its refusal waits for the answers before it (3 s, past the header and body timeouts of 1 s): it is
+    counted once, as refused, never as a timeout or as incomplete, and it is not a request in flight."""
+
+    def test(bench: Bench) -> None:
+        conn, transport = bench.connect()
+        conn.data_received(PIXEL + refused)
+        bench.wait(1.5)
+        stats = bench.collector.stats
+        assert transport.written == b"" and stats.refused == {reason: 1}
+        assert stats.header_timeouts == stats.body_timeouts == 0
+        assert bench.collector.stats_document()["requests_in_flight"] == 0
+        bench.wait(1.5)
+        assert transport.written.startswith(b"HTTP/1.1 200")
+        assert transport.written.index(b"HTTP/1.1 " + status) > 0 and transport.eof and conn.state == CLOSING
+        conn.connection_lost(None)
+        assert stats.header_timeouts == stats.body_timeouts == 0
+        assert stats.headers_incomplete == stats.bodies_incomplete == 0 and stats.refused == {reason: 1}
+
+    on_loop(test, replace(config, service_time="3"))
+
+
+def test_the_seconds_served_start_at_the_earliest_request_complete_not_the_first_answer(
+    config: CollectorConfig,
+) -> None:
+    """Two workers: an event complete at 0 s is answered at 1 s; a ping complete at 0.5 s is answered at
+    once, first. The seconds served run from 0 s (the earliest request complete), so the utilisation is
+    1 s busy over 2 workers × 1 s."""
+
+    def test(bench: Bench) -> None:
+        event, event_transport = bench.connect()
+        ping, ping_transport = bench.connect()
+        event.data_received(PIXEL)
+        bench.wait(0.5)
+        ping.data_received(b"GET /ping.gif?t=pixel-keepalive HTTP/1.1\r\nHost: t\r\n\r\n")
+        bench.wait(STEP)
+        assert ping_transport.written.startswith(b"HTTP/1.1 200") and event_transport.written == b""
+        bench.wait(0.5 - STEP)
+        assert event_transport.written.startswith(b"HTTP/1.1 200")
+        assert bench.collector.stats.served_seconds == 1.0
+        figures = bench.collector.service_figures()
+        assert figures["elapsed_seconds"] == 1.0 and figures["utilisation"] == 0.5
+
+    on_loop(test, replace(config, service_time="1", service_workers=2))
+
+
+def test_shutdown_closes_a_connection_once_its_queued_answers_are_written(config: CollectorConfig) -> None:
+    """Draining, an idle connection waits for its answer, then goes (it takes no more requests), while
+    another connection's answer is still queued: it does not wait for the end of the grace."""
+
+    async def test(bench: Bench) -> None:
+        first, first_transport = bench.connect()
+        second, second_transport = bench.connect()
+        first.data_received(PIXEL)
+        second.data_received(PIXEL)
+        await turns(lambda: bench.collector.service is not None and bench.collector.service.jobs == 2)
+        draining = asyncio.create_task(drain(bench.collector, StoppedServer()))
+        await asyncio.sleep(LOOKS)
+        bench.wait(1.0)  # one worker: the first answer at 1 s, the second at 2 s
+        assert first_transport.written.startswith(b"HTTP/1.1 200") and second_transport.written == b""
+        assert first.state == CLOSING and first_transport.eof, "answered: it goes, its FIN after the answer"
+        first.data_received(PIXEL)  # too late: not read
+        await asyncio.sleep(LOOKS)
+        assert bench.collector.stats.requests == {"pixel": 2} and not draining.done()
+        first.connection_lost(None)
+        bench.wait(1.0)
+        assert second.state == CLOSING and second_transport.eof
+        second.connection_lost(None)
+        await asyncio.wait_for(draining, HANG)
+
+    on_loop(test, replace(config, service_time="1", idle_timeout=30.0))

@@ -10,6 +10,7 @@ import pytest
 from lossbench.contract.latency import (
     BUCKETS,
     BUCKETS_PER_DECADE,
+    LAYOUT,
     UPPER_EDGES,
     LatencyHistogram,
     bucket_of,
@@ -75,6 +76,19 @@ def test_json_round_trip() -> None:
 def test_damaged_json_is_an_error(doc: object) -> None:
     with pytest.raises(ValueError):
         LatencyHistogram.from_dict(doc)
+
+
+def test_the_layout_recorded_with_a_histogram_must_be_this_one() -> None:
+    """Bucket i means 10⁻⁵ · 10^(i/40) s only in this layout: another one is refused, not misread; a file
+    written before layouts were recorded (none) is read in this one."""
+    doc = histogram([0.02]).as_dict()
+    assert LAYOUT == {"lowest": 1e-05, "per_decade": 40}
+    for same in (None, {"lowest": 1e-05, "per_decade": 40}, json.loads(json.dumps(LAYOUT))):
+        assert LatencyHistogram.from_dict(doc, layout=same).counts == {bucket_of(0.02): 1}
+    others = ({"lowest": 1e-06, "per_decade": 40}, {"lowest": 1e-05, "per_decade": 20}, {"lowest": 1e-05}, 40)
+    for other in others:
+        with pytest.raises(ValueError, match="layout"):
+            LatencyHistogram.from_dict(doc, layout=other)
 
 
 def test_draws_follow_the_recorded_distribution() -> None:
