@@ -124,7 +124,7 @@ def compare(
         reference = max(techniques, key=lambda t: techniques[t].loss)
     timing = _timing(figures, counts, techniques, names)
     warnings += _match_warnings(ledgers, match, techniques)
-    warnings += _timing_warnings(timing, figures.median_rtt)
+    warnings += _timing_warnings(timing, figures.median_rtt, run.get("client") == "chromium")
     warnings += _precision_warnings(run, techniques)
     return Summary(
         schema=SCHEMA,
@@ -598,9 +598,16 @@ def _precision_warnings(run: Mapping[str, Any], techniques: Mapping[str, Techniq
     return [f"--precision {goal:g} points: the ledgers' intervals are wider: {listed} points ({why})"]
 
 
-def _timing_warnings(timing: Timing, median_rtt: float) -> list[str]:
+def _timing_warnings(timing: Timing, median_rtt: float, browser: bool = False) -> list[str]:
     if not timing.flagged or timing.p90 is None:
         return []
+    if browser:  # the page went away late: its requests had that much more time, and that is not undone
+        return [
+            f"Chromium lagging: its pages went away {_ms(timing.p90)} (p90) after the planned exit, against "
+            f"stage times of ~{_ms(median_rtt)}, which gives their requests that much more time (deciding on "
+            f"the planned exit would change the loss by up to {100 * timing.max_loss_shift:.1f} points); "
+            "run it on an idle machine or with fewer --workers"
+        ]
     return [
         f"load generator lagging: p90 timing error {_ms(timing.p90)} against stage times of "
         f"~{_ms(median_rtt)}. Losses are decided on the intended timeline and stand (deciding "

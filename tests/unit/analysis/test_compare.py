@@ -313,6 +313,10 @@ def test_large_timing_error_is_flagged_with_what_real_time_decisions_would_cost(
     [w] = [w for w in s.warnings if "lagging" in w]
     assert w.startswith("load generator lagging: p90 timing error 100 ms against stage times of ~300 ms.")
     assert "would have added up to 100.0 points" in w and w.endswith("lower --users or add --processes")
+    (tmp_path / "run.json").write_text('{"client": "chromium"}')
+    [w] = [w for w in compare(tmp_path).warnings if "lagging" in w]
+    assert w.startswith("Chromium lagging: its pages went away 100 ms (p90) after the planned exit")
+    assert w.endswith("run it on an idle machine or with fewer --workers")
 
 
 def test_small_timing_error_is_not_flagged(tmp_path: Path) -> None:
