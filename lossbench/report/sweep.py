@@ -439,7 +439,14 @@ def _collector_panel(ax: Any, points: Sequence[SweepPoint], xs: Sequence[float])
         handles.append(line)
         right.set_ylabel("utilisation (%)", color=UTILISATION_COLOR)
         right.set_ylim(0, max(105.0, max(u for _, u in utilisation) * 1.1))
-    ax.legend(handles=handles, loc="upper left", fontsize=8, frameon=False)
+    # outside, as the loss panel's: inside it covered the lines it names (beyond the utilisation axis)
+    ax.legend(
+        handles=handles,
+        loc="center left",
+        bbox_to_anchor=(1.12 if utilisation else 1.01, 0.5),
+        fontsize=8,
+        frameon=False,
+    )
 
 
 def sweep_chart(document: SweepDocument, path: Path) -> Path | None:
