@@ -179,10 +179,10 @@ class RunResult:
     cpu_seconds: float | None  # the target's CPU time during the load; None for a running target at a URL
 
     def load_duration(self) -> float:
-        """Seconds the users ran: until ``--precision`` stopped them (run.json's precision_reached), else
-        run.json's duration (Locust's --run-time), else the wall time of the load (which counts Locust's
-        start and stop too)."""
-        for key in ("precision_reached", "duration"):
+        """Seconds the users ran: run.json's load_seconds (from the test's start until its last visit was
+        over), else until ``--precision`` stopped them (precision_reached), else run.json's duration
+        (Locust's --run-time), else the wall time of the load (which counts Locust's start and stop too)."""
+        for key in ("load_seconds", "precision_reached", "duration"):
             value = self.summary.run.get(key)
             if isinstance(value, int | float) and value > 0:
                 return float(value)

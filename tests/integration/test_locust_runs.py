@@ -169,6 +169,9 @@ def test_lossbench_run_then_compare_and_report(tmp_path):
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "the collector received" in result.stdout and "report: " in result.stdout
     run_dir = tmp_path / "r1"
+    # the load lasted its --run-time, plus the visits the tabs were playing (at most 10 s more)
+    load_seconds = json.loads((run_dir / "run.json").read_text())["load_seconds"]
+    assert 5 <= load_seconds < 5 + 10 + 5, load_seconds
     compared = subprocess.run(
         [sys.executable, "-m", "lossbench.cli", "compare", str(run_dir), "--fail-if", "ajax.loss < 0.01"],
         capture_output=True, text=True, timeout=60,

@@ -74,6 +74,8 @@ class LocustPlugin:
         self.users_started = 0
         self.workers_stopped: set[str] = set()  # master: the workers that sent their final report
         self.workers_asked = False  # master: this test's workers were asked for it
+        self.test_started: float | None = None  # monotonic time this test started
+        self.load_seconds: float | None = None  # from its start until its last event was over
         self.loss: LossWatch | None = None  # master: the running loss (progress.json, the Loss tab)
 
     def listen(self, locust_events: Events) -> None:
@@ -150,6 +152,7 @@ class LocustPlugin:
         its workers for their final reports anew at its end."""
         self.workers_stopped.clear()
         self.workers_asked = False
+        self.test_started, self.load_seconds = time.monotonic(), None
         self.sent.start_test(Path(self.options(environment).run_dir) / "sent")
         if self.loss is not None:
             self.loss.start(environment)
@@ -187,6 +190,10 @@ class LocustPlugin:
         else:
             self.in_flight.wait(LATE_AFTER)
             self.sent.close()
+        if self.test_started is not None and self.load_seconds is None:
+            # the tabs finish the visits they were playing after --run-time (user.py): the load lasted
+            # until now, which is what events per second must divide by
+            self.load_seconds = time.monotonic() - self.test_started
         if self.loss is not None:  # the last snapshot, with the workers' final reports
             self.loss.stop()
             self.loss.write(environment, final=True)
@@ -236,7 +243,14 @@ class LocustPlugin:
         assert environment.parsed_options is not None
         reached = None if self.loss is None else self.loss.reached_after
         parsed = environment.parsed_options
-        write_run_json(self.run_dir, environment, parsed, ended=time.time(), precision_reached=reached)
+        write_run_json(
+            self.run_dir,
+            environment,
+            parsed,
+            ended=time.time(),
+            precision_reached=reached,
+            load_seconds=None if self.load_seconds is None else round(self.load_seconds, 3),
+        )
         if not self.options(environment).no_summary or self.sent.error is not None:
             finish = self.hooks.finish if self.hooks is not None else None
             end_of_run(environment, self.run_dir, self.sent.error, finish)
