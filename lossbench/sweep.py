@@ -441,6 +441,8 @@ def sweep_point(point: Point, result: RunResult, folder: Path) -> SweepPoint:
         techniques=techniques,
         collector=summary.collector,
         warnings=summary.warnings,
+        timing_p90=summary.timing.p90,
+        timing_flagged=summary.timing.flagged,
     )
 
 
@@ -455,16 +457,22 @@ def _ms(seconds: float) -> str:
 def collector_clause(point: SweepPoint) -> str:
     """What the collector reported at a point: its p99 answer time to events and its utilisation, as far
     as the summary has them; "" when it has neither."""
+    lagged = ""
+    if point.timing_flagged and point.timing_p90 is not None:  # the likeliest cause comes first
+        lagged = f"the load generator lagged there (p90 timing error {_ms(point.timing_p90)})"
     collector = point.collector
     if collector is None:
-        return ""
+        return lagged
     answers = collector.answer_seconds.get(ANSWER_EVENT)
     p99 = None if answers is None else answers.p99
     utilisation = collector.utilisation
+    said = ""
     if p99 is not None:
         said = f"the collector's p99 answer time is {_ms(p99)}"
-        return said if utilisation is None else f"{said} (utilisation {100 * utilisation:.0f}%)"
-    return "" if utilisation is None else f"the collector's utilisation is {100 * utilisation:.0f}%"
+        said = said if utilisation is None else f"{said} (utilisation {100 * utilisation:.0f}%)"
+    elif utilisation is not None:
+        said = f"the collector's utilisation is {100 * utilisation:.0f}%"
+    return "; ".join(part for part in (lagged, said) if part)
 
 
 def _listed(document: SweepDocument, points: Sequence[SweepPoint], load: bool) -> str:
@@ -508,7 +516,8 @@ def findings(document: SweepDocument) -> list[Finding]:
                 after = {d for _, d in judged[last + 1 :]}
                 text += ", and back within it after" if after == {"within"} else ", and not above it after"
             if clause := collector_clause(above[0]):
-                text += f"; at {where(document, above[0], load)} {clause}"
+                at = ":" if len(above) == 1 else f"; at {where(document, above[0], load)}"
+                text += f"{at} {clause}"
             out.append(Finding(kind="above", technique=name, at=above[0].value, text=text))
         if below:
             text = f"{name} is below the model at {_listed(document, below, load)}"

@@ -63,11 +63,13 @@ class SweepPoint(msgspec.Struct, frozen=True, kw_only=True):
     run_dir: str  # relative to the sweep directory
     options: dict[str, Any]  # the run options this value set, e.g. {"exit_model": "mix:scale=60"}
     sent: int  # events sent, all techniques
-    load_seconds: float  # seconds the users ran (run.json's duration; else the load's wall time)
+    load_seconds: float  # seconds the load lasted (RunResult.load_duration)
     events_per_second: float  # sent / load_seconds: the load offered
     techniques: dict[str, SweepTechnique]
     collector: CollectorFigures | None  # the summary's; None: not reported (another target, older lossbench)
     warnings: list[str]  # the run's summary warnings
+    timing_p90: float | None = None  # the load generator's p90 timing error there, seconds
+    timing_flagged: bool = False  # large against the stage times: the generator lagged (compare warned)
 
 
 class Finding(msgspec.Struct, frozen=True, kw_only=True):

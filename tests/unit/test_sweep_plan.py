@@ -11,6 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from lossbench import cli
@@ -230,8 +231,8 @@ def test_findings_name_where_a_technique_leaves_its_prediction() -> None:
         "(utilisation 97%)"
     )
     assert found[("pixel", "above")].text == (
-        "pixel is above the model at 200 events/s (users=20), and back within it after; at 200 events/s "
-        "(users=20) the collector's p99 answer time is 4 ms"
+        "pixel is above the model at 200 events/s (users=20), and back within it after: the collector's p99 "
+        "answer time is 4 ms"
     )
     assert (
         found[("pixel-keepalive", "within")].text
@@ -376,3 +377,20 @@ def test_report_renders_a_sweep_directory(
     assert '<a href="1-abort-unload/report.html">' in page and '<a href="2-abort-drop/report.html">' in page
     assert cli.main(["report", str(folder), "--recompare"]) == 2
     assert "is a sweep: --recompare works on each point's run directory" in capsys.readouterr().err
+
+
+def test_a_finding_at_a_point_where_the_generator_lagged_says_so_first() -> None:
+    doc = swept(
+        [
+            ("Cable", 3800.0, {"ajax": ABOVE}, collector(0.0019, None)),
+            ("DSL", 3400.0, {"ajax": WITHIN}, None),
+        ],
+        parameter="profile",
+    )
+    lagging = msgspec.structs.replace(doc.points[0], timing_p90=0.026, timing_flagged=True)
+    doc = msgspec.structs.replace(doc, points=[lagging, doc.points[1]])
+    [above] = [f for f in findings(doc) if f.kind == "above"]
+    assert above.text == (
+        "ajax is above the model at profile=Cable: the load generator lagged there (p90 timing error 26 ms); "
+        "the collector's p99 answer time is 1.9 ms"
+    )
