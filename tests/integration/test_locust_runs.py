@@ -266,7 +266,7 @@ def test_sigterm_stops_the_run_and_its_children(tmp_path):
     and the ledgers written so far stay readable by compare."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "lossbench.cli", "run", "--duration", "60", "--users", "10",
-         "--processes", "1", "--out", str(tmp_path), "--run-id", "r"],
+         "--processes", "1", "--exit-model", "fixed:0.6", "--out", str(tmp_path), "--run-id", "r"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
