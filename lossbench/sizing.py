@@ -314,8 +314,11 @@ class Prober:
         )
         command = locust_command(probe_options, self.scenario, run_dir, self.load.url)
         with (run_dir / "locust.log").open("w") as log:
-            # its own session: the probe is killed with its workers (forked into the same group)
-            proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            # A process group of its own, to kill the probe with the workers it forks; the same session as
+            # the run, though: with autogroup scheduling (Linux's default on desktops and here) each session
+            # shares the CPUs as one, and a probe in a session of its own would get more of them than the
+            # run's Locust will, beside busy work started from the same shell.
+            proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, process_group=0)
         try:
             return self._watch(proc, run_dir, users, processes)
         finally:
