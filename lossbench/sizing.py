@@ -30,7 +30,7 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -38,7 +38,9 @@ from typing import Any
 import msgspec
 import numpy as np
 
+from lossbench.contract.techniques import TECHNIQUES
 from lossbench.contract.timing import guard_limit, lag_limit, timing_error
+from lossbench.model.predict import predict_loss
 from lossbench.model.profiles import get_profile
 from lossbench.runner import Load, RunError, RunOptions, Say, find_scenario, locust_command, start_load
 from lossbench.stats import wilson_half_width
@@ -214,14 +216,19 @@ def reason(users: int, processes: int, probes: list[Probe], limit: float, target
     )
 
 
-def expected_half_width(probe: Probe, duration: float) -> tuple[str, float] | None:
-    """The widest 95% interval (half-width) to expect after ``duration`` seconds at the probe's rates and
-    client-side losses: (technique, half-width); None when the probe saw no events."""
+def expected_half_width(
+    probe: Probe, duration: float, predicted: Mapping[str, float] | None = None
+) -> tuple[str, float] | None:
+    """The widest 95% interval (half-width) to expect after ``duration`` seconds at the probe's rate of
+    each technique and its ``predicted`` loss (the model's; else the probe's own count of cut events, which
+    is low: events cut late had not finished when the probe was read): (technique, half-width); None when
+    the probe saw no events."""
     widest: tuple[str, float] | None = None
     for tech, (events, cut) in probe.losses.items():
         if events == 0 or probe.seconds <= 0:
             continue
-        half = wilson_half_width(cut / events, events / probe.seconds * duration)
+        loss = (predicted or {}).get(tech, cut / events)
+        half = wilson_half_width(loss, events / probe.seconds * duration)
         if widest is None or half > widest[1]:
             widest = (tech, half)
     return widest
@@ -421,13 +428,31 @@ def size_load(
     seconds = time.monotonic() - started
     say(f"sized to {words}; sizing took {seconds:.0f} s")
     chosen = next((p for p in probes if (p.users, p.processes) == (users, processes)), None)
-    widest = expected_half_width(chosen, options.duration) if chosen is not None else None
+    widest = None if chosen is None else expected_half_width(chosen, options.duration, _predicted(options))
     if widest is not None:
         say(
             f"  at that rate, {options.duration:g} s should give intervals within about "
-            f"±{100 * widest[1]:.2f} points (widest: {widest[0]}, on the client's count)"
+            f"±{100 * widest[1]:.2f} points (widest: {widest[0]}, at the model's loss)"
         )
     return Sizing(users, processes, words, limit, target, seconds, machine, probes)
+
+
+def _predicted(options: RunOptions) -> dict[str, float]:
+    """The model's loss per technique for the run (a quick Monte Carlo: for the expected interval only)."""
+    plugin = options.plugin
+    techniques = plugin.chosen_techniques() or TECHNIQUES
+    try:
+        predicted = predict_loss(
+            plugin.network_profile,
+            plugin.exit_model,
+            plugin.abort,
+            techniques,
+            seed=plugin.seed,
+            events=20_000,
+        )
+    except ValueError:  # a technique the model does not know
+        return {}
+    return {str(tech): p.loss for tech, p in predicted.items()}
 
 
 @contextlib.contextmanager

@@ -132,6 +132,11 @@ def test_the_expected_interval_comes_from_the_probe_s_rate_and_loss() -> None:
     tech, half = expected_half_width(probe, 90.0)  # type: ignore[misc]
     assert tech == "ajax" and half == pytest.approx(0.0040, abs=0.0001)  # 8% over 18,000 events
     assert expected_half_width(Probe(50, 1, 3.0, 0, None, None), 90.0) is None
+    # the probe's own count is low (events cut late had not finished): the model's loss comes first
+    modelled = expected_half_width(probe, 90.0, {"ajax": 0.02, "pixel": 0.5})
+    assert (
+        modelled is not None and modelled[0] == "pixel" and modelled[1] == pytest.approx(0.0073, abs=0.0001)
+    )
 
 
 def test_a_probe_reads_its_growing_ledger_and_measures_its_window(tmp_path: Path) -> None:
