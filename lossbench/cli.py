@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -275,14 +277,17 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 def _run_options(args: argparse.Namespace, command: str) -> RunOptions | None:
     """The options of ``run`` and ``targets``; None (after saying why) when an environment variable is bad."""
-    from lossbench.loadgen.locust.options import run_options
-    from lossbench.runner import RunOptions
+    from lossbench.loadgen.locust.options import OPTIONS, run_options
+    from lossbench.runner import LAG_STOP, RunOptions
 
     try:
         plugin = run_options(args)
     except ValueError as exc:  # a LOSSBENCH_* variable that cannot be read
         print(f"lossbench {command}: {exc}", file=sys.stderr)
         return None
+    lag_stop = next(o for o in OPTIONS if o.name == "lag_stop")
+    if command == "run" and args.lag_stop is None and lag_stop.env not in os.environ:
+        plugin = dataclasses.replace(plugin, lag_stop=LAG_STOP)  # sweep and targets hold their load
     defaults = RunOptions()
     users = defaults.users if args.users is None else args.users
     given = args.users is not None or args.processes is not None

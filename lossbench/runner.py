@@ -31,6 +31,10 @@ from lossbench.targets import KINDS, Target, TargetError, start_target
 
 Say = Callable[[str], None]
 
+LAG_STOP = 20.0
+"""lossbench run's --lag-stop unless given: seconds of a lagging load generator that stop the run (the
+plugin's default, for locust -f, sweep and targets, is never)."""
+
 
 @dataclass
 class RunOptions:

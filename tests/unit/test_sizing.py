@@ -175,3 +175,28 @@ def test_run_records_why_it_did_not_size(tmp_path: Path) -> None:
     size_run(url, tmp_path, said.append)
     assert "not sized: a running target" in said[-1]
     assert size_run(RunOptions(), tmp_path, said.append) == RunOptions()  # sweep, targets: not asked
+
+
+def test_lossbench_run_sizes_and_guards_while_sweep_and_targets_hold_their_load(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from lossbench.cli import _run_options, build_parser
+
+    monkeypatch.delenv("LOSSBENCH_LAG_STOP", raising=False)
+    parser = build_parser()
+
+    def options(*argv: str) -> RunOptions:
+        made = _run_options(parser.parse_args(list(argv)), argv[0])
+        assert made is not None
+        return made
+
+    run = options("run")
+    assert (run.size, run.users, run.processes, run.plugin.lag_stop) == (True, 400, 2, 20.0)
+    given = options("run", "--users", "100", "--lag-stop", "0")
+    assert (given.size, given.users, given.processes, given.plugin.lag_stop) == (False, 100, 2, 0.0)
+    assert options("run", "--processes", "1").size is False
+    for command in (("sweep", "--vary", "users=10,20"), ("targets",)):
+        held = options(*command)
+        assert (held.size, held.users, held.plugin.lag_stop) == (None, 400, 0.0)
+    monkeypatch.setenv("LOSSBENCH_LAG_STOP", "5")
+    assert options("run").plugin.lag_stop == 5.0
