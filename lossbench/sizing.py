@@ -1,24 +1,26 @@
 """Sizing the load of ``lossbench run`` to the machine as it is when the run starts.
 
-pyperf calibrates its loops before it measures: it doubles them until one run lasts long enough.
-``lossbench run`` calibrates its load, from the other end: the most it wants is the default load, ``CAP``
-(400 tabs in two Locust worker processes: the four techniques ranked in about a minute and a half on an
-idle two-core machine), and the question is whether the machine, as busy as it is now, sustains it
-without the load generator lagging. A lagging generator does not change which events are lost (they are
-decided on the intended timeline), but the collector then sees a late schedule, and compare flags the run
+pyperf calibrates its loops before it measures: it doubles them until one run lasts long enough. ``lossbench
+run`` calibrates its load, from the other end: the most it wants is the default load (``CAP_USERS`` tabs in
+``CAP_PROCESSES`` Locust worker processes: the four techniques ranked in about a minute and a half on an
+idle two-core machine), and the question is whether the machine, as busy as it is now, sustains it without
+the load generator lagging. A lagging generator does not change which events are lost (they are decided on
+the intended timeline), but the collector then sees a late schedule, and compare flags the run
 (``lossbench.contract.timing``).
 
-Each probe is a short Locust run with the run's own options against a collector of its own: once its
-tabs have started (``SETTLE``: their first visits spread over 3 s) it takes the timing error of the events
-fired over ``WINDOW`` seconds from its sent ledger, as compare reads it, and is killed (its ledgers are
-thrown away). The first load whose p90 stays within ``TARGET_SHARE`` of the limit is the run's; each probe
-that misses halves the tabs, down to ``MIN_USERS``. A probe holds to a share of the limit because the run
-lasts longer than a probe and the machine's other work comes and goes: a load at the limit in a probe
-would be flagged in the run. ``plan`` takes the processes from the CPUs this process may use and what the
-load average says is free of them.
+Each probe is a short Locust run with the run's own options against a collector of its own: once its tabs
+have started (``SETTLE``: their first visits spread over 3 s) it takes the timing error of the events fired
+over ``WINDOW`` seconds from its sent ledger, as compare reads it, and is killed (its ledgers are thrown
+away). Each probe that misses halves the tabs, down to ``MIN_USERS``; after the first that holds its p90
+within ``TARGET_SHARE`` of the limit, one more probe tries the middle between it and the load that missed,
+and the heavier of the two that held is the run's. A probe holds to a share of the limit because the run
+lasts longer than a probe and the machine's other work comes and goes: a load at the limit in a probe would
+be flagged in the run. ``plan`` takes the processes from the CPUs this process may use and what the load
+average says is free of them. Probes run in the caller's session, as the run's Locust will: under autogroup
+scheduling each session shares the CPUs as one (``Prober``).
 
-The choice (``choose``) is separate from the probing (``Prober``), so that it is tested with made-up
-probes; ``size_load`` puts them together and says what it chose and why.
+The choice (``choose``) is separate from the probing (``Prober``), so that it is tested with made-up probes;
+``size_load`` puts them together and says what it chose and why.
 """
 
 from __future__ import annotations
