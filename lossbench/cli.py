@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -275,21 +277,27 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 def _run_options(args: argparse.Namespace, command: str) -> RunOptions | None:
     """The options of ``run`` and ``targets``; None (after saying why) when an environment variable is bad."""
-    from lossbench.loadgen.locust.options import run_options
-    from lossbench.runner import RunOptions
+    from lossbench.loadgen.locust.options import OPTIONS, run_options
+    from lossbench.runner import LAG_STOP, RunOptions
 
     try:
         plugin = run_options(args)
     except ValueError as exc:  # a LOSSBENCH_* variable that cannot be read
         print(f"lossbench {command}: {exc}", file=sys.stderr)
         return None
+    lag_stop = next(o for o in OPTIONS if o.name == "lag_stop")
+    if command == "run" and args.lag_stop is None and lag_stop.env not in os.environ:
+        plugin = dataclasses.replace(plugin, lag_stop=LAG_STOP)  # sweep and targets hold their load
+    defaults = RunOptions()
+    users = defaults.users if args.users is None else args.users
+    given = args.users is not None or args.processes is not None
     return RunOptions(
         out=Path(args.out),
         run_id=args.run_id,
         duration=args.duration,
-        users=args.users,
-        spawn_rate=args.spawn_rate or float(args.users),
-        processes=args.processes,
+        users=users,
+        spawn_rate=args.spawn_rate or float(users),
+        processes=defaults.processes if args.processes is None else args.processes,
         collector_processes=getattr(args, "collector_processes", RunOptions.collector_processes),
         service_time=getattr(args, "service_time", RunOptions.service_time),
         service_workers=getattr(args, "service_workers", RunOptions.service_workers),
@@ -298,6 +306,7 @@ def _run_options(args: argparse.Namespace, command: str) -> RunOptions | None:
         scenario=Path(args.scenario) if args.scenario else None,
         plugin=plugin,
         live=sys.stdout.isatty(),
+        size=not given if command == "run" else None,  # sweep and targets: the same load at every point
     )
 
 
@@ -474,15 +483,20 @@ def _add_load_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--duration", type=float, default=defaults.duration, help="seconds of load (default: %(default)s)"
     )
-    p.add_argument("--users", type=int, default=defaults.users, help="browser tabs (default: %(default)s)")
+    p.add_argument(
+        "--users",
+        type=int,
+        help=f"browser tabs (default: {defaults.users}; lossbench run without --users and --processes sizes "
+        f"tabs and processes to the machine first, at most {defaults.users} in {defaults.processes})",
+    )
     p.add_argument(
         "--spawn-rate", type=float, default=0.0, help="users started per second (default: all at once)"
     )
     p.add_argument(
         "--processes",
         type=int,
-        default=defaults.processes,
-        help="Locust worker processes; 1 runs a single local process (default: %(default)s)",
+        help=f"Locust worker processes; 1 runs a single local process (default: {defaults.processes}; see "
+        "--users for sizing)",
     )
     p.add_argument(
         "--scenario",
@@ -524,7 +538,11 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         description=(
             "Start the reference collector (or another --target), run Locust headless with "
             "scenarios/all.py (the four techniques side by side under the same draws), then compare and "
-            "report. Prints progress, the loss table and the path of the report. See 'lossbench models' "
+            "report. Without --users and --processes it first sizes the load to the machine as it is: short "
+            "probes from 400 tabs in 2 processes, halving the tabs until the load generator's p90 timing "
+            "error stays well within the limit compare warns at (it prints what it chose and why; "
+            "run.json's sizing has the probes). Prints progress, the loss table and the path of the "
+            "report. See 'lossbench models' "
             "for profiles and exit models. The options from --network-profile on are the Locust plugin's, "
             "passed on as they are (environment variables LOSSBENCH_* set their defaults)."
         ),

@@ -31,6 +31,10 @@ from lossbench.targets import KINDS, Target, TargetError, start_target
 
 Say = Callable[[str], None]
 
+LAG_STOP = 20.0
+"""lossbench run's --lag-stop unless given: seconds of a lagging load generator that stop the run (the
+plugin's default, for locust -f, sweep and targets, is never)."""
+
 
 @dataclass
 class RunOptions:
@@ -50,6 +54,8 @@ class RunOptions:
     scenario: Path | None = None
     plugin: PluginOptions = field(default_factory=PluginOptions)  # passed on to Locust as they are
     live: bool = False  # progress as a live view (a terminal), else as lines every 10 s
+    size: bool | None = None  # size users and processes to the machine first (lossbench.sizing); False:
+    # lossbench run was given them (said and recorded); None: not asked (sweep, targets)
 
 
 class RunError(Exception):
@@ -179,10 +185,17 @@ class RunResult:
     cpu_seconds: float | None  # the target's CPU time during the load; None for a running target at a URL
 
     def load_duration(self) -> float:
-        """Seconds the users ran: run.json's load_seconds (from the test's start until its last visit was
-        over), else until ``--precision`` stopped them (precision_reached), else run.json's duration
-        (Locust's --run-time), else the wall time of the load (which counts Locust's start and stop too)."""
-        for key in ("load_seconds", "precision_reached", "duration"):
+        """Seconds the load lasted: run.json's load_seconds (from the test's start until its last visit was
+        over), else until ``--precision`` or the lag guard stopped it (precision_reached, lag_stopped), else
+        run.json's duration (Locust's --run-time), else the wall time of the load (which counts Locust's
+        start and stop too)."""
+        seconds = self.summary.run.get("load_seconds")
+        if isinstance(seconds, int | float) and seconds > 0:
+            return float(seconds)
+        stopped = self.summary.run.get("lag_stopped")
+        if isinstance(stopped, dict) and isinstance(stopped.get("at"), int | float):
+            return float(stopped["at"])
+        for key in ("precision_reached", "duration"):
             value = self.summary.run.get(key)
             if isinstance(value, int | float) and value > 0:
                 return float(value)
@@ -204,6 +217,7 @@ def run_measured(options: RunOptions, say: Say = print) -> RunResult:
     if (run_dir / "sent").exists():
         raise RunError(f"{run_dir} already holds a run; choose another --run-id or remove it")
     run_dir.mkdir(parents=True, exist_ok=True)
+    options = size_run(options, run_dir, say)
     plugin = options.plugin
     techniques = ", ".join(plugin.chosen_techniques()) or f"every technique of {scenario.name}"
     say(
@@ -233,6 +247,38 @@ def run_measured(options: RunOptions, say: Say = print) -> RunResult:
     finally:
         load.stop()
     return RunResult(run_dir, finish_run(run_dir, say), load_seconds, cpu)
+
+
+def size_run(options: RunOptions, run_dir: Path, say: Say) -> RunOptions:
+    """The run's options with users and processes sized to the machine (``lossbench.sizing``) when asked;
+    what was done goes into run.json's ``sizing``."""
+    if options.size is None:
+        return options
+    record: dict[str, Any]
+    if not options.size:
+        why = "--users or --processes given"
+        say(f"load: {options.users} tabs in {options.processes} process(es), as given (not sized)")
+        record = {"skipped": why}
+    elif is_url(options.target):
+        why = "a running target: the probes' events would go into the log compare reads"
+        say(f"load: {options.users} tabs in {options.processes} process(es), not sized: {why}")
+        record = {"skipped": why}
+    else:
+        from lossbench.sizing import size_load
+
+        sizing = size_load(options, run_dir / "sizing", say)
+        options = replace(options, users=sizing.users, processes=sizing.processes)
+        record = sizing.record()
+    update_run_json(run_dir, sizing=record)
+    return options
+
+
+def update_run_json(run_dir: Path, **values: Any) -> None:
+    """Set keys of run.json (the plugin keeps what it finds there when it writes its own)."""
+    path = run_dir / "run.json"
+    document = json.loads(path.read_text()) if path.exists() else {}
+    document.update(values)
+    path.write_text(json.dumps(document, indent=1) + "\n")
 
 
 def start_collector(

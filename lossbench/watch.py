@@ -110,6 +110,23 @@ def collector_words(sample: Sample) -> str:
     )
 
 
+def timing_words(progress: Progress | None) -> str:
+    """The load generator's running timing error against the limit compare warns at ("" without it)."""
+    timing = None if progress is None else progress.timing
+    if timing is None or timing.p90 is None:
+        return ""
+    words = f"timing error p90 {_ms(timing.p90)}"
+    if timing.limit is not None:
+        words += f" (compare warns above {_ms(timing.limit)})"
+    if timing.over_for > 0:
+        words += f", lagging for {timing.over_for:.0f} s"
+    return words
+
+
+def _ms(seconds: float) -> str:
+    return f"{1000 * seconds:.0f} ms" if seconds >= 0.01 else f"{1000 * seconds:.1f} ms"
+
+
 def elapsed(sample: Sample) -> float:
     """Seconds of load: the Locust master's count once there is one, else since Locust started."""
     return sample.progress.elapsed if sample.progress is not None else sample.seconds
@@ -127,8 +144,10 @@ def plain_lines(sample: Sample) -> list[str]:
         )
         goal = goal_words(progress)
         rate = f"{progress.events_per_second:,.0f} events/s"
+        timing = timing_words(progress)
         lines.append(
-            f"         loss so far (client's count): {losses}; {rate}" + (f"; {goal}" if goal else "")
+            f"         loss so far (client's count): {losses}; {rate}"
+            + "".join(f"; {w}" for w in (timing, goal) if w)
         )
     return lines
 
@@ -156,6 +175,9 @@ def view(sample: Sample) -> RenderableType:
     figures = collector_words(sample)
     if figures:
         parts.append(Text(figures))
+    timing = timing_words(progress)
+    if timing and progress is not None and progress.timing is not None:
+        parts.append(Text(f"load generator: {timing}", style="red" if progress.timing.over_for else ""))
     parts.append(Text(NOTE, style="dim"))
     return Group(*parts)
 
@@ -191,7 +213,9 @@ def follow(running: Callable[[], bool], sampler: Sampler, say: Say, live: bool, 
             while running():
                 time.sleep(1.0)
                 shown.update(view(sampler.sample()), refresh=True)
-            shown.update(view(sampler.sample()), refresh=True)  # the last snapshot stays on the screen
+            last = sampler.sample()
+            shown.update(view(last), refresh=True)  # the last snapshot stays on the screen
+        say_end(last.progress, say)
         return
     next_report = time.monotonic() + every
     while running():
@@ -200,7 +224,13 @@ def follow(running: Callable[[], bool], sampler: Sampler, say: Say, live: bool, 
             next_report = time.monotonic() + every
             for line in plain_lines(sampler.sample()):
                 say(line)
-    final = sampler.sample().progress
+    say_end(sampler.sample().progress, say)
+
+
+def say_end(final: Progress | None, say: Say) -> None:
+    """How the load ended, when it ended before its time: the precision goal, or the lag guard."""
+    if final is not None and final.stopped:
+        say(f"  stopped: {final.stopped}")
     if final is not None and final.reached:
         widest = max(t.half_width for t in final.techniques.values())
         say(

@@ -49,6 +49,7 @@ from lossbench.contract.summary import (
     summary_json,
 )
 from lossbench.contract.techniques import STAGES, TECHNIQUES
+from lossbench.contract.timing import lagging
 from lossbench.stats import ALPHA, beside, ratio, two_proportion_test, wilson_interval
 
 if TYPE_CHECKING:
@@ -122,9 +123,10 @@ def compare(
         if reference not in TECHNIQUES:
             warnings.append(f"reference {reference!r} is not a technique; comparing against the highest loss")
         reference = max(techniques, key=lambda t: techniques[t].loss)
-    timing = _timing(figures, counts, techniques, names)
+    timing = _timing(figures, counts, techniques, names, lag_stopped=bool(run.get("lag_stopped")))
     warnings += _match_warnings(ledgers, match, techniques)
     warnings += _timing_warnings(timing, figures.median_rtt, run.get("client") == "chromium")
+    warnings += _lag_stop_warnings(run)
     warnings += _precision_warnings(run, techniques)
     return Summary(
         schema=SCHEMA,
@@ -541,11 +543,12 @@ def _comparisons(techniques: dict[str, TechniqueFigures], reference: str) -> lis
     return out
 
 
-LAG_FLAG_SHARE = 0.1  # p90 lag above this share of the median RTT distorts the schedule the collector sees
-
-
 def _timing(
-    figures: _SentFigures, counts: _Counts, techniques: dict[str, TechniqueFigures], names: list[str]
+    figures: _SentFigures,
+    counts: _Counts,
+    techniques: dict[str, TechniqueFigures],
+    names: list[str],
+    lag_stopped: bool = False,
 ) -> Timing:
     """The generator's timing error (real − plan at the last stage reached) and what it could have cost.
 
@@ -554,11 +557,13 @@ def _timing(
     collector sees bytes later than intended. ``loss_shift`` is what an emulator deciding on real time
     would have added to each loss (delivered events whose bytes reached the wire after their page had
     gone); ``flagged`` says the lag is large against stage times, so the collector's view (arrival
-    pattern, connection-seconds) is distorted.
+    pattern, connection-seconds) is distorted (the rule is ``lossbench.contract.timing.lagging``, which
+    the plugin's lag guard and the sizing of ``lossbench run`` share); a run the lag guard stopped
+    (``lag_stopped``) is flagged too, whatever the whole run's p90.
     """
     pct, median_rtt = figures.timing, figures.median_rtt
     shifts = {name: counts.late[names.index(name)] / max(entry.sent, 1) for name, entry in techniques.items()}
-    flagged = bool(pct and median_rtt > 0 and pct[1] > LAG_FLAG_SHARE * median_rtt)
+    flagged = lagging(pct[1] if pct else None, median_rtt) or lag_stopped
     return Timing(
         p50=pct[0] if pct else None,
         p90=pct[1] if pct else None,
@@ -599,7 +604,7 @@ def _precision_warnings(run: Mapping[str, Any], techniques: Mapping[str, Techniq
 
 
 def _timing_warnings(timing: Timing, median_rtt: float, browser: bool = False) -> list[str]:
-    if not timing.flagged or timing.p90 is None:
+    if timing.p90 is None or not lagging(timing.p90, median_rtt):
         return []
     if browser:  # the page went away late: its requests had that much more time, and that is not undone
         return [
@@ -614,6 +619,15 @@ def _timing_warnings(timing: Timing, median_rtt: float, browser: bool = False) -
         f"on real time would have added up to {100 * timing.max_loss_shift:.1f} points), but the "
         "collector saw a late schedule, so its cost figures are distorted; lower --users or add --processes"
     ]
+
+
+def _lag_stop_warnings(run: Mapping[str, Any]) -> list[str]:
+    """The Locust plugin stopped the run because its load generator lagged (run.json's lag_stopped)."""
+    stopped = run.get("lag_stopped")
+    if not isinstance(stopped, Mapping):
+        return []
+    message = stopped.get("message") or "the load generator lagged"
+    return [f"stopped early: {message}"]
 
 
 def _ledger_warnings(ledgers: Ledgers) -> list[str]:

@@ -26,6 +26,7 @@ from lossbench.analysis import fast as ledger_fast
 from lossbench.analysis import parallel as ledger_parallel
 from lossbench.contract.lines import SCHEMA, ReceivedEvent, SentEvent, SentPing
 from lossbench.contract.techniques import TECHNIQUES
+from lossbench.contract.timing import timing_error
 
 # ---------------------------------------------------------------------------------------------------------
 # Reading: every ledger of a run directory into numpy columns, for compare to join.
@@ -174,15 +175,6 @@ def _event_id(line: Any, index: int) -> bytes:
     return str(ident).encode()
 
 
-def _timing_error(plan: dict[str, float] | None, real: dict[str, float] | None) -> float:
-    """real − plan at the last stage completed (the one planned to end last); nan when none completed."""
-    if not plan or not real:
-        return _NAN
-    last = max(plan, key=plan.__getitem__)
-    actual = real.get(last)
-    return _NAN if actual is None else actual - plan[last]
-
-
 def _num(x: float | None) -> float:
     return _NAN if x is None else x
 
@@ -214,7 +206,7 @@ def _sent_row(line: Any, index: int) -> Row:
             _count(line.connections),
             _num(line.A),
             _num(line.rtt),
-            _timing_error(line.plan, line.real),
+            timing_error(line.plan, line.real),
         )
     except ValueError as e:
         raise BadLine(index, f"event line with a value out of range ({e})") from None

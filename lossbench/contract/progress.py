@@ -14,7 +14,7 @@ from pathlib import Path
 
 import msgspec
 
-SCHEMA = "lossbench.progress/1"
+SCHEMA = "lossbench.progress/2"
 """Version of the progress document; bump it when the JSON shape changes."""
 
 FILE_NAME = "progress.json"
@@ -32,6 +32,19 @@ class TechniqueProgress(msgspec.Struct, frozen=True, kw_only=True):
     events_to_goal: int | None  # events it needs in all for the goal, if its loss stays; None: no goal
 
 
+class TimingProgress(msgspec.Struct, frozen=True, kw_only=True):
+    """The load generator's timing error over the last ``window`` seconds (``lossbench.contract.timing``):
+    how late the last stage of each event reported in that time really ended."""
+
+    window: float  # seconds the figures cover: the reports that reached the master in that time
+    events: int  # events timed in the window
+    p50: float | None  # seconds; None: no event in the window
+    p90: float | None
+    limit: float | None  # the p90 compare flags a run above (10% of the median RTT); None: zero RTT
+    guard: float | None  # the p90 the lag guard holds to: the limit, at least GUARD_FLOOR; None: no guard
+    over_for: float  # seconds the window's p90 has been above ``guard`` without a break (0: it is not)
+
+
 class Progress(msgspec.Struct, frozen=True, kw_only=True):
     """A snapshot of the run, from the Locust master's statistics."""
 
@@ -47,6 +60,8 @@ class Progress(msgspec.Struct, frozen=True, kw_only=True):
     reached: bool  # every technique met the goal (and had at least min_events events)
     min_events: int  # events each technique needs before the goal can stop the run
     techniques: dict[str, TechniqueProgress]
+    timing: TimingProgress | None = None  # None: no timing figures (a snapshot from before they existed)
+    stopped: str | None = None  # why the plugin stopped the run before its time (the lag guard)
     updated: float  # wall-clock time of the snapshot (Unix seconds)
 
 

@@ -178,6 +178,16 @@ def _names(value: object) -> str:
     return ", ".join(map(str, value)) if isinstance(value, list) else _plain(value)
 
 
+def _sizing(value: object) -> str:
+    """run.json's sizing (lossbench run sized the load to the machine), in its own words."""
+    if isinstance(value, Mapping):
+        if value.get("reason"):
+            return f"sized to {value['reason']}"
+        if value.get("skipped"):
+            return f"not sized: {value['skipped']}"
+    return _plain(value)
+
+
 _SHOWN: dict[str, tuple[str, Callable[[Any], str]]] = {
     "run_id": ("run id", _plain),
     "scenario": ("scenario", _plain),
@@ -186,6 +196,8 @@ _SHOWN: dict[str, tuple[str, Callable[[Any], str]]] = {
     "abort": ("abort kind", _plain),
     "seed": ("seed", _plain),
     "users": ("users", _plain),
+    "processes": ("processes", _plain),
+    "sizing": ("load", _sizing),
     "duration": ("duration", _seconds),
     "techniques": ("techniques", _names),
     "host": ("host", _plain),

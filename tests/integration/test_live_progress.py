@@ -11,6 +11,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from support import ROOT, free_port, wait_until
 
 GOAL_POINTS = 2.0
@@ -39,6 +41,11 @@ def test_precision_stops_the_run_once_every_interval_is_within_the_goal(tmp_path
     assert "precision reached after" in result.stdout  # plain lines: stdout is not a terminal here
     progress = json.loads((run_dir / "progress.json").read_text())
     assert progress["reached"] and progress["state"] == "stopped"
+    timing = progress["timing"]  # the workers' timing errors reached the master with their reports
+    assert timing["events"] > 0 and timing["p90"] is not None and timing["limit"] == pytest.approx(0.0004)
+    assert progress["stopped"] is None  # the goal stopped it, not the lag guard
+    assert run["sizing"] == {"skipped": "--users or --processes given"}
+    assert "load: 40 tabs in 2 process(es), as given (not sized)" in result.stdout
     summary = json.loads((run_dir / "summary.json").read_text())
     assert set(summary["techniques"]) == {"ajax", "pixel", "pixel-prewarm", "pixel-keepalive"}
     for name, row in summary["techniques"].items():  # the ledgers' join: at least as many events

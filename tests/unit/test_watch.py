@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from msgspec.structs import replace
 from rich.console import Console
 
-from lossbench.contract.progress import FILE_NAME, Progress, TechniqueProgress, write_progress
+from lossbench.contract.progress import FILE_NAME, Progress, TechniqueProgress, TimingProgress, write_progress
 from lossbench.stats import wilson_interval
 from lossbench.watch import NOTE, Sample, Sampler, follow, plain_lines, view
 
@@ -129,3 +130,28 @@ def test_follow_live_leaves_the_last_view(tmp_path: Path, capsys: pytest.Capture
     follow(lambda: next(polls), Sampler(tmp_path / FILE_NAME, 90.0, None), print, live=True)
     out = capsys.readouterr().out
     assert "[6.9, 9.3]" in out and "loss so far" not in out
+
+
+LAGGING = TimingProgress(window=10.0, events=900, p50=0.04, p90=0.12, limit=0.03, guard=0.03, over_for=12.0)
+
+
+def test_the_running_timing_error_is_shown_against_the_limit() -> None:
+    line = plain_lines(sample(progress=progress(timing=LAGGING)))[1]
+    assert line.endswith(
+        "210 events/s; timing error p90 120 ms (compare warns above 30 ms), lagging for 12 s; "
+        "goal ±0.5 points in about 35 s"
+    )
+    on_time = replace(LAGGING, p90=0.004, over_for=0.0)
+    assert (
+        "timing error p90 4.0 ms (compare warns above 30 ms);"
+        in plain_lines(sample(progress=progress(timing=on_time)))[1]
+    )
+    text = " ".join(render(view(sample(progress=progress(timing=LAGGING)))).split())
+    assert "load generator: timing error p90 120 ms (compare warns above 30 ms), lagging for 12 s" in text
+
+
+def test_follow_says_why_the_plugin_stopped_the_run(tmp_path: Path) -> None:
+    write_progress(tmp_path / FILE_NAME, progress(timing=LAGGING, stopped="the load generator lagged: ..."))
+    said: list[str] = []
+    follow(lambda: False, Sampler(tmp_path / FILE_NAME, 90.0, None), said.append, live=False)
+    assert said == ["  stopped: the load generator lagged: ..."]

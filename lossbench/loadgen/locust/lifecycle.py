@@ -42,6 +42,8 @@ from lossbench.loadgen.locust.options import LocustParser, PluginOptions, add_lo
 from lossbench.loadgen.locust.progress import LossWatch
 from lossbench.loadgen.locust.reporting import Finish, end_of_run, report_event
 from lossbench.loadgen.locust.sent import LATE_AFTER, SentLedger
+from lossbench.loadgen.locust.timing import REPORT_KEY as TIMING_KEY
+from lossbench.loadgen.locust.timing import Counts, TimingRecorder
 from lossbench.loadgen.player import PlayedEvent
 from lossbench.model.exits import get_exit_model
 from lossbench.model.profiles import get_profile
@@ -71,6 +73,7 @@ class LocustPlugin:
         self.stop_collector: Callable[[], None] | None = None
         self.sent = SentLedger(on_failure=self._stop_run)
         self.in_flight = InFlight()
+        self.timing = TimingRecorder()  # this process's timing errors, until its next report
         self.users_started = 0
         self.workers_stopped: set[str] = set()  # master: the workers that sent their final report
         self.workers_asked = False  # master: this test's workers were asked for it
@@ -85,6 +88,8 @@ class LocustPlugin:
         hook(locust_events.test_start).add_listener(self.on_test_start)
         hook(locust_events.test_stop).add_listener(self.on_test_stop)
         hook(locust_events.quitting).add_listener(self.on_quitting)
+        hook(locust_events.report_to_master).add_listener(self.on_report_to_master)
+        hook(locust_events.worker_report).add_listener(self.on_worker_report)
 
     @staticmethod
     def add_arguments(parser: LocustParser, **_: Any) -> None:
@@ -129,7 +134,8 @@ class LocustPlugin:
                 user_class.host = url
         loopback_address(environment.host)
         write_run_json(run_dir, environment, parsed)
-        self.loss = watch_loss(environment, options, run_dir)
+        local = None if isinstance(runner, MasterRunner) else self.timing.take
+        self.loss = watch_loss(environment, options, run_dir, local)
         # Locust sets its --run-time timer right after this, against the event loop's cached clock, which
         # has not moved since the loop last ran, before the imports: on a busy machine seconds ago, and a
         # 5 s run then stopped after 0.2 s. Bring the clock to now first.
@@ -163,6 +169,16 @@ class LocustPlugin:
         """One event into the sent ledger and into Locust's statistics (failures are lost events)."""
         if self.sent.append(played):
             report_event(environment, played)
+            self.timing.add(played)
+
+    def on_report_to_master(self, data: dict[str, Any], **_: Any) -> None:
+        """Worker: its timing errors since the last report go with its statistics."""
+        data[TIMING_KEY] = self.timing.take()
+
+    def on_worker_report(self, data: dict[str, Any], **_: Any) -> None:
+        """Master: a worker's timing errors, into the running figure."""
+        if self.loss is not None:
+            self.loss.live.timing.add(data.get(TIMING_KEY, ()))
 
     def _stop_run(self, message: str) -> None:
         """The sent ledger failed: stop the whole run (a worker tells the master, which stops them all)."""
@@ -242,6 +258,7 @@ class LocustPlugin:
             stop()
         assert environment.parsed_options is not None
         reached = None if self.loss is None else self.loss.reached_after
+        lagged = None if self.loss is None else self.loss.lagged
         parsed = environment.parsed_options
         write_run_json(
             self.run_dir,
@@ -250,6 +267,7 @@ class LocustPlugin:
             ended=time.time(),
             precision_reached=reached,
             load_seconds=None if self.load_seconds is None else round(self.load_seconds, 3),
+            lag_stopped=lagged,
         )
         if not self.options(environment).no_summary or self.sent.error is not None:
             finish = self.hooks.finish if self.hooks is not None else None
@@ -288,9 +306,16 @@ def scenario_techniques(available: tuple[str, ...], options: PluginOptions) -> t
     return tuple(t for t in available if t in chosen)
 
 
-def watch_loss(environment: Environment, options: PluginOptions, run_dir: Path) -> LossWatch:
+def watch_loss(
+    environment: Environment,
+    options: PluginOptions,
+    run_dir: Path,
+    local_timing: Callable[[], Counts] | None = None,
+) -> LossWatch:
     """The running loss of the run's techniques, with the model's prediction beside each (computed once
-    here, from the run's profile, exit model, abort and seed), and the Loss tab when there is a web UI."""
+    here, from the run's profile, exit model, abort and seed), the running timing error against the
+    profile's median RTT (``local_timing``: the single process's own), and the Loss tab when there is a
+    web UI."""
     techniques = run_techniques(environment, options)
     try:
         predicted = predictions(
@@ -300,8 +325,10 @@ def watch_loss(environment: Environment, options: PluginOptions, run_dir: Path) 
         log.warning("lossbench: no predicted loss while the load runs: %s", exc)
         predicted = {}
     parsed = environment.parsed_options
-    live = LiveLoss(techniques, predicted, goal_of(options.precision), duration=None)
-    loss = LossWatch(live, run_dir, headless=bool(getattr(parsed, "headless", False)))
+    median_rtt = get_profile(options.network_profile).rtt  # the median of its lognormal RTT draws
+    live = LiveLoss(techniques, predicted, goal_of(options.precision), duration=None, median_rtt=median_rtt)
+    headless = bool(getattr(parsed, "headless", False))
+    loss = LossWatch(live, run_dir, headless, lag_stop=options.lag_stop, local_timing=local_timing)
     if environment.web_ui is not None:
         loss.add_loss_tab(environment.web_ui)
     return loss
@@ -334,6 +361,7 @@ def write_run_json(run_dir: Path, environment: Environment, parsed: argparse.Nam
         "seed": options.seed,
         "real_time": options.real_time,
         "precision": options.precision or None,
+        "lag_stop": options.lag_stop,
         "users": getattr(parsed, "num_users", None),
         "duration": getattr(parsed, "run_time", None),
         "processes": getattr(parsed, "processes", None),

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from lossbench.contract.progress import Progress, TechniqueProgress, goal_words
 from lossbench.contract.summary import format_pct, format_pct_interval
+from lossbench.loadgen.locust.timing import LagGuard, TimingWindow
 from lossbench.model.predict import predict_loss
 from lossbench.stats import events_for_half_width, wilson_interval
 
@@ -130,6 +131,7 @@ class LiveLoss:
         goal: float | None,
         duration: float | None,
         clock: Callable[[], float] = time.monotonic,
+        median_rtt: float = 0.0,
     ) -> None:
         self.techniques = tuple(techniques)
         self.predicted = dict(predicted)
@@ -138,12 +140,18 @@ class LiveLoss:
         self.clock = clock
         self.started = clock()
         self.recent: deque[tuple[float, int]] = deque()  # (time, events) over the last RATE_WINDOW
+        self.timing = TimingWindow(clock)  # the timing errors reported over the last seconds
+        self.guard = LagGuard(median_rtt)
+        self.stopped: str | None = None  # why the run was stopped before its time
         self.last: Progress | None = None
 
     def start(self, duration: float | None, goal: float | None) -> None:
         """A new test begins (the web UI can run several, each with its own run time and goal)."""
         self.started, self.duration, self.goal, self.last = self.clock(), duration, goal, None
         self.recent.clear()
+        self.timing.clear()
+        self.guard.reset()
+        self.stopped = None
 
     def snapshot(self, stats: RequestStats, *, state: str, users: int) -> Progress:
         now = self.clock()
@@ -170,6 +178,8 @@ class LiveLoss:
             reached=goal_reached(techniques, self.goal),
             min_events=MIN_EVENTS,
             techniques=techniques,
+            timing=self.guard.figures(self.timing.recent(), elapsed),
+            stopped=self.stopped,
             updated=time.time(),
         )
         return self.last

@@ -130,6 +130,14 @@ class PluginOptions:
         "its duration",
         "LOSSBENCH_PRECISION",
     )
+    lag_stop: float = _option(
+        0.0,
+        "stop the run when the load generator's p90 timing error over the last 10 s stays above the limit "
+        "compare warns at (10 percent of the median RTT, at least 30 ms) for LAG_STOP seconds: its "
+        "collector would see a late schedule (docs/MODEL.md). 0: never, the default of locust -f, sweep "
+        "and targets, which hold their load on purpose; lossbench run: 20",
+        "LOSSBENCH_LAG_STOP",
+    )
     no_summary: bool = _option(
         False,
         "do not compare and report at the end (lossbench run does it itself)",

@@ -1,5 +1,6 @@
 """The running loss on the master (or the single Locust process): a snapshot a second into
-``RUN_DIR/progress.json``, the stop when ``--precision`` is reached, and the Loss tab of Locust's web UI.
+``RUN_DIR/progress.json``, the stop when ``--precision`` is reached or when the load generator lags
+(``--lag-stop``), and the Loss tab of Locust's web UI.
 
 The Loss tab uses the web UI's documented extension points (Locust's ``examples/extend_web_ui.py``): a tab
 and its table's columns in ``web_ui.template_args`` (``extended_tabs``, ``extended_tables``), and its rows
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ from locust.runners import STATE_RUNNING, STATE_SPAWNING
 
 from lossbench.contract.progress import FILE_NAME, Progress, encode_progress, write_progress
 from lossbench.loadgen.locust.live import EVERY, LOSS_TAB, LOSS_TABLE, LiveLoss, goal_of, loss_rows
+from lossbench.loadgen.locust.timing import Counts, lag_message
 
 log = logging.getLogger("lossbench")
 
@@ -27,12 +30,22 @@ log = logging.getLogger("lossbench")
 class LossWatch:
     """The running loss of the tests of one Locust master (or single process)."""
 
-    def __init__(self, live: LiveLoss, run_dir: Path, headless: bool) -> None:
+    def __init__(
+        self,
+        live: LiveLoss,
+        run_dir: Path,
+        headless: bool,
+        lag_stop: float = 0.0,
+        local_timing: Callable[[], Counts] | None = None,
+    ) -> None:
         self.live = live
         self.path = run_dir / FILE_NAME
         self.headless = headless
+        self.lag_stop = lag_stop  # seconds of lag above the guard's limit that stop the run; 0: never
+        self.local_timing = local_timing  # the single process: its own timing errors at each snapshot
         self.greenlet: gevent.Greenlet | None = None
         self.reached_after: float | None = None  # seconds into the test when the goal stopped it
+        self.lagged: dict[str, Any] | None = None  # what the lag guard saw when it stopped the test
 
     def start(self, environment: Environment) -> None:
         """A test starts: snapshots from now on (its run time and goal as the web UI may have set them)."""
@@ -42,6 +55,7 @@ class LossWatch:
         precision = float(getattr(parsed, "precision", 0.0) or 0.0)
         self.live.start(float(run_time) if run_time else None, goal_of(precision))
         self.reached_after = None
+        self.lagged = None
         self.greenlet = gevent.spawn(self._run, environment)
 
     def stop(self) -> None:
@@ -55,6 +69,8 @@ class LossWatch:
         runner = environment.runner
         assert runner is not None
         state = "stopped" if final else runner.state
+        if self.local_timing is not None:
+            self.live.timing.add(self.local_timing())
         progress = self.live.snapshot(runner.stats, state=state, users=runner.user_count)
         try:
             write_progress(self.path, progress)
@@ -80,6 +96,24 @@ class LossWatch:
                     progress.events,
                 )
                 # As Locust ends a --run-time: a headless run quits, the web UI's run stops and stays shown.
+                gevent.spawn(runner.quit if self.headless else runner.stop)
+                return
+            timing = progress.timing
+            lagging = self.lag_stop > 0 and timing is not None and timing.over_for >= self.lag_stop
+            if lagging and runner.state in (STATE_SPAWNING, STATE_RUNNING):
+                assert timing is not None
+                self.live.stopped = lag_message(timing, progress.elapsed, progress.users)
+                self.lagged = {
+                    "at": round(progress.elapsed, 1),
+                    "users": progress.users,
+                    "p90": timing.p90,
+                    "limit": timing.limit,
+                    "guard": timing.guard,
+                    "over_for": round(timing.over_for, 1),
+                    "message": self.live.stopped,
+                }
+                log.error("lossbench: %s", self.live.stopped)
+                self.write(environment)  # the reason, in progress.json at once
                 gevent.spawn(runner.quit if self.headless else runner.stop)
                 return
 

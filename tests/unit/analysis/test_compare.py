@@ -327,6 +327,19 @@ def test_small_timing_error_is_not_flagged(tmp_path: Path) -> None:
     assert (timing.max_loss_shift, timing.flagged) == (0.0, False)
 
 
+def test_a_run_the_lag_guard_stopped_is_flagged_and_says_so(tmp_path: Path) -> None:
+    """The whole run's p90 may be within the limit (the lag came late): run.json's lag_stopped flags it."""
+    write(tmp_path, "sent", [event(i, error=0.001, rtt=0.3) for i in range(100)])
+    write(tmp_path, "received", [received(i) for i in range(100)])
+    message = "the load generator lagged: its p90 timing error over the last 10 s was 120 ms, ..."
+    run = {"lag_stop": 20.0, "lag_stopped": {"at": 41.0, "users": 400, "p90": 0.12, "message": message}}
+    (tmp_path / "run.json").write_text(json.dumps(run))
+    s = compare(tmp_path)
+    assert s.timing.flagged and s.timing.p90 == pytest.approx(0.001)
+    assert f"stopped early: {message}" in s.warnings
+    assert not any(w.startswith("load generator lagging") for w in s.warnings)  # the ledgers' p90 is fine
+
+
 def test_reference_falls_back_to_the_highest_loss(tmp_path: Path) -> None:
     sent = [event(i, "pixel") for i in range(10)] + [event(100 + i, "pixel-keepalive") for i in range(10)]
     write(tmp_path, "sent", sent)
