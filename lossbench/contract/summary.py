@@ -218,10 +218,15 @@ class Summary(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     collector: CollectorFigures | None = None  # the reference collector's own figures; None: another target
 
 
+def document_json(document: msgspec.Struct) -> str:
+    """A stored document (summary, targets, sweep) as its file holds it: UTF-8 JSON, one space of indent,
+    no NaN (a NaN is a bug in what built it, so encoding it raises ValueError)."""
+    return json.dumps(msgspec.to_builtins(document), indent=1, ensure_ascii=False, allow_nan=False) + "\n"
+
+
 def summary_json(summary: Summary) -> str:
-    """The document as ``summary.json`` holds it: UTF-8 JSON, one space of indent, no NaN (a NaN is a bug
-    in compare, so encoding it raises ValueError)."""
-    return json.dumps(msgspec.to_builtins(summary), indent=1, ensure_ascii=False, allow_nan=False) + "\n"
+    """The document as ``summary.json`` holds it (``document_json``)."""
+    return document_json(summary)
 
 
 Document = TypeVar("Document")

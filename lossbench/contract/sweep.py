@@ -11,13 +11,12 @@ table against these structs).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Literal
 
 import msgspec
 
-from lossbench.contract.summary import CollectorFigures, TechniqueFigures, load_versioned
+from lossbench.contract.summary import CollectorFigures, TechniqueFigures, document_json, load_versioned
 from lossbench.contract.techniques import ALL_TECHNIQUES
 from lossbench.stats import beside
 
@@ -153,8 +152,8 @@ def where(document: SweepDocument, point: SweepPoint, load: bool | None = None) 
 
 
 def sweep_json(document: SweepDocument) -> str:
-    """The document as ``sweep.json`` holds it (no NaN: one would be a bug, so encoding raises)."""
-    return json.dumps(msgspec.to_builtins(document), indent=1, ensure_ascii=False, allow_nan=False) + "\n"
+    """The document as ``sweep.json`` holds it (``document_json``)."""
+    return document_json(document)
 
 
 def load_sweep(path: str | Path) -> SweepDocument:

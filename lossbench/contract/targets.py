@@ -9,13 +9,12 @@ render from it alone. docs/FORMATS.md describes its fields.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
-from lossbench.contract.summary import Direction, load_versioned
+from lossbench.contract.summary import Direction, document_json, load_versioned
 
 SCHEMA = "lossbench.targets/1"
 """Version of the targets document; bump it when the JSON shape changes."""
@@ -85,8 +84,8 @@ class TargetsDocument(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def targets_json(document: TargetsDocument) -> str:
-    """The document as ``targets.json`` holds it (no NaN: one would be a bug, so encoding raises)."""
-    return json.dumps(msgspec.to_builtins(document), indent=1, ensure_ascii=False, allow_nan=False) + "\n"
+    """The document as ``targets.json`` holds it (``document_json``)."""
+    return document_json(document)
 
 
 def load_targets(path: str | Path) -> TargetsDocument:
