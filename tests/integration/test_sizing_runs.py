@@ -30,15 +30,20 @@ RUNNING = STOPPED = 0.05  # seconds: the budget's slices
 
 
 def locust_children() -> list[int]:
-    """This process's children that run Locust (the probes; not the collector)."""
-    found = []
+    """The probes' Locust processes: this process's children that run Locust, and their workers (with
+    ``--processes 2`` the workers are the master's children, and they play the tabs)."""
+    parents: dict[int, int] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         with contextlib.suppress(OSError):
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            if ppid == os.getpid() and b"locust" in (entry / "cmdline").read_bytes():
-                found.append(int(entry.name))
+            parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    found = []
+    for pid, ppid in parents.items():
+        with contextlib.suppress(OSError):
+            if ppid == os.getpid() and b"locust" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                found.append(pid)
+    found += [pid for pid, ppid in parents.items() if ppid in found]
     return found
 
 
