@@ -467,6 +467,7 @@ def _predict(
     if missing:
         return f"run.json lacks {', '.join(missing)}: no predicted loss"
     try:
+        from lossbench.model.browser import run_browser, run_server_hints
         from lossbench.model.exits import get_exit_model
         from lossbench.model.predict import predict_loss
         from lossbench.model.profiles import get_profile
@@ -478,7 +479,9 @@ def _predict(
             names,
             seed=int(run["seed"]),
             events=events,
-            **({} if preflight_answers is None else {"preflight_answers": preflight_answers}),
+            preflight_answers=preflight_answers,
+            browser=run_browser(run),
+            server=run_server_hints(run),
         )
     except (ImportError, ValueError, KeyError) as e:
         return f"predicted loss not computed: {e}"

@@ -32,7 +32,15 @@ from typing import cast
 import numpy as np
 
 from lossbench.contract.lines import ReceivedEvent, SentEvent, SentPing, written_keys
-from lossbench.contract.techniques import ABORTS, DONE, EVENT_TYPES, STAGES, TECHNIQUES
+from lossbench.contract.techniques import (
+    ABORTS,
+    ALL_TECHNIQUES,
+    CONNECTION_KINDS,
+    DONE,
+    EVENT_TYPES,
+    PREFLIGHT_STATES,
+    STAGES,
+)
 
 ENABLED = sys.byteorder == "little"
 """Windows are read as little-endian words; elsewhere every line takes the JSON path."""
@@ -42,17 +50,19 @@ RECEIVED_KEYS = written_keys(ReceivedEvent)
 PING_KEYS = written_keys(SentPing)
 """The key orders walked: the writers' own, from the line types (``lossbench.contract.lines``)."""
 
-TECH_NAMES: tuple[str, ...] = TECHNIQUES
+TECH_NAMES: tuple[str, ...] = ALL_TECHNIQUES
 TYPE_NAMES: tuple[str, ...] = EVENT_TYPES
 ABORT_NAMES: tuple[str, ...] = ABORTS
 STAGE_NAMES: tuple[str, ...] = (
-    *dict.fromkeys(s for t in TECHNIQUES for s in STAGES[t]),
+    *dict.fromkeys(s for t in ALL_TECHNIQUES for s in STAGES[t]),
     "tls",
     DONE,
     "error",
 )
 """Stages: the model's, ``tls`` (for ledgers that name it) and ``error`` (the client failed, not cut)."""
 METHOD_NAMES = ("GET", "POST")
+CONN_NAMES: tuple[str, ...] = (*CONNECTION_KINDS, "none")
+PREFLIGHT_NAMES: tuple[str, ...] = PREFLIGHT_STATES
 """Names the fast path knows; a line with another name takes the JSON path."""
 
 MAX_STAGES = 8  # entries of "plan"/"real" read by the fast path; a line with more takes the JSON path
@@ -530,6 +540,8 @@ _TYPE_OPTIONS = _quoted(TYPE_NAMES)
 _ABORT_OPTIONS = _quoted(ABORT_NAMES)
 _STAGE_OPTIONS = _quoted(STAGE_NAMES)
 _METHOD_OPTIONS = _quoted(METHOD_NAMES)
+_CONN_OPTIONS = _quoted(CONN_NAMES)
+_PREFLIGHT_OPTIONS = _quoted(PREFLIGHT_NAMES)
 _BOOL_OPTIONS = (b"false", b"true")
 _KEY_NAMES = tuple(s for s in STAGE_NAMES if s not in (DONE, "error"))  # stages a plan can hold
 _KEY_OPTIONS = [tuple(f'{sep}"{name}":'.encode() for name in _KEY_NAMES) for sep in "{,"]
@@ -764,6 +776,8 @@ def _number(read: ValueReader, width: int = 32, general: bool = True) -> Reader:
 
 _SENT_READERS: dict[str, Reader] = {
     "type": _string(_TYPE_OPTIONS),
+    "visit": _number(_integer, general=False),
+    "at": _number(_dotted),
     "rtt": _number(_short, 16),
     "dns": _number(_short, 16),
     "A": _number(_or_null(_dotted)),
@@ -775,6 +789,8 @@ _SENT_READERS: dict[str, Reader] = {
     "retried": _boolean,
     "requests": _number(_integer, general=False),
     "connections": _number(_integer, general=False),
+    "conn": _string(_CONN_OPTIONS),
+    "preflight": _string(_PREFLIGHT_OPTIONS),
     "t0": _number(_wall),
 }
 """How the fast path reads each key of a sent event line (``plan`` and ``real`` are read by ``_stages``)."""

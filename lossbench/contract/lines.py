@@ -28,6 +28,8 @@ class SentEvent(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     id: str  # first, so that a reader finds it at a fixed offset
     tech: str
     type: str
+    visit: int  # the visit's number in its process (with the header's salt: unique in the run)
+    at: float  # visit time the event fired (seconds since the tracker started on the page)
     rtt: float
     dns: float
     A: float | None  # seconds from firing until the page went away; None: never cut
@@ -39,6 +41,8 @@ class SentEvent(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     retried: bool
     requests: int
     connections: int
+    conn: str  # what the event found: cold, warm, pending, stale (model.browser.CONNECTION_KINDS) or none
+    preflight: str  # sent (needed one: sent unless the cut came first), cached, or none (needs none)
     plan: dict[str, float]
     real: dict[str, float]
     error: str | None = None  # written only when there is one

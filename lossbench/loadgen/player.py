@@ -27,13 +27,15 @@ import numpy as np
 
 from lossbench.contract.ledger import micro
 from lossbench.contract.lines import SentEvent, encode_line
+from lossbench.loadgen.pooled import PooledTab
 from lossbench.loadgen.techniques import Tab
 from lossbench.loadgen.timeline import EventResult
+from lossbench.model.browser import PING_INTERVAL, ServerHints, get_browser
 from lossbench.model.exits import ExitModel
 from lossbench.model.profiles import NetworkProfile
 from lossbench.model.visits import PlannedEvent, Visit, sample_visits
 
-KEEPALIVE_PING_INTERVAL = 20.0  # seconds between keep-alive pings; below the collector's 30 s idle timeout
+KEEPALIVE_PING_INTERVAL = PING_INTERVAL  # seconds between keep-alive pings (lossbench.model.browser)
 MAX_EVENT_SECONDS = 30.0  # an event in flight longer than this is a bug or a stuck collector
 
 
@@ -46,6 +48,8 @@ class PlayedEvent:
     visit: Visit
     exit_after: float
     fired_wall: float
+    visit_number: int = 0
+    at: float = 0.0
 
     def line(self) -> SentEvent:
         """The sent ledger's line: seconds to the microsecond, A None when the page never went away."""
@@ -54,6 +58,8 @@ class PlayedEvent:
             id=r.id,
             tech=r.tech,
             type=self.event_type,
+            visit=self.visit_number,
+            at=micro(self.at),
             rtt=micro(net.rtt),
             dns=micro(net.dns),
             A=None if math.isinf(self.exit_after) else micro(self.exit_after),
@@ -65,6 +71,8 @@ class PlayedEvent:
             retried=r.retried,
             requests=r.requests,
             connections=r.connections,
+            conn=r.conn,
+            preflight=r.preflight,
             plan={k: micro(v) for k, v in r.plan.items()},
             real={k: micro(v) for k, v in r.real.items()},
             error=r.error or None,
@@ -82,11 +90,16 @@ class EventIds:
     def __init__(self, salt: int | None = None) -> None:
         self.salt = (int.from_bytes(os.urandom(3), "big") if salt is None else salt) & 0xFFFFFF
         self._counter = itertools.count()
+        self._visits = itertools.count()
         self._prefix = f"{self.salt:06x}"
 
     def next(self) -> str:
         # itertools.count is implemented in C: next() on it is atomic for threads and greenlets alike
         return f"{self._prefix}{next(self._counter):010x}"
+
+    def next_visit(self) -> int:
+        """The next visit's number in this process (the sent ledger's ``visit``; with the salt, unique)."""
+        return next(self._visits)
 
 
 class VisitSource:
@@ -132,7 +145,9 @@ def play_visit(
     ids: EventIds,
     record: Callable[[PlayedEvent], None],
     *,
-    close_mode: str = "rst",
+    browser: str = "chromium",
+    close_mode: str | None = None,
+    server: ServerHints | None = None,
     real_time: bool = False,
     spawn: Spawn = thread_spawn,
     call_later: CallLater = thread_call_later,
@@ -144,9 +159,21 @@ def play_visit(
     The techniques of one event run side by side, all but one in their own thread or greenlet, the last
     in the player's. Events overlap exactly as in the visit: if the next event comes due while the
     player is still busy, the rest of the visit goes on in a new thread or greenlet (``_Handoff``).
-    ``keep_going`` is asked before each event: the run is ending when it says False.
+    ``keep_going`` is asked before each event: the run is ending when it says False. ``browser`` names the
+    preset (``lossbench.model.browser.BROWSERS``); ``close_mode`` overrides its way of closing a cut
+    connection; ``server`` is what the collector tells browsers (its keep-alive timeout, its preflight
+    max-age).
     """
-    tabs = {tech: Tab(address, visit.net, abort=visit.abort, close_mode=close_mode) for tech in techniques}
+    preset = get_browser(browser)
+    mode = close_mode or preset.close_mode
+    tabs: dict[str, Tab | PooledTab] = {}
+    for tech in techniques:
+        if preset.pool:
+            tabs[tech] = PooledTab(
+                address, visit.net, abort=visit.abort, close_mode=mode, server=server, real_time=real_time
+            )
+        else:
+            tabs[tech] = Tab(address, visit.net, abort=visit.abort, close_mode=mode)
     player = _Player(visit, tabs, ids, record, real_time, spawn, call_later, sleep or time.sleep, keep_going)
     try:
         for tech, tab in tabs.items():
@@ -197,7 +224,7 @@ class _Player:
     def __init__(
         self,
         visit: Visit,
-        tabs: dict[str, Tab],
+        tabs: dict[str, Tab | PooledTab],
         ids: EventIds,
         record: Callable[[PlayedEvent], None],
         real_time: bool,
@@ -213,6 +240,7 @@ class _Player:
         self.handoff_lock = threading.Lock()  # one for all the visit's hand-offs
         self.finished = threading.Event()  # the last event has been fired (or the player failed)
         self.started = time.monotonic()
+        self.number = ids.next_visit()
 
     def play(self, index: int) -> None:
         """Fire events from ``index`` on; returns early, leaving ``finished`` unset, when a hand-off took
@@ -246,14 +274,14 @@ class _Player:
     def _wait_until(self, at: float) -> None:
         _wait_for_visit_time(at, self.started, self.in_flight, self.real_time, self.tabs, self.sleep)
 
-    def _fire(self, tab: Tab, tech: str, event: PlannedEvent, exit_after: float) -> None:
+    def _fire(self, tab: Tab | PooledTab, tech: str, event: PlannedEvent, exit_after: float) -> None:
         try:
             fired = time.time()
             event_id = self.ids.next()
             result = tab.fire(
                 tech, event_id, event_type=event.type, exit_after=exit_after, visit_time=event.at
             )
-            self.record(PlayedEvent(result, event.type, self.visit, exit_after, fired))
+            self.record(PlayedEvent(result, event.type, self.visit, exit_after, fired, self.number, event.at))
         finally:
             self.in_flight.done()
 
@@ -292,7 +320,7 @@ def _wait_for_visit_time(
     started: float,
     in_flight: InFlight,
     real_time: bool,
-    tabs: dict[str, Tab],
+    tabs: dict[str, Tab | PooledTab],
     sleep: Callable[[float], None],
 ) -> None:
     """Wait until visit time ``at``; unless real time is asked for, stop early once nothing is in flight."""

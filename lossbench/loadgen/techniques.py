@@ -1,4 +1,7 @@
-"""The four tracking techniques, stage by stage, as a browser tab performs them.
+"""The seed's four tracking techniques, stage by stage, as lossbench's first model of a tab performs them.
+
+This is the ``--browser seed`` preset: no connection pool and no preflight cache (``lossbench.loadgen.pooled``
+is the ``chromium`` one, the default). Its request builders are shared by both.
 
 | technique         | stages before the event's data has left the client                    |
 |-------------------|-------------------------------------------------------------------------|
@@ -25,7 +28,7 @@ from collections.abc import Callable
 from typing import Any
 
 from lossbench.contract.events import encode_event
-from lossbench.contract.techniques import CLOSE_MODES, TECHNIQUES
+from lossbench.contract.techniques import CLOSE_MODES, SEED_TECHNIQUES
 from lossbench.loadgen.timeline import Cut, EventResult, Stale, Timeline
 from lossbench.loadgen.wire import (
     close,
@@ -250,7 +253,10 @@ class Tab:
         """Send one event with ``tech``; the page goes away ``exit_after`` seconds after it fires."""
         perform = _PERFORM.get(tech)
         if perform is None:
-            raise ValueError(f"unknown technique {tech!r}; choose from {', '.join(TECHNIQUES)}")
+            raise ValueError(
+                f"technique {tech!r} needs --browser chromium; "
+                f"the seed browser plays {', '.join(SEED_TECHNIQUES)}"
+            )
         result = EventResult(id=event_id, tech=tech)
         timeline = Timeline(
             result, exit_after, abort=self.abort, rtt=self.network.rtt, clock=self.clock, sleep=self.sleep
@@ -291,6 +297,7 @@ def _written(result: EventResult, timeline: Timeline, stage: str) -> None:
 
 def _ajax(tab: Tab, tl: Timeline, wire: _Wire, body: bytes, visit_time: float) -> None:
     net, result = tab.network, tl.result
+    result.preflight = "sent"  # every event preflights: the seed's browser caches no answer
     tl.wait("dns", tab.dns["ajax"].wait(visit_time, net.dns))
     wire.sock = open_connection(tab.address, tl)
     tl.wait("connect", net.rtt)

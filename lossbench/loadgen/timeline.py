@@ -56,6 +56,8 @@ class EventResult:
     retried: bool = False
     requests: int = 0
     connections: int = 0
+    conn: str = "none"  # what it found in the pool (contract.techniques.CONNECTION_KINDS); none: no pool
+    preflight: str = "none"  # contract.techniques.PREFLIGHT_STATES
     plan: dict[str, float] = field(default_factory=dict)
     real: dict[str, float] = field(default_factory=dict)
     error: str | None = None
@@ -71,6 +73,8 @@ class EventResult:
             "retried": self.retried,
             "requests": self.requests,
             "connections": self.connections,
+            "conn": self.conn,
+            "preflight": self.preflight,
             "plan": {k: micro(v) for k, v in self.plan.items()},
             "real": {k: micro(v) for k, v in self.real.items()},
         }

@@ -36,15 +36,25 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from lossbench.contract.latency import LatencyHistogram
-from lossbench.contract.techniques import ABORTS, DONE, STAGES, TECHNIQUES
+from lossbench.contract.server import ServerHints
+from lossbench.contract.techniques import (
+    ABORTS,
+    ALL_TECHNIQUES,
+    DONE,
+    SEED_TECHNIQUES,
+    STAGES,
+    SURVIVES_UNLOAD,
+    Stage,
+)
+from lossbench.model import chromium
+from lossbench.model.browser import DEFAULT_BROWSER, get_browser
 from lossbench.model.dns import DNS_TTL, DnsCache
 from lossbench.model.exits import ExitModel, get_exit_model
 from lossbench.model.profiles import NetworkProfile, get_profile
 from lossbench.model.visits import Visit, VisitBatch, sample_visits
 from lossbench.stats import wilson_interval
 
-AJAX_BODY_BYTES = 180
-"""A typical event as JSON (id, type, page, referrer, a few properties), the POST body ajax paces uplink."""
+AJAX_BODY_BYTES = chromium.AJAX_BODY_BYTES
 
 # --------------------------------------------------------------------------- the model, event by event
 
@@ -53,22 +63,36 @@ def _body_time(uplink_bps: float | None) -> float:
     return 0.0 if uplink_bps is None else AJAX_BODY_BYTES * 8 / uplink_bps
 
 
-def _check_technique(technique: str) -> None:
+def _check_technique(technique: str, browser: str) -> None:
     if technique not in STAGES:
-        raise ValueError(f"unknown technique {technique!r}; valid: {', '.join(TECHNIQUES)}")
+        raise ValueError(f"unknown technique {technique!r}; valid: {', '.join(ALL_TECHNIQUES)}")
+    if not get_browser(browser).pool and technique not in SEED_TECHNIQUES:
+        raise ValueError(
+            f"{technique} needs a browser with a connection pool (--browser chromium); "
+            f"the seed browser has {', '.join(SEED_TECHNIQUES)}"
+        )
 
 
 def stage_durations(
-    visit: Visit, technique: str, preflight_answer: Sequence[float] | None = None
+    visit: Visit,
+    technique: str,
+    preflight_answer: Sequence[float] | None = None,
+    *,
+    browser: str = DEFAULT_BROWSER,
+    server: ServerHints | None = None,
 ) -> list[dict[str, float]]:
     """For each event of the visit, in order: seconds spent in each stage (in stage order) until written.
-    ``preflight_answer``: the collector's answer time to each event's preflight (ajax; 0 when None)."""
-    _check_technique(technique)
+    ``preflight_answer``: the collector's answer time to each event's preflight (0 when None). The
+    ``chromium`` browser's are :func:`lossbench.model.chromium.plan_visit`'s (a refused keepalive
+    request has no stages)."""
+    _check_technique(technique, browser)
+    if get_browser(browser).pool:
+        return [p.stages for p in chromium.plan_visit(visit, technique, server, preflight_answer)]
     net = visit.net
     rtt = net.rtt
     if technique == "pixel-keepalive":
         ready = net.dns + rtt
-        return [{"connect": max(0.0, ready - e.at), "request": 0.0} for e in visit.events]
+        return [{"dns": 0.0, "connect": max(0.0, ready - e.at), "request": 0.0} for e in visit.events]
     cache = DnsCache(filled_at=net.dns if technique == "pixel-prewarm" else -math.inf)
     plans = []
     for i, event in enumerate(visit.events):
@@ -83,10 +107,16 @@ def stage_durations(
 
 
 def data_written_times(
-    visit: Visit, technique: str, preflight_answer: Sequence[float] | None = None
+    visit: Visit,
+    technique: str,
+    preflight_answer: Sequence[float] | None = None,
+    *,
+    browser: str = DEFAULT_BROWSER,
+    server: ServerHints | None = None,
 ) -> list[float]:
     """T for each event of the visit, in order: seconds from firing until its data is completely written."""
-    return [sum(plan.values()) for plan in stage_durations(visit, technique, preflight_answer)]
+    plans = stage_durations(visit, technique, preflight_answer, browser=browser, server=server)
+    return [sum(plan.values()) for plan in plans]
 
 
 def stage_at(plan: dict[str, float], t: float) -> str:
@@ -116,7 +146,9 @@ class Prediction:
     independent, so it is a little narrow). ``by_stage``: fraction of all events by the stage the client is
     in when the page goes away (``done`` includes events never cut), like the sent ledger's ``stage``.
     ``lost_by_stage``: fraction of all events lost, by that same stage (for ``drop``, ``done`` holds events
-    written in full whose last bytes were still in flight); it sums to ``loss``.
+    written in full whose last bytes were still in flight); it sums to ``loss``. ``held_seconds_per_event``:
+    the connection-seconds the collector holds open per event, pool included (the chromium preset; None
+    for the seed's, whose connections live as long as their event).
     """
 
     loss: float
@@ -124,6 +156,7 @@ class Prediction:
     events: int
     by_stage: dict[str, float]
     lost_by_stage: dict[str, float]
+    held_seconds_per_event: float | None = None  # connection-seconds the collector holds per event (pool)
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -156,13 +189,13 @@ def _dns_waits(batch: VisitBatch, filled_at: np.ndarray) -> np.ndarray:
 def stage_matrix(batch: VisitBatch, technique: str, preflight_answer: np.ndarray | None = None) -> np.ndarray:
     """Vectorised :func:`stage_durations`: a row per event, a column per stage of ``STAGES[technique]``;
     ``preflight_answer`` holds each event's answer time to its preflight (0 when None)."""
-    _check_technique(technique)
+    _check_technique(technique, "seed")
     v = batch.visit
     rtt = batch.net.rtt[v]
     dns = batch.net.dns[v]
     zero = np.zeros(batch.events)
     if technique == "pixel-keepalive":
-        return np.column_stack([np.maximum(0.0, dns + rtt - batch.at), zero])
+        return np.column_stack([zero, np.maximum(0.0, dns + rtt - batch.at), zero])
     filled = batch.net.dns.copy() if technique == "pixel-prewarm" else np.full(len(batch), -math.inf)
     d = _dns_waits(batch, filled)
     if technique == "ajax":
@@ -196,17 +229,68 @@ def _predict_one(
     )
 
 
+def _predict_pooled(
+    batch: VisitBatch, technique: str, n: int, preflight_answer: np.ndarray | None, server: ServerHints
+) -> Prediction:
+    """:func:`_predict_one` for a browser with a pool: visit by visit (``lossbench.model.chromium``)."""
+    names = (*STAGES[technique], DONE, Stage.UNSENT)
+    index = {name: i for i, name in enumerate(names)}
+    all_counts = [0] * len(names)
+    lost_counts = [0] * len(names)
+    survives = technique in SURVIVES_UNLOAD and batch.abort == "unload"
+    answers = None if preflight_answer is None else preflight_answer.tolist()
+    first = 0
+    held = 0.0
+    for visit in batch.iter_visits():
+        if first >= n:
+            break
+        count = min(len(visit.events), n - first)
+        mine = None if answers is None else answers[first : first + len(visit.events)]
+        plans, state = chromium.play_visit_state(visit, technique, server, mine)
+        held += state.held_seconds() * count / len(visit.events)
+        for event, plan in zip(visit.events[:count], plans[:count], strict=True):
+            exit_time = visit.exit_time(event)
+            if plan.refused:
+                i = index[Stage.UNSENT]
+                all_counts[i] += 1
+                lost_counts[i] += 1
+                continue
+            i = index[stage_at(plan.stages, exit_time)]
+            all_counts[i] += 1
+            cut = exit_time - visit.net.rtt / 2 if batch.abort == "drop" else exit_time
+            if not survives and cut < plan.written:
+                lost_counts[i] += 1
+        first += len(visit.events)
+    k = sum(lost_counts)
+    return Prediction(
+        loss=k / n,
+        ci95=wilson_interval(k, n),
+        events=n,
+        by_stage={s: c / n for s, c in zip(names, all_counts, strict=True) if s != Stage.UNSENT or c},
+        lost_by_stage={s: c / n for s, c in zip(names, lost_counts, strict=True) if s != Stage.UNSENT or c},
+        held_seconds_per_event=held / n,
+    )
+
+
 def predict_batch(
     batch: VisitBatch,
     techniques: Iterable[str],
     *,
     events: int | None = None,
     preflight_answer: np.ndarray | None = None,
+    browser: str = DEFAULT_BROWSER,
+    server: ServerHints | None = None,
 ) -> dict[str, Prediction]:
     """Predictions over given visits (the first ``events`` events; all by default), the same for each
     technique: the comparison is paired, as in ``scenarios/all.py``. ``preflight_answer``: the collector's
-    answer time to each event's preflight (one per event of the batch; 0 when None)."""
+    answer time to each event's preflight (one per event of the batch; 0 when None). ``browser``: the
+    preset (``lossbench.model.browser.BROWSERS``); ``server``: what the collector tells it."""
     n = batch.events if events is None else min(events, batch.events)
+    for t in techniques:
+        _check_technique(t, browser)
+    if get_browser(browser).pool:
+        hints = server or ServerHints()
+        return {t: _predict_pooled(batch, t, n, preflight_answer, hints) for t in techniques}
     return {t: _predict_one(batch, t, n, preflight_answer) for t in techniques}
 
 
@@ -219,6 +303,8 @@ def predict_loss(
     seed: int,
     events: int = 200_000,
     preflight_answers: LatencyHistogram | None = None,
+    browser: str = DEFAULT_BROWSER,
+    server: ServerHints | None = None,
 ) -> dict[str, Prediction]:
     """Predicted loss of each technique under a profile, an exit model and an abort kind.
 
@@ -226,7 +312,8 @@ def predict_loss(
     technique is evaluated on the same visits. ``preflight_answers``: the collector's answer times to
     preflights as measured at the run's load; each event draws its own from them after the visits are
     drawn (so the visits are the same with or without), and ajax's preflight lasts its RTT plus that.
-    None (or an empty histogram): answers take no time, as before.
+    None (or an empty histogram): answers take no time, as before. ``browser`` and ``server``: as in
+    :func:`predict_batch`.
     """
     if isinstance(profile, str):
         profile = get_profile(profile)
@@ -236,10 +323,12 @@ def predict_loss(
         raise ValueError(f"unknown abort {abort!r}; valid: {', '.join(ABORTS)}")
     techniques = list(techniques)
     for t in techniques:
-        _check_technique(t)
+        _check_technique(t, browser)
     rng = np.random.default_rng(seed)
     batch = sample_visits(profile, exit_model, abort, rng, events=events)
     answer = None
     if preflight_answers is not None and preflight_answers.total:
         answer = preflight_answers.sample(rng, batch.events)
-    return predict_batch(batch, techniques, events=events, preflight_answer=answer)
+    return predict_batch(
+        batch, techniques, events=events, preflight_answer=answer, browser=browser, server=server
+    )

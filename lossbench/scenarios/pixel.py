@@ -1,4 +1,4 @@
-"""The three pixel techniques side by side: plain, DNS pre-warmed, kept-alive connection.
+"""The pixel techniques side by side: plain, DNS pre-warmed, kept-alive connection, preconnected.
 
 locust -f scenarios/pixel.py
 """
@@ -10,4 +10,4 @@ attach_to_locust()
 
 
 class PixelTechniques(LossbenchUser):
-    techniques = ("pixel", "pixel-prewarm", "pixel-keepalive")
+    techniques = ("pixel", "pixel-prewarm", "pixel-keepalive", "pixel-preconnect")

@@ -34,6 +34,7 @@ from typing import Any
 
 from lossbench.contract.ledger import LedgerWriter, default_ledger_name, micro
 from lossbench.contract.lines import SentEvent, SentPing, encode_lines
+from lossbench.contract.techniques import PREFLIGHTED
 from lossbench.loadgen.browser import chromium
 from lossbench.loadgen.browser.page import PAGE_ORIGIN, PagePlan, PageServer
 from lossbench.loadgen.browser.proxy import (
@@ -202,6 +203,7 @@ class BrowserPlayer:
             sent_dir, "sent", name=f"chromium-{default_ledger_name()}", buffer_bytes=256 * 1024
         )
         self.stats = PlayerStats()
+        self.visits_recorded = 0
         self.pages = PageServer()
         self.proxy: Socks5Proxy | None = None
         self.pending: set[asyncio.Task[None]] = set()
@@ -408,6 +410,8 @@ class BrowserPlayer:
         for log in logs:
             by_host.setdefault(log.host.split(".", 1)[0], []).append(log)
         lines: list[SentEvent] = []
+        number = self.visits_recorded
+        self.visits_recorded += 1
         for i, event in enumerate(plan.events):
             for tech in self.techniques:
                 event_id = event["ids"][tech]
@@ -426,6 +430,8 @@ class BrowserPlayer:
                         id=event_id,
                         tech=tech,
                         type=kind,
+                        visit=number,
+                        at=micro(visit.events[i].at),
                         rtt=micro(net.rtt),
                         dns=micro(net.dns),
                         A=None if math.isinf(A) else micro(A),
@@ -437,6 +443,9 @@ class BrowserPlayer:
                         retried=False,
                         requests=requests,
                         connections=connections,
+                        # inferred from the proxy: a connection opened for the event, or a pooled one
+                        conn="cold" if connections else "warm",
+                        preflight=_preflight_state(tech, requests),
                         # timing error: the exit as it happened (pagehide after the actual fire) minus as
                         # planned (A itself, or less where idle time before the exit was compressed)
                         plan={} if planned is None else {"exit": micro(planned)},
@@ -477,3 +486,10 @@ def _virtual_pings(visit: Visit, techniques: Sequence[str]) -> SentPing | None:
     if not pings:
         return None
     return SentPing(ping="pixel-keepalive", requests=pings, connections=0)
+
+
+def _preflight_state(tech: str, requests: int) -> str:
+    """What the proxy saw of a preflight: two requests or more, sent; one, the answer was cached."""
+    if tech not in PREFLIGHTED:
+        return "none"
+    return "sent" if requests >= 2 else "cached" if requests == 1 else "none"

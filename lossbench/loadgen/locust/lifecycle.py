@@ -34,7 +34,7 @@ from locust.rpc.protocol import Message
 from locust.runners import STATE_MISSING, MasterRunner, WorkerRunner
 
 from lossbench import __version__
-from lossbench.contract.techniques import TECHNIQUES
+from lossbench.contract.techniques import ALL_TECHNIQUES, SEED_TECHNIQUES, VARIANTS
 from lossbench.loadgen.locust.greenlets import InFlight
 from lossbench.loadgen.locust.hooks import hook
 from lossbench.loadgen.locust.live import LiveLoss, goal_of, predictions
@@ -45,6 +45,7 @@ from lossbench.loadgen.locust.sent import LATE_AFTER, SentLedger
 from lossbench.loadgen.locust.timing import REPORT_KEY as TIMING_KEY
 from lossbench.loadgen.locust.timing import Counts, TimingRecorder
 from lossbench.loadgen.player import PlayedEvent
+from lossbench.model.browser import get_browser
 from lossbench.model.exits import get_exit_model
 from lossbench.model.profiles import get_profile
 from lossbench.system import raise_fd_limit
@@ -294,14 +295,26 @@ def loopback_address(host: str) -> tuple[str, int]:
 
 
 def scenario_techniques(available: tuple[str, ...], options: PluginOptions) -> tuple[str, ...]:
-    """A scenario's techniques, narrowed by --techniques."""
+    """A scenario's techniques, narrowed by --techniques (by default all but the variants, and only the
+    seed's four under --browser seed, which has no pool for the others)."""
     chosen = options.chosen_techniques()
+    playable = (
+        available
+        if get_browser(options.browser).pool
+        else tuple(t for t in available if t in SEED_TECHNIQUES)
+    )
     if not chosen:
-        return available
+        return tuple(t for t in playable if t not in VARIANTS)
     unknown = [t for t in chosen if t not in available]
     if unknown:
         raise SystemExit(
             f"lossbench: --techniques {','.join(unknown)} not in this scenario ({', '.join(available)})"
+        )
+    unplayable = [t for t in chosen if t not in playable]
+    if unplayable:
+        raise SystemExit(
+            f"lossbench: --browser {options.browser} cannot play {', '.join(unplayable)} (it has no "
+            f"connection pool); it plays {', '.join(playable)}"
         )
     return tuple(t for t in available if t in chosen)
 
@@ -341,7 +354,7 @@ def run_techniques(environment: Environment, options: PluginOptions) -> list[str
         for user_class in environment.user_classes
         for t in scenario_techniques(getattr(user_class, "techniques", ()), options)
     }
-    return [t for t in TECHNIQUES if t in techniques]
+    return [t for t in ALL_TECHNIQUES if t in techniques]
 
 
 def write_run_json(run_dir: Path, environment: Environment, parsed: argparse.Namespace, **extra: Any) -> None:
@@ -357,7 +370,12 @@ def write_run_json(run_dir: Path, environment: Environment, parsed: argparse.Nam
         "profile": options.network_profile,
         "exit_model": options.exit_model,
         "abort": options.abort,
-        "close_mode": options.close_mode,
+        "browser": options.browser,
+        "close_mode": options.effective_close_mode(),
+        "server": {
+            "idle_timeout": options.target_idle_timeout,
+            "cors_max_age": options.server_hints().cors_max_age,
+        },
         "seed": options.seed,
         "real_time": options.real_time,
         "precision": options.precision or None,

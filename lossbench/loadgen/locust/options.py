@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Protocol
 
 from lossbench.contract.techniques import ABORTS, CLOSE_MODES
+from lossbench.model.browser import BROWSERS, DEFAULT_BROWSER, ServerHints, get_browser
 from lossbench.model.exits import DEFAULT_EXIT_MODEL
 from lossbench.model.profiles import DEFAULT_PROFILE, PROFILES
 
@@ -111,11 +112,34 @@ class PluginOptions:
         "comma-separated subset of the scenario's techniques (default: all of them)",
         "LOSSBENCH_TECHNIQUES",
     )
+    browser: str = _option(
+        DEFAULT_BROWSER,
+        "how the socket client behaves: chromium (default: Chromium's connection pool, preflight cache and "
+        "FIN on the cut, calibrated against it), seed (lossbench's first model: a new connection and a "
+        "preflight for every event, RST on the cut; the four seed techniques only)",
+        "LOSSBENCH_BROWSER",
+        choices=tuple(BROWSERS),
+    )
     close_mode: str = _option(
-        "rst",
-        "how a cut closes the socket: rst (default, as a closing tab), fin, silent",
+        "",
+        "how a cut closes a request's socket: fin (Chromium closing a tab), rst (the browser process "
+        "killed), silent (the network vanished); default: the --browser preset's",
         "LOSSBENCH_CLOSE_MODE",
-        choices=CLOSE_MODES,
+        choices=("", *CLOSE_MODES),
+    )
+    target_idle_timeout: float = _option(
+        ServerHints.idle_timeout,
+        "seconds the collector keeps an idle connection open: pooled connections older than this are "
+        "gone (the reference collector's --idle-timeout, default %(default)s; nginx's keepalive_timeout, "
+        "75 in lossbench's config). lossbench run sets it from the target it starts",
+        "LOSSBENCH_TARGET_IDLE_TIMEOUT",
+    )
+    target_max_age: float = _option(
+        0.0,
+        "the Access-Control-Max-Age the collector answers preflights with: a preflight answer is reused "
+        "that long (Chromium caps it at 7200; -1: the header is absent, cached 5 s). The reference "
+        "collector's --cors-max-age, default %(default)s; lossbench run sets it from the target it starts",
+        "LOSSBENCH_TARGET_MAX_AGE",
     )
     real_time: bool = _option(
         False,
@@ -150,6 +174,15 @@ class PluginOptions:
     def of(cls, namespace: argparse.Namespace) -> PluginOptions:
         """The options Locust parsed (workers get them from the master at spawn)."""
         return cls(**{option.name: getattr(namespace, option.name) for option in OPTIONS})
+
+    def server_hints(self) -> ServerHints:
+        """What the target tells browsers about keeping connections and preflight answers."""
+        max_age = None if self.target_max_age < 0 else self.target_max_age
+        return ServerHints(idle_timeout=self.target_idle_timeout, cors_max_age=max_age)
+
+    def effective_close_mode(self) -> str:
+        """--close-mode, or the --browser preset's way of closing a cut connection."""
+        return self.close_mode or get_browser(self.browser).close_mode
 
     def chosen_techniques(self) -> tuple[str, ...]:
         """--techniques as a tuple; empty means every technique of the scenario."""

@@ -49,7 +49,9 @@ class LossbenchUser(User):
                 seed=_seed(user_seed),
             )
         )
-        self.close_mode = options.close_mode
+        self.browser = options.browser
+        self.close_mode = options.effective_close_mode()
+        self.server = options.server_hints()
         self.real_time = options.real_time
         # Tabs started in one spawn burst would fire their page views together: spread them out.
         gevent.sleep(START_JITTER * random.Random(_seed(user_seed)).random())
@@ -105,7 +107,9 @@ class LossbenchUser(User):
                 self.active_techniques,
                 PLUGIN.sent.ids,
                 functools.partial(PLUGIN.record, self.environment),
+                browser=self.browser,
                 close_mode=self.close_mode,
+                server=self.server,
                 real_time=self.real_time,
                 spawn=PLUGIN.in_flight.spawn,
                 call_later=call_later,
