@@ -26,11 +26,12 @@ from typing import Any
 import numpy as np
 
 from lossbench.contract.ledger import micro
-from lossbench.contract.lines import SentEvent, encode_line
+from lossbench.contract.lines import SentEvent, SentPing, encode_line
+from lossbench.contract.server import ServerHints
 from lossbench.loadgen.pooled import PooledTab
 from lossbench.loadgen.techniques import Tab
 from lossbench.loadgen.timeline import EventResult
-from lossbench.model.browser import PING_INTERVAL, ServerHints, get_browser
+from lossbench.model.browser import PING_INTERVAL, get_browser
 from lossbench.model.exits import ExitModel
 from lossbench.model.profiles import NetworkProfile
 from lossbench.model.visits import PlannedEvent, Visit, sample_visits
@@ -153,8 +154,9 @@ def play_visit(
     call_later: CallLater = thread_call_later,
     sleep: Callable[[float], None] | None = None,
     keep_going: Callable[[], bool] | None = None,
-) -> int:
-    """Play ``visit`` on one tab per technique; returns the number of keep-alive pings the page would send.
+) -> list[SentPing]:
+    """Play ``visit`` on one tab per technique; returns what the page itself cost per technique (its pings
+    and the connections it opened for them or for a preconnect), for the sent ledger.
 
     The techniques of one event run side by side, all but one in their own thread or greenlet, the last
     in the player's. Events overlap exactly as in the visit: if the next event comes due while the
@@ -186,7 +188,18 @@ def play_visit(
             tab.close()
     last = max((e.at for e in visit.events), default=0.0)
     stayed = min(visit.leave_at, last) if math.isfinite(visit.leave_at) else last
-    return int(stayed // KEEPALIVE_PING_INTERVAL) if "pixel-keepalive" in tabs else 0
+    costs = []
+    for tech, tab in tabs.items():
+        if isinstance(tab, PooledTab):
+            virtual = tab.virtual_pings
+        else:  # the seed's tab counts none itself: the pings its page would have sent while idle
+            virtual = (
+                int(stayed // KEEPALIVE_PING_INTERVAL) if tech == "pixel-keepalive" and not real_time else 0
+            )
+        requests, connections = tab.pings_sent + virtual, tab.connections_opened
+        if requests or connections:
+            costs.append(SentPing(ping=tech, requests=requests, connections=connections, virtual=virtual > 0))
+    return costs
 
 
 class InFlight:

@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from lossbench.contract.server import ServerHints
 from lossbench.contract.techniques import (
     CLOSE_MODES,
     PREFLIGHTED,
@@ -51,7 +52,7 @@ from lossbench.loadgen.wire import (
     send_all,
     send_before_cut,
 )
-from lossbench.model.browser import FIN_DELAY, Connection, Found, NetworkState, ServerHints
+from lossbench.model.browser import FIN_DELAY, Connection, Found, NetworkState
 from lossbench.model.chromium import AJAX_BODY_BYTES, page_load, ping, pings_due
 from lossbench.model.profiles import NetworkDraw
 
@@ -139,9 +140,9 @@ class PooledTab:
         self.loaded_at = 0.0  # monotonic time of page load (real-time keep-alive ticks)
         self.last_at = 0.0  # visit time of the last event or ping the state has seen
         self.limbo: list[tuple[float, _socket.socket]] = []
-        self.pings_sent = 0
-        self.virtual_pings = 0
-        self.connections_opened = 0
+        self.pings_sent = 0  # real pings
+        self.virtual_pings = 0  # pings the state sent while idle time was compressed
+        self.connections_opened = 0  # by the page itself (pings, preconnect); events count their own
 
     # -- page lifecycle ----------------------------------------------------------------------------------
     def page_load(self, techniques: tuple[str, ...] | list[str], visit_time: float = 0.0) -> None:
@@ -155,6 +156,7 @@ class PooledTab:
                 opened = [c for c in self.state.conns if c not in before]
             for conn in opened:
                 self._real(conn, PING_TIMEOUT)
+                self.connections_opened += 1
             if opened and tech in (Technique.PIXEL_PREWARM, Technique.PIXEL_KEEPALIVE):
                 self._ping_on(opened[0], tech)
 
@@ -164,6 +166,8 @@ class PooledTab:
         with self.lock:
             found = self._ping_state(at)
         try:
+            if not isinstance(found.conn.real, RealSocket) or found.conn.real.sock is None:
+                self.connections_opened += 1
             self._ping_on(found.conn, Technique.PIXEL_KEEPALIVE)
         except (OSError, Stale):
             with self.lock:
@@ -198,7 +202,6 @@ class PooledTab:
             real = conn.real = RealSocket()
         if real.sock is None:
             real.sock = connect(self.address, timeout)
-            self.connections_opened += 1
         assert isinstance(real, RealSocket)
         return real
 
@@ -289,9 +292,10 @@ class PooledTab:
                         conn, None if math.isinf(timeline.cut_after) else max(0.0, timeline.remaining())
                     )
                     result.connections += 1
-            timeline.wait(Stage.CONNECT, found.stale)
+            # In the stages' order (lossbench.model.chromium): a lookup, then a usable connection, the round
+            # trip lost on a stale one included.
             timeline.wait(Stage.DNS, found.dns)
-            timeline.wait(Stage.CONNECT, found.connect)
+            timeline.wait(Stage.CONNECT, found.stale + found.connect)
             real = self._real(found.conn, PING_TIMEOUT)
             if not real.lock.acquire(timeout=max(0.0, min(timeline.remaining(), 30.0))):
                 raise Cut(Stage.CONNECT)

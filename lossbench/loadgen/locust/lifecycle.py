@@ -331,9 +331,7 @@ def watch_loss(
     web UI."""
     techniques = run_techniques(environment, options)
     try:
-        predicted = predictions(
-            options.network_profile, options.exit_model, options.abort, options.seed, techniques
-        )
+        predicted = predictions(options, techniques)
     except ValueError as exc:  # a technique the model does not know: the loss is still shown
         log.warning("lossbench: no predicted loss while the load runs: %s", exc)
         predicted = {}

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from lossbench.contract.progress import Progress, TechniqueProgress, goal_words
 from lossbench.contract.summary import format_pct, format_pct_interval
+from lossbench.loadgen.locust.options import PluginOptions
 from lossbench.loadgen.locust.timing import LagGuard, TimingWindow
 from lossbench.model.predict import predict_loss
 from lossbench.stats import events_for_half_width, wilson_interval
@@ -35,7 +36,7 @@ EVERY = 1.0
 RATE_WINDOW = 6.0
 """Seconds over which events per second are counted (the workers report to the master every 3 s)."""
 
-PREDICTION_EVENTS = 100_000
+PREDICTION_EVENTS = 50_000
 """Monte Carlo events of the prediction shown while the load runs (compare computes its own)."""
 
 
@@ -113,11 +114,18 @@ def eta(techniques: Mapping[str, TechniqueProgress], elapsed: float) -> float | 
     return seconds
 
 
-def predictions(
-    profile: str, exit_model: str, abort: str, seed: int, techniques: Iterable[str]
-) -> dict[str, float]:
-    """The model's loss per technique for the run (the same draws as the run's seed)."""
-    predicted = predict_loss(profile, exit_model, abort, techniques, seed=seed, events=PREDICTION_EVENTS)
+def predictions(options: PluginOptions, techniques: Iterable[str]) -> dict[str, float]:
+    """The model's loss per technique for the run (the same draws as the run's seed, the same browser)."""
+    predicted = predict_loss(
+        options.network_profile,
+        options.exit_model,
+        options.abort,
+        techniques,
+        seed=options.seed,
+        events=PREDICTION_EVENTS,
+        browser=options.browser,
+        server=options.server_hints(),
+    )
     return {t: p.loss for t, p in predicted.items()}
 
 

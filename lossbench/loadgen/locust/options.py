@@ -14,8 +14,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Protocol
 
+from lossbench.contract.server import REFERENCE_CORS_MAX_AGE, REFERENCE_IDLE_TIMEOUT, ServerHints
 from lossbench.contract.techniques import ABORTS, CLOSE_MODES
-from lossbench.model.browser import BROWSERS, DEFAULT_BROWSER, ServerHints, get_browser
+from lossbench.model.browser import BROWSERS, DEFAULT_BROWSER, get_browser
 from lossbench.model.exits import DEFAULT_EXIT_MODEL
 from lossbench.model.profiles import DEFAULT_PROFILE, PROFILES
 
@@ -121,21 +122,22 @@ class PluginOptions:
         choices=tuple(BROWSERS),
     )
     close_mode: str = _option(
-        "",
+        "preset",
         "how a cut closes a request's socket: fin (Chromium closing a tab), rst (the browser process "
-        "killed), silent (the network vanished); default: the --browser preset's",
+        "killed), silent (the network vanished); preset (default): the --browser preset's, fin for "
+        "chromium, rst for seed",
         "LOSSBENCH_CLOSE_MODE",
-        choices=("", *CLOSE_MODES),
+        choices=("preset", *CLOSE_MODES),
     )
     target_idle_timeout: float = _option(
-        ServerHints.idle_timeout,
+        REFERENCE_IDLE_TIMEOUT,
         "seconds the collector keeps an idle connection open: pooled connections older than this are "
-        "gone (the reference collector's --idle-timeout, default %(default)s; nginx's keepalive_timeout, "
-        "75 in lossbench's config). lossbench run sets it from the target it starts",
+        "gone (the reference collector's --idle-timeout, default %(default)s; 30 in lossbench's nginx "
+        "config, 75 in its aiohttp app). lossbench run sets it from the target it starts",
         "LOSSBENCH_TARGET_IDLE_TIMEOUT",
     )
     target_max_age: float = _option(
-        0.0,
+        float(REFERENCE_CORS_MAX_AGE),
         "the Access-Control-Max-Age the collector answers preflights with: a preflight answer is reused "
         "that long (Chromium caps it at 7200; -1: the header is absent, cached 5 s). The reference "
         "collector's --cors-max-age, default %(default)s; lossbench run sets it from the target it starts",
@@ -182,7 +184,7 @@ class PluginOptions:
 
     def effective_close_mode(self) -> str:
         """--close-mode, or the --browser preset's way of closing a cut connection."""
-        return self.close_mode or get_browser(self.browser).close_mode
+        return get_browser(self.browser).close_mode if self.close_mode == "preset" else self.close_mode
 
     def chosen_techniques(self) -> tuple[str, ...]:
         """--techniques as a tuple; empty means every technique of the scenario."""

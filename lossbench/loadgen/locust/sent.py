@@ -89,12 +89,13 @@ class SentLedger:
         self.recorded += 1
         return True
 
-    def append_pings(self, tech: str, count: int) -> None:
-        """Keep-alive pings the page would have sent during compressed idle time: they count in the cost."""
+    def append_ping(self, cost: SentPing) -> None:
+        """What a page cost by itself (its pings, sent or that it would have sent during compressed idle
+        time, and the connections it opened): they count in the technique's cost."""
         ledger = self.open()
         if ledger is not None:
             try:
-                ledger.append(SentPing(ping=tech, requests=count, connections=0))
+                ledger.append(cost)
             except OSError as exc:
                 self.failed(ledger.path or ledger.directory, exc)
 

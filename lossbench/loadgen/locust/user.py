@@ -101,7 +101,7 @@ class LossbenchUser(User):
 
     def _play(self, visit: Visit) -> None:
         with PLUGIN.in_flight.held():
-            pings = play_visit(
+            page_costs = play_visit(
                 visit,
                 self.address,
                 self.active_techniques,
@@ -115,8 +115,8 @@ class LossbenchUser(User):
                 call_later=call_later,
                 keep_going=self.keep_going,
             )
-            if pings and not self.real_time:
-                PLUGIN.sent.append_pings("pixel-keepalive", pings)
+            for cost in page_costs:
+                PLUGIN.sent.append_ping(cost)
 
 
 def _seed(parts: list[int]) -> int:

@@ -8,6 +8,7 @@ import errno
 import json
 from pathlib import Path
 
+from lossbench.contract.lines import SentPing
 from lossbench.loadgen.locust.sent import SentLedger
 from lossbench.loadgen.player import PlayedEvent
 from lossbench.loadgen.timeline import EventResult
@@ -35,7 +36,7 @@ def test_each_test_has_its_ledger_and_a_late_event_reopens_none(tmp_path: Path) 
     assert not sent.append(played(2))  # finished after its test's ledger closed
     sent.start_test(tmp_path / "sent")
     assert sent.append(played(3))
-    sent.append_pings("pixel-keepalive", 4)
+    sent.append_ping(SentPing(ping="pixel-keepalive", requests=4, connections=1))
     sent.close()
     first, second = sorted((tmp_path / "sent").glob("*.jsonl"), key=lambda p: "-test2" in p.name)
     assert "-test2" in second.name
