@@ -27,12 +27,13 @@ import numpy as np
 
 from lossbench import __version__
 from lossbench.contract.ledger import LedgerWriter, default_ledger_name
-from lossbench.contract.lines import SentPing
+from lossbench.contract.server import ServerHints
 from lossbench.contract.summary import Summary
-from lossbench.contract.techniques import ALL_TECHNIQUES, TECHNIQUES
+from lossbench.contract.techniques import ALL_TECHNIQUES, SEED_TECHNIQUES
 from lossbench.loadgen.browser import chromium
 from lossbench.loadgen.browser.player import EXIT_HOWS, BrowserOptions, BrowserPlayer
 from lossbench.loadgen.player import EventIds, PlayedEvent, play_visit
+from lossbench.model.browser import DEFAULT_BROWSER, get_browser
 from lossbench.model.exits import DEFAULT_EXIT_MODEL, get_exit_model
 from lossbench.model.profiles import DEFAULT_PROFILE, get_profile
 from lossbench.model.visits import Visit
@@ -57,6 +58,7 @@ class BrowserRunOptions:
     workers: int = 8
     duration: float = 1800.0
     exit_how: str = "auto"
+    browser: str = DEFAULT_BROWSER  # the socket client's preset (lossbench.model.browser)
     max_gap: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # more run.json keys
 
@@ -104,6 +106,8 @@ def write_run_json(run_dir: Path, options: BrowserRunOptions, client: str, **ext
         "run_id": run_dir.name,
         "scenario": f"{client} client",
         "client": client,
+        "browser": "chromium" if client == "chromium" else options.browser,
+        "server": ServerHints().as_json(),  # both halves load a reference collector with its defaults
         "techniques": list(options.techniques),
         "profile": options.profile,
         "exit_model": options.exit_model,
@@ -172,9 +176,10 @@ def play_chromium(run_dir: Path, visits: Sequence[Visit], options: BrowserRunOpt
 
 
 def play_socket(run_dir: Path, visits: Sequence[Visit], options: BrowserRunOptions, say: Say) -> None:
-    """Play ``visits`` with the socket client (its four techniques) against a fresh collector, with the
-    keep-alive pings each page would have sent as ``SentPing`` lines, as under Locust."""
-    techniques = [t for t in options.techniques if t in TECHNIQUES]
+    """Play ``visits`` with the socket client (the techniques its ``--browser`` preset plays) against a
+    fresh collector, with what each page cost by itself as ``SentPing`` lines, as under Locust."""
+    playable = ALL_TECHNIQUES if get_browser(options.browser).pool else SEED_TECHNIQUES
+    techniques = [t for t in options.techniques if t in playable]
     started = time.time()
     collector, url = start_collector(run_dir, 1)
     ids = EventIds()
@@ -192,10 +197,10 @@ def play_socket(run_dir: Path, visits: Sequence[Visit], options: BrowserRunOptio
 
     def one(visit: Visit) -> None:
         if time.monotonic() < deadline:
-            pings = play_visit(visit, address, techniques, ids, record)
-            if pings:
-                with lock:
-                    ledger.append(SentPing(ping="pixel-keepalive", requests=pings, connections=0))
+            page_costs = play_visit(visit, address, techniques, ids, record, browser=options.browser)
+            with lock:
+                for cost in page_costs:
+                    ledger.append(cost)
 
     try:
         say(f"socket client: {len(visits)} visits, {SOCKET_THREADS} threads, collector {url}")

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lossbench import __version__
+from lossbench.contract.server import REFERENCE_CORS_MAX_AGE, REFERENCE_IDLE_TIMEOUT
 
 if TYPE_CHECKING:
     from lossbench.calibrate import BrowserRunOptions
@@ -89,7 +90,11 @@ def _add_collector(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         "--processes", type=int, default=1, help="processes sharing the port with SO_REUSEPORT (default: 1)"
     )
     p.add_argument(
-        "--idle-timeout", type=float, default=30.0, help="close idle keep-alive connections after S seconds"
+        "--idle-timeout",
+        type=float,
+        default=REFERENCE_IDLE_TIMEOUT,
+        help="close idle keep-alive connections after S seconds (default: %(default)s; browsers' pooled "
+        "connections older than this are gone)",
     )
     p.add_argument(
         "--header-timeout", type=float, default=10.0, help="seconds allowed for a request's headers"
@@ -101,8 +106,10 @@ def _add_collector(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     p.add_argument(
         "--cors-max-age",
         type=int,
-        default=0,
-        help="Access-Control-Max-Age; 0 preflights every event (default)",
+        default=REFERENCE_CORS_MAX_AGE,
+        help="Access-Control-Max-Age in preflight answers: browsers reuse the answer that long (default: "
+        "%(default)s, Chromium's cap, as a collector whose CORS policy never changes should; 0: every "
+        "ajax event pays a preflight; -1: no header, which Chromium reads as 5 s)",
     )
     p.add_argument(
         "--allow-origin",
@@ -238,6 +245,7 @@ def _browser_options(
         abort=abort,
         seed=seed,
         techniques=techniques,
+        browser=getattr(args, "browser", "chromium"),
     )
 
 
@@ -261,7 +269,7 @@ def _chromium_dispatch(command: str, options: BrowserRunOptions, fail_if: list[s
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from lossbench.contract.techniques import ALL_TECHNIQUES
+    from lossbench.contract.techniques import TECHNIQUES
 
     techniques = tuple(t.strip() for t in args.techniques.split(",") if t.strip())
     options = _browser_options(
@@ -270,7 +278,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         exit_model=args.exit_model,
         abort=args.abort,
         seed=args.seed,
-        techniques=techniques or ALL_TECHNIQUES,
+        techniques=techniques or TECHNIQUES,
     )
     return _chromium_dispatch("calibrate", options, [])
 
@@ -313,7 +321,7 @@ def _run_options(args: argparse.Namespace, command: str) -> RunOptions | None:
 def _cmd_run_chromium(args: argparse.Namespace) -> int:
     """``run --client chromium``: the plugin's model options (profile, exit model, abort, seed, techniques),
     environment included, played in Chromium."""
-    from lossbench.contract.techniques import ALL_TECHNIQUES
+    from lossbench.contract.techniques import TECHNIQUES
     from lossbench.loadgen.locust.options import run_options
 
     try:
@@ -333,7 +341,7 @@ def _cmd_run_chromium(args: argparse.Namespace) -> int:
         exit_model=plugin.exit_model,
         abort=plugin.abort,
         seed=plugin.seed,
-        techniques=plugin.chosen_techniques() or ALL_TECHNIQUES,
+        techniques=plugin.chosen_techniques() or TECHNIQUES,
     )
     return _chromium_dispatch("run", browser, args.fail_if)
 
@@ -537,8 +545,9 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="the main job: collector + Locust + compare + report",
         description=(
             "Start the reference collector (or another --target), run Locust headless with "
-            "scenarios/all.py (the four techniques side by side under the same draws), then compare and "
-            "report. Without --users and --processes it first sizes the load to the machine as it is: short "
+            "scenarios/all.py (the seven techniques side by side under the same draws; --browser seed: "
+            "the four of the first model), then compare and report. Without --users and --processes it "
+            "first sizes the load to the machine as it is: short "
             "probes from 400 tabs in 2 processes, halving the tabs until the load generator's p90 timing "
             "error stays well within the limit compare warns at (it prints what it chose and why; "
             "run.json's sizing has the probes). Prints progress, the loss table and the path of the "
@@ -636,7 +645,7 @@ def _add_sweep(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def _add_browser_flags(p: argparse.ArgumentParser, *, techniques: bool = True, duration: bool = True) -> None:
-    from lossbench.contract.techniques import ALL_TECHNIQUES
+    from lossbench.contract.techniques import TECHNIQUES, VARIANTS
 
     p.add_argument("--visits", type=int, default=200, help="visits to play in Chromium (default: 200)")
     p.add_argument("--workers", type=int, default=8, help="Chromium tabs in parallel (default: 8)")
@@ -648,7 +657,9 @@ def _add_browser_flags(p: argparse.ArgumentParser, *, techniques: bool = True, d
     )
     if techniques:
         p.add_argument(
-            "--techniques", default=",".join(ALL_TECHNIQUES), help="comma-separated techniques (default: all)"
+            "--techniques",
+            default=",".join(TECHNIQUES),
+            help=f"comma-separated techniques (default: the seven; also: {', '.join(VARIANTS)})",
         )
     if duration:
         p.add_argument("--duration", type=float, default=1800.0, help="at most this many seconds per client")
@@ -675,6 +686,13 @@ def _add_calibrate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     p.add_argument("--exit-model", default=DEFAULT_EXIT_MODEL, help="exit model (default: %(default)s)")
     p.add_argument("--abort", default="unload", choices=("unload", "drop"), help="abort kind")
     p.add_argument("--seed", type=int, default=1, help="random seed (default: 1)")
+    p.add_argument(
+        "--browser",
+        default="chromium",
+        choices=("chromium", "seed"),
+        help="the socket client's preset: chromium (default: pool, preflight cache, FIN) or seed (the first "
+        "model); the Chromium half is Chromium",
+    )
     _add_browser_flags(p)
     p.set_defaults(func=cmd_calibrate)
 

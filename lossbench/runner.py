@@ -22,8 +22,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from lossbench.contract.server import TARGET_HINTS
 from lossbench.contract.summary import Summary
-from lossbench.contract.techniques import TECHNIQUES
+from lossbench.contract.techniques import ALL_TECHNIQUES
 from lossbench.loadgen.locust.options import PluginOptions, locust_arguments
 from lossbench.model.exits import get_exit_model
 from lossbench.model.profiles import get_profile
@@ -38,7 +39,7 @@ plugin's default, for locust -f, sweep and targets, is never)."""
 
 @dataclass
 class RunOptions:
-    """What ``lossbench run`` runs; the defaults rank the four techniques in about two minutes here."""
+    """What ``lossbench run`` runs; the defaults rank the techniques in about two minutes here."""
 
     out: Path = Path("results")
     run_id: str = ""
@@ -78,9 +79,9 @@ def validate(options: RunOptions) -> None:
         get_exit_model(options.plugin.exit_model)
     except ValueError as exc:
         raise RunError(str(exc)) from None
-    unknown = [t for t in options.plugin.chosen_techniques() if t not in TECHNIQUES]
+    unknown = [t for t in options.plugin.chosen_techniques() if t not in ALL_TECHNIQUES]
     if unknown:
-        raise RunError(f"unknown technique(s) {', '.join(unknown)}; choose from {', '.join(TECHNIQUES)}")
+        raise RunError(f"unknown technique(s) {', '.join(unknown)}; choose from {', '.join(ALL_TECHNIQUES)}")
     if options.duration <= 0 or options.users <= 0:
         raise RunError("--duration and --users must be positive")
     if is_url(options.target) and not options.received_from:
@@ -308,8 +309,13 @@ def start_collector(
 
 
 def locust_command(options: RunOptions, scenario: Path, run_dir: Path, url: str) -> list[str]:
-    """Locust, headless, told every plugin option; the run compares and reports itself (--no-summary)."""
+    """Locust, headless, told every plugin option; the run compares and reports itself (--no-summary).
+    A target started here tells the plugin what it tells browsers (keep-alive timeout, preflight max-age)."""
     plugin = replace(options.plugin, run_dir=str(run_dir), no_summary=True)
+    hints = TARGET_HINTS.get(options.target)
+    if hints is not None:
+        max_age = -1.0 if hints.cors_max_age is None else float(hints.cors_max_age)
+        plugin = replace(plugin, target_idle_timeout=hints.idle_timeout, target_max_age=max_age)
     command = [
         sys.executable, "-m", "locust", "-f", str(scenario), "--headless",
         "-u", str(options.users), "-r", str(options.spawn_rate), "-t", f"{options.duration:g}s",

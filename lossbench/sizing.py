@@ -40,8 +40,9 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from lossbench.contract.techniques import TECHNIQUES
+from lossbench.contract.techniques import SEED_TECHNIQUES, TECHNIQUES
 from lossbench.contract.timing import guard_limit, lag_limit, timing_error
+from lossbench.model.browser import get_browser
 from lossbench.model.predict import predict_loss
 from lossbench.model.profiles import get_profile
 from lossbench.runner import Load, RunError, RunOptions, Say, find_scenario, locust_command, start_load
@@ -442,7 +443,9 @@ def size_load(
 def _predicted(options: RunOptions) -> dict[str, float]:
     """The model's loss per technique for the run (a quick Monte Carlo: for the expected interval only)."""
     plugin = options.plugin
-    techniques = plugin.chosen_techniques() or TECHNIQUES
+    techniques = plugin.chosen_techniques() or (
+        TECHNIQUES if get_browser(plugin.browser).pool else SEED_TECHNIQUES
+    )
     try:
         predicted = predict_loss(
             plugin.network_profile,
@@ -451,6 +454,8 @@ def _predicted(options: RunOptions) -> dict[str, float]:
             techniques,
             seed=plugin.seed,
             events=20_000,
+            browser=plugin.browser,
+            server=plugin.server_hints(),
         )
     except ValueError:  # a technique the model does not know
         return {}

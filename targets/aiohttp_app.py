@@ -44,7 +44,7 @@ PREFLIGHT = {
     **CORS,
     "Access-Control-Allow-Methods": "POST, OPTIONS",
     "Access-Control-Allow-Headers": "Content-Type",
-    "Access-Control-Max-Age": "0",
+    "Access-Control-Max-Age": "7200",
 }
 CSV_HEADER = ("ts", "method", "id", "tech")
 LOG: web.AppKey[int] = web.AppKey("log", int)

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lossbench.collector.service import parse_service_time
+from lossbench.contract.server import REFERENCE_CORS_MAX_AGE, REFERENCE_IDLE_TIMEOUT
 
 HEAD_SLICE = 16384
 """Bytes fed to the parser at a time while a head may be in progress (bounds head buffering)."""
@@ -23,14 +24,14 @@ class CollectorConfig:
     port: int = 8787
     out: Path = Path("results/collector")
     processes: int = 1
-    idle_timeout: float = 30.0
+    idle_timeout: float = REFERENCE_IDLE_TIMEOUT
     header_timeout: float = 10.0
     body_timeout: float = 10.0
     max_url: int = 8192
     max_header_bytes: int = 16384
     max_body: int = 65536
     max_connections: int = 10000
-    cors_max_age: int = 0
+    cors_max_age: int = REFERENCE_CORS_MAX_AGE  # negative: no Access-Control-Max-Age header
     allow_origins: tuple[str, ...] = ("*",)
     ledger_max_bytes: int = 256 * 1024 * 1024
     uvloop: bool = True

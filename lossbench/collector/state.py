@@ -138,13 +138,15 @@ class Collector:
                 GIF,
             )
         elif kind == "preflight":
+            age = self.config.cors_max_age
+            max_age = [("Access-Control-Max-Age", str(age))] if age >= 0 else []
             data = http_response(
                 "204 No Content",
                 [
                     *cors,
                     ("Access-Control-Allow-Methods", "POST, OPTIONS"),
                     ("Access-Control-Allow-Headers", "Content-Type"),
-                    ("Access-Control-Max-Age", str(self.config.cors_max_age)),
+                    *max_age,
                     *conn,
                 ],
             )
