@@ -13,7 +13,8 @@ is the control every loss figure rests on. The script
 2. starts a fresh collector and fires ``--events`` events at ``--load`` (80%) of that capacity, paced on a
    fixed schedule, the four techniques in turn (ajax with its preflight, pixel, pixel with pre-warm ping,
    pixel on a kept-alive connection), from ``--processes`` processes of ``--threads`` threads, each thread
-   a browser tab (``lossbench.loadgen.techniques.Tab``) on a zero-delay network that never leaves the page;
+   a browser tab of the ``seed`` preset (``lossbench.loadgen.techniques.Tab``: no connection pool) on a
+   zero-delay network that never leaves the page;
 3. writes the sent ledgers as the Locust scenarios do, stops the collector with SIGTERM, and joins the
    ledgers with ``lossbench.analysis.compare``.
 
@@ -45,13 +46,14 @@ from lossbench.analysis.compare import compare, write_summary
 from lossbench.contract.ledger import LedgerWriter
 from lossbench.contract.lines import encode_line
 from lossbench.contract.summary import Summary
-from lossbench.contract.techniques import TECHNIQUES
+from lossbench.contract.techniques import SEED_TECHNIQUES
 from lossbench.loadgen.player import EventIds
 from lossbench.loadgen.techniques import Tab
 from lossbench.model.profiles import NetworkDraw
 from lossbench.system import raise_fd_limit
 
 FLUSH_EVERY = 500  # sent lines buffered per thread before one write(2)
+TECHNIQUES = SEED_TECHNIQUES  # the seed's tab plays these four
 
 
 @dataclass
@@ -105,11 +107,13 @@ def collector_stats(port: int) -> dict[str, Any]:
     return json.loads(data.partition(b"\r\n\r\n")[2])
 
 
-def _sent_line(result: Any, fired_wall: float) -> bytes:
-    """The sent-ledger line of one event, in the shape ``PlayedEvent.record`` writes (docs/FORMATS.md)."""
+def _sent_line(result: Any, fired_wall: float, visit: int) -> bytes:
+    """The sent-ledger line of one event, in the shape ``PlayedEvent.record`` writes (docs/FORMATS.md);
+    a thread's tab is one long visit, its events all at visit time 0."""
     rest = result.as_record()
     del rest["id"], rest["tech"]
-    head = {"id": result.id, "tech": result.tech, "type": "click", "rtt": 0.0, "dns": 0.0, "A": None}
+    head = {"id": result.id, "tech": result.tech, "type": "click", "visit": visit, "at": 0.0}
+    head |= {"rtt": 0.0, "dns": 0.0, "A": None}
     return encode_line({**head, "abort": "unload", **rest, "t0": round(fired_wall, 6)})
 
 
@@ -162,7 +166,7 @@ def generate(
             if result.error:
                 kind = result.error.split(":", 1)[0]
                 errors[kind] = errors.get(kind, 0) + 1
-            lines.append(_sent_line(result, wall))
+            lines.append(_sent_line(result, wall, index))
             if len(lines) >= FLUSH_EVERY:
                 with lock:
                     ledger.append_raw(b"".join(lines), len(lines))
@@ -306,6 +310,7 @@ def run(
                     "run_id": run_dir.name,
                     "scenario": "benchmarks/zero_loss.py",
                     "techniques": list(TECHNIQUES),
+                    "browser": "seed",
                     "profile": "loopback",
                     "exit_model": "none",
                     "abort": "unload",

@@ -38,6 +38,7 @@ from lossbench.contract.summary import (
     CollectorFigures,
     Comparison,
     Cost,
+    FoundFigures,
     LedgerFile,
     Summary,
     TechniqueFigures,
@@ -48,8 +49,9 @@ from lossbench.contract.summary import (
     format_pct_interval,
     summary_json,
 )
-from lossbench.contract.techniques import STAGES, TECHNIQUES
+from lossbench.contract.techniques import ALL_TECHNIQUES, SEED_TECHNIQUES, STAGES, SURVIVES_UNLOAD
 from lossbench.contract.timing import lagging
+from lossbench.model.browser import run_browser
 from lossbench.stats import ALPHA, beside, ratio, two_proportion_test, wilson_interval
 
 if TYPE_CHECKING:
@@ -107,10 +109,15 @@ def compare(
         joining = pool.submit(match_received, ledgers)
         figures = _SentFigures.of(ledgers)
         # the model predicts the socket client's four techniques; the browser-only ones have no prediction
-        modelled = [names[c] for c in figures.codes if names[c] in TECHNIQUES]
-        prediction = _predict(run, modelled, predict_events, answers.get(ANSWER_PREFLIGHT))
+        modelled = [names[c] for c in figures.codes if modelled_by(names[c], run)]
+        prediction = _predict(run, modelled, predict_events, answers.get(ANSWER_PREFLIGHT), run_dir / "sent")
         match = joining.result()
-    counts = _Counts.of(ledgers, match)
+    finished = frozenset(
+        c
+        for c, name in enumerate(names)
+        if name in SURVIVES_UNLOAD and run.get("abort", "unload") == "unload"
+    )
+    counts = _Counts.of(ledgers, match, finished)
     conn_seconds = _conn_seconds(list(ledgers.collector_stats.values()))
     techniques = {names[c]: _technique(ledgers, figures, counts, c, conn_seconds) for c in figures.codes}
     if not techniques:
@@ -120,7 +127,7 @@ def compare(
             warnings.append(f"{name}: listed in run.json but no event of it was sent")
     techniques = _add_predictions(techniques, prediction, warnings)
     if reference not in techniques and techniques:
-        if reference not in TECHNIQUES:
+        if reference not in ALL_TECHNIQUES:
             warnings.append(f"reference {reference!r} is not a technique; comparing against the highest loss")
         reference = max(techniques, key=lambda t: techniques[t].loss)
     timing = _timing(figures, counts, techniques, names, lag_stopped=bool(run.get("lag_stopped")))
@@ -131,6 +138,7 @@ def compare(
     return Summary(
         schema=SCHEMA,
         run=run,
+        browser=run_browser(run),
         reference=reference,
         techniques=techniques,
         phantoms=match.phantom_ids,
@@ -182,6 +190,7 @@ class _SentFigures:
     codes: list[int]  # techniques with sent events, in code order
     requests: list[int]
     connections: list[int]
+    preflights: list[list[int]]  # per technique: events whose preflight was sent, and found cached
     time_to_written: list[list[float] | None]  # per technique: TIME_TO_WRITTEN of its written events
     timing: list[float] | None  # p50, p90, p99 of the timing error
     median_rtt: float
@@ -191,12 +200,26 @@ class _SentFigures:
         s = ledgers.sent
         n_codes = len(ledgers.techniques)
         events = np.zeros(n_codes, np.int64)
-        sums = [[0] * n_codes for _ in range(2)]
+        sums = [[0] * n_codes for _ in range(4)]
         times: list[list[Floats]] = [[] for _ in range(n_codes)]
+        preflight = ledgers.vocabs.preflight.codes
+        stage_codes = ledgers.vocabs.stage.codes
+        # a preflight the event needed went out unless the cut came before it (in the lookup or the connect)
+        before = [stage_codes[k] for k in ("dns", "connect", "tls", "unsent") if k in stage_codes]
         for part in chunks(len(s["tech"])):
             tech = s["tech"][part]
             events += np.bincount(tech, minlength=n_codes)
-            _add_sums(sums, tech, (s["requests"][part], s["connections"][part]))
+            state = s["preflight"][part]
+            _add_sums(
+                sums,
+                tech,
+                (
+                    s["requests"][part],
+                    s["connections"][part],
+                    (state == preflight["sent"]) & ~np.isin(s["stage"][part], before),
+                    state == preflight["cached"],
+                ),
+            )
             timed = s["written"][part] & np.isfinite(s["t_written"][part])
             t_written, timed_tech = s["t_written"][part][timed], tech[timed]
             for c in np.flatnonzero(np.bincount(timed_tech, minlength=n_codes)).tolist():
@@ -207,6 +230,7 @@ class _SentFigures:
             codes=np.flatnonzero(events).tolist(),
             requests=sums[0],
             connections=sums[1],
+            preflights=[[sent, cached] for sent, cached in zip(sums[2], sums[3], strict=True)],
             time_to_written=[_quantiles(_joined(t), TIME_TO_WRITTEN, scratch=True) for t in times],
             timing=_quantiles(error[np.isfinite(error)], [0.5, 0.9, 0.99], scratch=True),
             median_rtt=float(np.median(rtt, overwrite_input=True)) if rtt.size else 0.0,
@@ -218,14 +242,18 @@ class _Counts:
     """What the join adds, per technique code, counted as ``_SentFigures`` are."""
 
     by: Ints  # events by (technique, written, received, stage at the cut)
+    found: Ints  # events by (technique, what they found for a connection, received)
     copies: list[int]  # received lines per technique (duplicates included)
     late: list[int]  # delivered events whose bytes reached the wire after their page had gone (real time)
 
     @classmethod
-    def of(cls, ledgers: Ledgers, match: Match) -> _Counts:
+    def of(cls, ledgers: Ledgers, match: Match, finished: frozenset[int] = frozenset()) -> _Counts:
+        """``finished``: codes of techniques the browser finishes after the page is gone (never late)."""
         s = ledgers.sent
         n_codes, n_stages = len(ledgers.techniques), len(ledgers.vocabs.stage.names)
+        n_conns = len(ledgers.vocabs.conn.names)
         by = np.zeros(n_codes * 4 * n_stages, np.int64)
+        found = np.zeros(n_codes * n_conns * 2, np.int64)
         sums = [[0] * n_codes for _ in range(2)]
         for part in chunks(len(s["tech"])):
             tech, copies, written = s["tech"][part], match.copies[part], s["written"][part]
@@ -235,11 +263,23 @@ class _Counts:
                 key *= size
                 key += column
             by += np.bincount(key, minlength=len(by))
+            key = tech.astype(np.intp) * n_conns
+            key += s["conn"][part]
+            key *= 2
+            key += got
+            found += np.bincount(key, minlength=len(found))
             with np.errstate(invalid="ignore"):
                 late = s["t_written"][part] + np.nan_to_num(s["timing_error"][part]) >= s["A"][part]
             late &= got & written
+            if finished:
+                late &= ~np.isin(tech, list(finished))
             _add_sums(sums, tech, (copies, late))
-        return cls(by=by.reshape(n_codes, 2, 2, n_stages), copies=sums[0], late=sums[1])
+        return cls(
+            by=by.reshape(n_codes, 2, 2, n_stages),
+            found=found.reshape(n_codes, n_conns, 2),
+            copies=sums[0],
+            late=sums[1],
+        )
 
 
 def _joined(parts: list[Floats]) -> Floats:
@@ -294,6 +334,8 @@ def _technique(
     def per_delivered(total: float | None) -> float | None:
         return None if total is None or received == 0 else total / received
 
+    preflights_sent, preflights_cached = figures.preflights[code]
+
     return TechniqueFigures(
         sent=n,
         received=received,
@@ -322,7 +364,24 @@ def _technique(
             connections_per_delivered=per_delivered(connections),
             conn_seconds_per_delivered=per_delivered(cs),
         ),
+        found=_found(counts.found[code], ledgers.vocabs.conn.names, n),
+        preflights_sent=preflights_sent,
+        preflights_cached=preflights_cached,
+        preflights_per_delivered=per_delivered(preflights_sent),
     )
+
+
+def _found(counts: Ints, kinds: list[str], sent: int) -> dict[str, FoundFigures]:
+    """A technique's events by what they found for a connection (``counts``: by kind, then [lost,
+    received]), kinds with events only, in the vocabulary's order."""
+    out = {}
+    for kind, (lost, got) in zip(kinds, counts.tolist(), strict=True):
+        n = lost + got
+        if n:
+            out[kind] = FoundFigures(
+                sent=n, share=n / sent, lost=lost, loss=lost / n, ci95=wilson_interval(lost, n)
+            )
+    return out
 
 
 def _conn_seconds(stats: list[dict[str, Any]]) -> dict[str, float]:
@@ -455,23 +514,54 @@ def _read_run(run_dir: Path, warnings: list[str]) -> dict[str, Any]:
     return run
 
 
+def modelled_by(technique: str, run: Mapping[str, Any]) -> bool:
+    """Whether the run's browser preset models ``technique`` (the seed's has only its four)."""
+    from lossbench.model.browser import get_browser, run_browser
+
+    if technique not in ALL_TECHNIQUES:
+        return False
+    try:
+        return get_browser(run_browser(run)).pool or technique in SEED_TECHNIQUES
+    except ValueError:
+        return False
+
+
 def _predict(
-    run: Mapping[str, Any], names: list[str], events: int, preflight_answers: LatencyHistogram | None = None
+    run: Mapping[str, Any],
+    names: list[str],
+    events: int,
+    preflight_answers: LatencyHistogram | None = None,
+    sent_dir: Path | None = None,
 ) -> dict[str, Prediction] | str | None:
     """The run model's predicted loss per technique (model.predict); a warning when it cannot be had;
     None when there is nothing to predict. ``preflight_answers``: the collector's answer times to
-    preflights measured in this run, drawn per event into ajax's preflight (None: answers take no time)."""
+    preflights measured in this run, drawn per event into ajax's preflight (None: answers take no time).
+    With ``sent_dir`` holding ledgers that name each event's visit, the prediction is on the visits the
+    run played (``lossbench.analysis.played``: paired with the measurement); else on ``events`` events
+    drawn from the run's seed."""
     if not run or not names:
         return None
     missing = [k for k in ("profile", "exit_model", "abort", "seed") if k not in run]
     if missing:
         return f"run.json lacks {', '.join(missing)}: no predicted loss"
     try:
+        from lossbench.analysis.played import played_visits
         from lossbench.model.browser import run_browser, run_server_hints
         from lossbench.model.exits import get_exit_model
-        from lossbench.model.predict import predict_loss
+        from lossbench.model.predict import predict_batch, predict_loss
         from lossbench.model.profiles import get_profile
+        from lossbench.model.visits import VisitBatch
 
+        profile = get_profile(run["profile"])
+        visits = None if sent_dir is None else played_visits(sent_dir, names[0], profile)
+        if visits:
+            batch = VisitBatch.of(visits)
+            answers = None
+            if preflight_answers is not None and preflight_answers.total:
+                answers = preflight_answers.sample(np.random.default_rng(int(run["seed"])), batch.events)
+            return predict_batch(
+                batch, names, preflight_answer=answers, browser=run_browser(run), server=run_server_hints(run)
+            )
         return predict_loss(
             get_profile(run["profile"]),
             get_exit_model(run["exit_model"]),
@@ -502,8 +592,12 @@ def _add_predictions(
         if pred is None:
             continue
         plo, phi = (float(x) for x in pred.ci95)
+        held = pred.held_seconds_per_event
         entry = out[name] = msgspec.structs.replace(
-            entry, predicted_loss=float(pred.loss), predicted_ci95=(plo, phi)
+            entry,
+            predicted_loss=float(pred.loss),
+            predicted_ci95=(plo, phi),
+            predicted_held_seconds=None if held is None else float(held),
         )
         where = beside(entry.ci95, (plo, phi))
         if where == "within":

@@ -40,6 +40,7 @@ from lossbench.contract.techniques import (
     EVENT_TYPES,
     PREFLIGHT_STATES,
     STAGES,
+    Stage,
 )
 
 ENABLED = sys.byteorder == "little"
@@ -55,11 +56,13 @@ TYPE_NAMES: tuple[str, ...] = EVENT_TYPES
 ABORT_NAMES: tuple[str, ...] = ABORTS
 STAGE_NAMES: tuple[str, ...] = (
     *dict.fromkeys(s for t in ALL_TECHNIQUES for s in STAGES[t]),
+    Stage.UNSENT,
     "tls",
     DONE,
     "error",
 )
-"""Stages: the model's, ``tls`` (for ledgers that name it) and ``error`` (the client failed, not cut)."""
+"""Stages: the model's, ``unsent`` (a keepalive request the browser refused), ``tls`` (for ledgers that name
+it) and ``error`` (the client failed, not cut)."""
 METHOD_NAMES = ("GET", "POST")
 CONN_NAMES: tuple[str, ...] = (*CONNECTION_KINDS, "none")
 PREFLIGHT_NAMES: tuple[str, ...] = PREFLIGHT_STATES
@@ -796,7 +799,7 @@ _SENT_READERS: dict[str, Reader] = {
 """How the fast path reads each key of a sent event line (``plan`` and ``real`` are read by ``_stages``)."""
 _SENT_WALK = _head_keys(SENT_KEYS, "id", "tech")
 _SENT_COLUMNS = frozenset(("type", "rtt", "A", "stage", "written", "t_written", "acked", "retried",
-                           "requests", "connections"))  # fmt: skip
+                           "requests", "connections", "conn", "preflight"))  # fmt: skip
 """The keys whose values become columns (the others are checked and skipped)."""
 
 _RECEIVED_READERS: dict[str, Reader] = {

@@ -93,6 +93,10 @@ class Vocabs:
     type: Vocab = dataclasses.field(default_factory=Vocab)
     stage: Vocab = dataclasses.field(default_factory=Vocab)
     method: Vocab = dataclasses.field(default_factory=Vocab)
+    # what an event found (``conn``) and did about its preflight: every known name coded up front, so that
+    # the codes are the same in every run (a ledger without the keys reads as ``none``)
+    conn: Vocab = dataclasses.field(default_factory=lambda: Vocab(ledger_fast.CONN_NAMES))
+    preflight: Vocab = dataclasses.field(default_factory=lambda: Vocab(ledger_fast.PREFLIGHT_NAMES))
 
 
 SENT_COLUMNS: dict[str, str] = {
@@ -106,6 +110,8 @@ SENT_COLUMNS: dict[str, str] = {
     "retried": "?",
     "requests": "i4",
     "connections": "i4",
+    "conn": "i2",
+    "preflight": "i2",
     "A": "f8",
     "rtt": "f8",
     "timing_error": "f8",
@@ -179,9 +185,12 @@ def _num(x: float | None) -> float:
     return _NAN if x is None else x
 
 
-SENT_NAMED = {"tech": "tech", "type": "type", "stage": "stage"}
+SENT_NAMED = {"tech": "tech", "type": "type", "stage": "stage", "conn": "conn", "preflight": "preflight"}
 RECEIVED_NAMED = {"tech": "tech", "method": "method"}
 """Columns of names, coded through the run's vocabularies (column -> ``Vocabs`` field)."""
+
+NO_NAME = "none"
+"""``conn`` and ``preflight`` of a line without them (ledgers written before the client had a pool)."""
 
 Row = tuple[object, ...]
 Tally = tuple[str, int, int]  # a ping line: (technique, requests, connections)
@@ -204,6 +213,8 @@ def _sent_row(line: Any, index: int) -> Row:
             bool(line.retried),
             _count(line.requests),
             _count(line.connections),
+            line.conn or NO_NAME,
+            line.preflight or NO_NAME,
             _num(line.A),
             _num(line.rtt),
             timing_error(line.plan, line.real),
@@ -344,6 +355,8 @@ _FAST_NAMES = {
     "type": ledger_fast.TYPE_NAMES,
     "stage": ledger_fast.STAGE_NAMES,
     "method": ledger_fast.METHOD_NAMES,
+    "conn": ledger_fast.CONN_NAMES,
+    "preflight": ledger_fast.PREFLIGHT_NAMES,
 }
 
 

@@ -12,19 +12,34 @@ by ``format_pct`` and ``format_pct_interval``, so the two never disagree about a
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import msgspec
 
-SCHEMA = "lossbench.summary/4"
+from lossbench.contract.techniques import CONNECTION_KINDS
+
+SCHEMA = "lossbench.summary/5"
 """Version of the summary document; bump it when the JSON shape changes."""
 
-READABLE_SCHEMAS = (SCHEMA, "lossbench.summary/3", "lossbench.summary/2", "lossbench.summary/1")
-"""Versions ``load_summary`` reads as this one: /3 lacks ``collector`` (read as null); /2 also lacks
-``received_from``, ``skipped_lines``, ``techniques.*.written_lost_ci95``, ``calibration`` and
-``calibration_runs`` (read as null, {}, null, null and null); /1 also ``ledgers[].damaged_lines`` (read
-as 0)."""
+READABLE_SCHEMAS = (
+    SCHEMA,
+    "lossbench.summary/4",
+    "lossbench.summary/3",
+    "lossbench.summary/2",
+    "lossbench.summary/1",
+)
+"""Versions ``load_summary`` reads as this one: /4 lacks ``browser`` (read as its run.json's, else
+``seed``: the presets came later) and the techniques' ``found``, ``preflights_sent``,
+``preflights_cached``, ``preflights_per_delivered`` and ``predicted_held_seconds`` (read as {}, 0, 0,
+null and null); /3 also lacks ``collector`` (read as null); /2 also ``received_from``, ``skipped_lines``,
+``techniques.*.written_lost_ci95``, ``calibration`` and ``calibration_runs`` (read as null, {}, null,
+null and null); /1 also ``ledgers[].damaged_lines`` (read as 0)."""
+
+SEED_BROWSER = "seed"
+"""The browser preset of a run whose run.json names none: every run before the presets played the seed
+model (the rule is ``lossbench.model.browser.run_browser``'s; the contract cannot import the model)."""
 
 
 Direction = Literal["less", "more", "same"]
@@ -62,8 +77,20 @@ class Cost(msgspec.Struct, frozen=True, kw_only=True):
     conn_seconds_per_delivered: float | None
 
 
+class FoundFigures(msgspec.Struct, frozen=True, kw_only=True):
+    """A technique's events that found one kind of connection (the sent ledger's ``conn``), and their loss:
+    a warm connection skips the lookup and the handshake, so this is where the pool's effect shows."""
+
+    sent: int
+    share: float  # of the technique's events
+    lost: int
+    loss: float
+    ci95: tuple[float, float]
+
+
 class TechniqueFigures(msgspec.Struct, frozen=True, kw_only=True):
-    """One technique's counts, its loss with a 95% interval, the model's prediction and its costs."""
+    """One technique's counts, its loss with a 95% interval, the model's prediction and its costs; what its
+    events found (connections, preflight answers) has defaults for summaries from before /5."""
 
     sent: int
     received: int
@@ -80,6 +107,11 @@ class TechniqueFigures(msgspec.Struct, frozen=True, kw_only=True):
     unwritten_received: int
     time_to_written: TimeToWritten
     cost: Cost
+    found: dict[str, FoundFigures] = msgspec.field(default_factory=dict)  # by conn kind, kinds with events
+    preflights_sent: int = 0  # events that sent a preflight
+    preflights_cached: int = 0  # events that found its answer cached
+    preflights_per_delivered: float | None = None  # preflights_sent / received; None: nothing received
+    predicted_held_seconds: float | None = None  # the model's connection-seconds held per event (the pool)
 
 
 class Comparison(msgspec.Struct, frozen=True, kw_only=True):
@@ -189,6 +221,45 @@ def collector_sentence(figures: CollectorFigures) -> str:
     return f"collector ({processes}): {service}" + (f"; answered in {answers}" if answers else "")
 
 
+NO_POOL = "none"
+"""The ``found`` kind of an event that asked no pool for a connection (the seed preset, a refused beacon)."""
+_FOUND_ORDER = ("warm", *(kind for kind in CONNECTION_KINDS if kind != "warm"))
+"""The order a technique's kinds are named in: the same in every line, so that they read as columns."""
+
+
+def found_sentence(figures: TechniqueFigures) -> str:
+    """What the technique's events found, each kind's share and loss, e.g. ``warm 64% (loss 0.1% [0.0,
+    0.3]) · cold 35% (6.3% [5.5, 7.2])``; "" when no event asked a pool (``none`` is named only beside
+    pooled kinds). The text table and the report both show it."""
+    found = figures.found
+    kinds = [k for k in _FOUND_ORDER if k in found] + [k for k in found if k not in _FOUND_ORDER]
+    if all(k == NO_POOL for k in kinds):
+        return ""
+    parts = []
+    for i, kind in enumerate(kinds):
+        f = found[kind]
+        loss = f"{format_pct(f.loss)} {format_pct_interval(f.ci95)}"
+        parts.append(f"{kind} {_share(f.share)} ({'loss ' if i == 0 else ''}{loss})")
+    return " · ".join(parts)
+
+
+def preflight_sentence(figures: TechniqueFigures) -> str:
+    """Preflights per delivered event and the answers found cached, e.g. ``preflights per delivered event
+    0.31 (2,345 cached)``; "" for a technique whose events had none to send."""
+    if not figures.preflights_sent and not figures.preflights_cached:
+        return ""
+    per = figures.preflights_per_delivered
+    return (
+        f"preflights per delivered event {'-' if per is None else f'{per:.3g}'} "
+        f"({figures.preflights_cached:,} cached)"
+    )
+
+
+def _share(x: float) -> str:
+    """A share of events: whole percents, but a small share keeps a digit instead of reading 0%."""
+    return f"{100 * x:.0f}%" if x == 0 or x >= 0.01 else format_pct(x)
+
+
 def _ms(seconds: float | None) -> str:
     if seconds is None:
         return "-"
@@ -200,10 +271,12 @@ class Summary(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """The whole document ``lossbench compare`` writes as ``summary.json``. Only the fields of another
     target's log and of a calibration have defaults, and they are left out of the JSON when absent: a run
     against the reference collector that is not a calibration writes the fields /2 wrote, and
-    ``written_lost_ci95`` (``schema`` is required so that it is always written)."""
+    ``written_lost_ci95`` (``schema`` is required so that it is always written; ``browser`` too, filled in
+    by ``load_summary`` for a summary from before /5)."""
 
     schema: str  # SCHEMA
     run: dict[str, Any]
+    browser: str  # the browser preset the client played (run.json's "browser"; SEED_BROWSER without it)
     reference: str
     techniques: dict[str, TechniqueFigures]
     phantoms: int
@@ -240,10 +313,12 @@ def load_versioned(
     schemas: tuple[str, ...],
     redo: str,
     error: type[Exception],
+    upgrade: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
 ) -> Document:
     """A stored JSON document of one of ``schemas`` (an older one reads as the first, the current one), as
     ``kind``; ``error`` naming the file, what is wrong and ``redo`` when it cannot be read, is not ``what``
-    of those versions, or has a field of the wrong type."""
+    of those versions, or has a field of the wrong type. ``upgrade`` fills in, for an older version, a
+    required field it lacks."""
     try:
         doc = msgspec.json.decode(Path(path).read_bytes())
     except OSError as e:
@@ -254,6 +329,8 @@ def load_versioned(
     if schema not in schemas:
         found = "no schema" if schema is None else f"schema {schema!r}"
         raise error(f"{path}: not {what} this lossbench reads ({found}, expected {schemas[0]!r}); {redo}")
+    if upgrade is not None and schema != schemas[0]:
+        doc = upgrade(doc)
     try:
         return msgspec.convert({**doc, "schema": schemas[0]}, kind)
     except msgspec.ValidationError as e:
@@ -265,8 +342,21 @@ def load_summary(path: str | Path) -> Summary:
     lossbench summary of a version this one reads, or has a field of the wrong type."""
     redo = "rerun `lossbench compare` on its run directory (or `lossbench report --recompare`)"
     return load_versioned(
-        path, Summary, what="a summary", schemas=READABLE_SCHEMAS, redo=redo, error=SummaryError
+        path,
+        Summary,
+        what="a summary",
+        schemas=READABLE_SCHEMAS,
+        redo=redo,
+        error=SummaryError,
+        upgrade=_with_browser,
     )
+
+
+def _with_browser(doc: dict[str, Any]) -> dict[str, Any]:
+    """A summary from before /5 with its ``browser``: its run.json's, else ``seed``."""
+    run = doc.get("run")
+    browser = run.get("browser") if isinstance(run, dict) else None
+    return {**doc, "browser": browser if isinstance(browser, str) else SEED_BROWSER}
 
 
 def format_pct(x: float) -> str:

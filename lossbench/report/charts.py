@@ -23,7 +23,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, LogLocator
 
-from lossbench.contract.summary import Cost, Summary, TechniqueFigures, TimeToWritten
+from lossbench.contract.summary import Summary, TechniqueFigures, TimeToWritten
 from lossbench.contract.techniques import DONE, STAGES
 from lossbench.report.content import label, ordered_techniques
 
@@ -56,16 +56,23 @@ STAGE_COLORS: dict[str, str] = {
 }
 STAGE_LABELS: dict[str, str] = {"done": "done (written, never received)"}
 
-COST_METRICS: tuple[tuple[Callable[[Cost], float | None], str, float], ...] = (
-    # (figure, axis label, scale to the shown unit)
-    (lambda c: c.requests_per_delivered, "requests per delivered event", 1.0),
-    (lambda c: c.connections_per_delivered, "connections per delivered event", 1.0),
+COST_METRICS: tuple[tuple[Callable[[TechniqueFigures], float | None], str, float, bool], ...] = (
+    # (figure, axis label, scale to the shown unit, the model's rather than measured)
+    (lambda t: t.cost.requests_per_delivered, "requests\nper delivered event", 1.0, False),
+    (lambda t: t.cost.connections_per_delivered, "connections\nper delivered event", 1.0, False),
     (
-        lambda c: c.conn_seconds_per_delivered,
+        lambda t: t.cost.conn_seconds_per_delivered,
         "connection time at collector\nper delivered event (ms)",
         1000.0,
+        False,
     ),
+    # what a pool holds open (idle connections until the collector or the browser closes them), predicted
+    (lambda t: t.predicted_held_seconds, "held connection-seconds\nper event (model)", 1.0, True),
 )
+
+
+SUBTITLE_CHARS = 90
+"""Characters of a subtitle line that fit the figure's width at its font size."""
 
 
 def subtitle(summary: Summary) -> str:
@@ -74,9 +81,12 @@ def subtitle(summary: Summary) -> str:
     parts = [f"profile: {label(run.get('profile'))}", f"exit model: {label(run.get('exit_model'))}"]
     if run.get("abort") is not None:
         parts.append(f"abort: {label(run.get('abort'))}")
-    if run.get("run_id") is not None:
-        parts.append(f"run {label(run.get('run_id'))}")
-    return "  ·  ".join(parts)
+    parts.append(f"browser: {summary.browser}")
+    text = "  ·  ".join(parts)
+    if run.get("run_id") is not None:  # on a line of its own when the model's line is already long
+        run_id = f"run {label(run.get('run_id'))}"
+        text += ("\n" if len(text) + len(run_id) > SUBTITLE_CHARS else "  ·  ") + run_id
+    return text
 
 
 def _figure(height: float, title: str, summary: Summary, **kw: Any) -> tuple[Figure, Any]:
@@ -237,21 +247,22 @@ def time_to_written_chart(summary: Summary, path: Path) -> Path | None:
 
 def cost_chart(summary: Summary, path: Path) -> Path | None:
     """What each technique costs the collector per event it actually delivers; one panel per unit."""
-    techs = [(t, d.cost) for t, d in ordered_techniques(summary)]
+    techs = ordered_techniques(summary)
     metrics = [m for m in COST_METRICS if any(m[0](c) is not None for _, c in techs)]
     if not metrics:
         return None
     fig, axes = _figure(4.2, "Collector cost per delivered event", summary, ncols=len(metrics), sharey=True)
     axes = axes if len(metrics) > 1 else [axes]
     names = [t for t, _ in techs]
-    for ax, (figure, axis_label, scale) in zip(axes, metrics, strict=True):
+    for ax, (figure, axis_label, scale, model) in zip(axes, metrics, strict=True):
         values = [figure(c) for _, c in techs]
         top = max((v * scale for v in values if v is not None), default=0.0)
         for y, (tech, v) in enumerate(zip(names, values, strict=True)):
             if v is None:
                 ax.text(0, y, " n/a", va="center", fontsize=9, color="#555555")
                 continue
-            ax.barh(y, v * scale, 0.6, color=_color(tech), zorder=2)
+            style = {"hatch": "//", "edgecolor": "black", "alpha": 0.55} if model else {}
+            ax.barh(y, v * scale, 0.6, color=_color(tech), zorder=2, **style)
             ax.text(v * scale, y, f" {_fmt_value(v * scale)}", va="center", fontsize=9)
         ax.set_xlim(0, max(top * 1.3, 1e-9))
         ax.set_xlabel(axis_label)

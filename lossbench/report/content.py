@@ -12,7 +12,13 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from lossbench.contract.summary import Summary, TechniqueFigures, collector_sentence
+from lossbench.contract.summary import (
+    Summary,
+    TechniqueFigures,
+    collector_sentence,
+    found_sentence,
+    preflight_sentence,
+)
 from lossbench.contract.techniques import ALL_TECHNIQUES
 
 HOW_TO_READ = (
@@ -28,7 +34,10 @@ CHART_CAPTIONS: dict[str, str] = {
     "loss": "Loss per technique with 95% intervals; diamonds are the model's prediction.",
     "stages": "Lost events by the stage the client was in when the page went away, as a share of sent.",
     "time_to_written": "Share of written events whose complete data was written by a given time.",
-    "cost": "Requests, connections and connection time at the collector per delivered event.",
+    "cost": (
+        "Requests, connections and connection time at the collector per delivered event; with a pooling "
+        "browser, the model's connection-seconds held open per event beside them."
+    ),
     "calibration": "Chromium's loss beside the socket client's for the same visits (lossbench calibrate).",
 }
 
@@ -44,6 +53,13 @@ LOSS_COLUMNS: tuple[str, ...] = (
     "requests / delivered",
     "connections / delivered",
     "conn-ms / delivered",
+)
+CONNECTIONS_TEXT = (
+    "What each technique's events found when they asked for a connection — warm: an idle pooled one; "
+    "cold: none, so a lookup (unless cached) and a handshake; pending: one being opened or freed, joined; "
+    "stale: a pooled one the collector had closed, so a lost round trip and a new one — with the share of "
+    "events and the loss of each [95% interval]; then the CORS preflights sent per delivered event, and "
+    "the connection-seconds the model says the collector holds open per event, the pool included."
 )
 PARAMETER_COLUMNS: tuple[str, ...] = ("parameter", "value")
 LEDGER_COLUMNS: tuple[str, ...] = ("file", "kind", "lines", "state")
@@ -74,11 +90,12 @@ def title(summary: Summary) -> str:
 def meta(summary: Summary) -> str:
     """The model the run was measured under, in one line under the title."""
     run = summary.run
-    return " · ".join(
+    model = [
         f"{k}: {label(run.get(key))}"
         for k, key in (("profile", "profile"), ("exit model", "exit_model"), ("abort", "abort"))
         if run.get(key) is not None
-    )
+    ]
+    return " · ".join([*model, f"browser: {summary.browser}"])
 
 
 def _pct(value: float | None) -> str:
@@ -122,6 +139,20 @@ def loss_table(summary: Summary) -> list[list[str]]:
             ]
         )
     return rows
+
+
+def connections(summary: Summary) -> list[tuple[str, str]]:
+    """(technique, sentence) for each technique whose events asked a pool for a connection or had a
+    preflight to send: what they found with the loss of each, preflights per delivered event, and the
+    model's held connection-seconds per event."""
+    out = []
+    for tech, d in ordered_techniques(summary):
+        said = [s for s in (found_sentence(d), preflight_sentence(d)) if s]
+        if said and d.predicted_held_seconds is not None:
+            said.append(f"held connection-seconds per event (model) {d.predicted_held_seconds:.3g}")
+        if said:
+            out.append((tech, "; ".join(said)))
+    return out
 
 
 def comparisons(summary: Summary) -> list[tuple[str, str]]:
@@ -195,6 +226,7 @@ _SHOWN: dict[str, tuple[str, Callable[[Any], str]]] = {
     "exit_model": ("exit model", _plain),
     "abort": ("abort kind", _plain),
     "seed": ("seed", _plain),
+    "browser": ("browser preset", _plain),
     "users": ("users", _plain),
     "processes": ("processes", _plain),
     "sizing": ("load", _sizing),
@@ -211,7 +243,7 @@ def parameters(summary: Summary) -> list[tuple[str, str]]:
     """(name, value) for the model and run parameters: the named ones first, then whatever else run holds.
 
     ``run`` is run.json as the run wrote it, so its values are read as whatever JSON they are."""
-    run = summary.run
+    run = {**summary.run, "browser": summary.browser}  # named also where run.json has none (seed)
     out = [(name, fmt(run[key])) for key, (name, fmt) in _SHOWN.items() if run.get(key) is not None]
     versions = run.get("versions")
     if isinstance(versions, Mapping):
@@ -262,6 +294,9 @@ def page(summary: Summary) -> dict[str, Any]:
         "how_to_read": HOW_TO_READ,
         "loss_columns": LOSS_COLUMNS,
         "loss_rows": loss_table(summary),
+        "browser": summary.browser,
+        "connections": connections(summary),
+        "connections_text": CONNECTIONS_TEXT,
         "comparisons": comparisons(summary),
         "calibration": calibration(summary),
         "parameter_columns": PARAMETER_COLUMNS,

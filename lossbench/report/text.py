@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from lossbench.contract.summary import Summary, collector_sentence, format_pct, format_pct_interval
+from lossbench.contract.summary import (
+    Summary,
+    collector_sentence,
+    format_pct,
+    format_pct_interval,
+    found_sentence,
+    preflight_sentence,
+)
 
 
 def _interval(ci: tuple[float, float] | None) -> str:
@@ -13,8 +20,20 @@ def _ms(seconds: float | None) -> str:
     return "-" if seconds is None else f"{1000 * seconds:.1f} ms"
 
 
+def _connections(summary: Summary, width: int) -> list[str]:
+    """The browser preset, then per technique what its events found for a connection (each kind's share
+    and loss) and its preflights: where the pool and the preflight cache show in the loss."""
+    out = [f"browser preset: {summary.browser}"]
+    for name, t in summary.techniques.items():
+        said = [s for s in (found_sentence(t), preflight_sentence(t)) if s]
+        # a line each, the technique named on the first
+        out += [f"  {(name if i == 0 else '').ljust(width)}  {text}" for i, text in enumerate(said)]
+    return out
+
+
 def summary_to_text(summary: Summary) -> str:
-    """The loss table as aligned plain text, then the comparison sentences, timing and warnings."""
+    """The loss table as aligned plain text, then the browser preset with what each technique's events
+    found, the comparison sentences, timing and warnings."""
     header = ["technique", "sent", "lost", "loss", "95% interval", "predicted"]
     rows = [header]
     for name, t in summary.techniques.items():
@@ -30,6 +49,8 @@ def summary_to_text(summary: Summary) -> str:
     ]
     if summary.phantoms:
         lines.append(f"phantoms (received, never sent): {summary.phantoms:,}")
+    lines.append("")
+    lines += _connections(summary, widths[0])
     if summary.comparisons:
         lines.append("")
         lines += [c.text for c in summary.comparisons]

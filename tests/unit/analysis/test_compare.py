@@ -21,6 +21,7 @@ from lossbench.analysis.join import match_received
 from lossbench.analysis.read import LedgerError, read_ledgers
 from lossbench.contract.latency import LatencyHistogram, percentiles
 from lossbench.contract.ledger import LedgerWriter
+from lossbench.contract.server import ServerHints
 from lossbench.contract.summary import (
     SCHEMA,
     AnswerTimes,
@@ -270,18 +271,31 @@ def test_no_run_json_means_no_prediction(tmp_path: Path) -> None:
 class FakePrediction:
     loss: float
     ci95: tuple[float, float]
+    held_seconds_per_event: float | None = None
+
+
+def fake_predict_loss(calls: list[tuple]) -> Any:
+    """A stand-in for ``predict_loss`` that records its arguments."""
+
+    def predict_loss(
+        profile, exit_model, abort, techniques, *, seed, events=200_000, preflight_answers=None, **browser
+    ):
+        calls.append((profile, exit_model, abort, list(techniques), seed, events, preflight_answers, browser))
+        return {"pixel": FakePrediction(0.01, (0.009, 0.011)), "ajax": FakePrediction(0.5, (0.49, 0.51))}
+
+    return predict_loss
 
 
 def test_prediction_and_disagreement(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run.json of before the browser presets (no ``browser``, no ``server``): the seed model, with the
+    reference collector's hints."""
     calls: list[tuple] = []
+    predict_loss = fake_predict_loss(calls)
 
-    def predict_loss(profile, exit_model, abort, techniques, *, seed, events=200_000):
-        calls.append((profile, exit_model, abort, list(techniques), seed, events))
-        return {"pixel": FakePrediction(0.01, (0.009, 0.011)), "ajax": FakePrediction(0.5, (0.49, 0.51))}
-
+    # predict_loss first: importing lossbench.model.predict under the fakes would bind them for good
+    monkeypatch.setattr("lossbench.model.predict.predict_loss", predict_loss)
     monkeypatch.setattr("lossbench.model.profiles.get_profile", lambda name: f"profile:{name}")
     monkeypatch.setattr("lossbench.model.exits.get_exit_model", lambda spec: f"exit:{spec}")
-    monkeypatch.setattr("lossbench.model.predict.predict_loss", predict_loss)
     run = {
         "profile": "3G",
         "exit_model": "mix",
@@ -291,7 +305,8 @@ def test_prediction_and_disagreement(tmp_path: Path, monkeypatch: pytest.MonkeyP
     }
     (make_run(tmp_path) / "run.json").write_text(json.dumps(run))
     s = compare(tmp_path, predict_events=1000)
-    assert calls == [("profile:3G", "exit:mix", "unload", ["ajax", "pixel"], 7, 1000)]
+    browser = {"browser": "seed", "server": ServerHints()}
+    assert calls == [("profile:3G", "exit:mix", "unload", ["ajax", "pixel"], 7, 1000, None, browser)]
     assert s.run == run
     assert s.techniques["pixel"].predicted_loss == 0.01
     assert s.techniques["ajax"].predicted_ci95 == (0.49, 0.51)
@@ -299,6 +314,28 @@ def test_prediction_and_disagreement(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert w.startswith("pixel: measured loss 20.0% [5.7, 51.0] vs predicted 1.0% [0.9, 1.1]: more than")
     text = summary_to_text(s)
     assert "1.0% [0.9, 1.1]" in text
+
+
+def test_the_prediction_uses_the_runs_browser_and_what_its_target_told_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """run.json's ``browser`` and ``server`` (a target keeping idle connections 75 s and sending no
+    Access-Control-Max-Age) reach the model as they are."""
+    calls: list[tuple] = []
+    monkeypatch.setattr("lossbench.model.predict.predict_loss", fake_predict_loss(calls))
+    run = {
+        "profile": "3G",
+        "exit_model": "mix",
+        "abort": "unload",
+        "seed": 7,
+        "techniques": ["ajax", "pixel"],
+        "browser": "chromium",
+        "server": {"idle_timeout": 75, "cors_max_age": None},
+    }
+    (make_run(tmp_path) / "run.json").write_text(json.dumps(run))
+    compare(tmp_path, predict_events=1000)
+    [call] = calls
+    assert call[-1] == {"browser": "chromium", "server": ServerHints(idle_timeout=75.0, cors_max_age=None)}
 
 
 def test_large_timing_error_is_flagged_with_what_real_time_decisions_would_cost(tmp_path: Path) -> None:
@@ -373,7 +410,9 @@ def test_a_run_stored_before_the_change_gives_the_same_summary(tmp_path: Path) -
     wrote; only the schema version differs, /2's count of damaged lines per ledger file (none here) and
     /3's fields of another target's log (none here) and collector-side loss interval (the Wilson interval
     of written_lost), and /4's collector figures (its stats file predates them: no utilisation, no answer
-    times, so the prediction is the old one). The run's timestamps are run.json's, so they match too."""
+    times, so the prediction is the old one). Its run.json names no browser: the seed model predicts, as
+    it did. pixel-keepalive's stages now start with ``dns`` (a pooled browser may look up before opening
+    its connection): a row of zeros here. The run's timestamps are run.json's, so they match too."""
     shutil.copytree(RUN_BEFORE, tmp_path / "run", ignore=shutil.ignore_patterns("*.before.*"))
     path = write_summary(compare(tmp_path / "run"), tmp_path / "run")
     before = json.loads((RUN_BEFORE / "summary.before.json").read_text())
@@ -384,6 +423,8 @@ def test_a_run_stored_before_the_change_gives_the_same_summary(tmp_path: Path) -
     for t in after["techniques"].values():
         written = t["cut_by_stage"]["done"]
         assert t.pop("written_lost_ci95") == list(wilson_interval(t["written_lost"], written))
+    keepalive = after["techniques"]["pixel-keepalive"]
+    assert keepalive["by_stage"].pop("dns") == keepalive["cut_by_stage"].pop("dns") == 0
     assert after.pop("collector") == {
         "processes": 1,
         "service_time": None,
@@ -391,6 +432,18 @@ def test_a_run_stored_before_the_change_gives_the_same_summary(tmp_path: Path) -
         "utilisation": None,
         "answer_seconds": {},
     }
+    # /5: the preset (run.json names none: seed); what the events found, which its ledgers do not say
+    assert after.pop("browser") == "seed"
+    for t in after["techniques"].values():
+        assert t.pop("found") == {
+            "none": {"sent": t["sent"], "share": 1.0, "lost": t["lost"], "loss": t["loss"], "ci95": t["ci95"]}
+        }
+        assert [t.pop(k) for k in ("preflights_sent", "preflights_cached", "preflights_per_delivered")] == [
+            0,
+            0,
+            0.0,
+        ]
+        assert t.pop("predicted_held_seconds") is None
     assert same_document(after, before)
     assert not same_document(after, {**before, "phantoms": before["phantoms"] + 1})
     assert isinstance(load_summary(path), Summary)
@@ -712,6 +765,54 @@ def test_the_prediction_puts_the_measured_preflight_answer_times_in_ajax_preflig
         "seed": 7,
         "techniques": ["ajax", "pixel"],
     }
+    predicted = predictions_by_answer_time(tmp_path, run, 20_000)
+    from lossbench.model.exits import get_exit_model
+    from lossbench.model.predict import predict_loss
+    from lossbench.model.profiles import get_profile
+
+    plain = predict_loss(
+        get_profile("3G"),
+        get_exit_model("mix"),
+        "unload",
+        ["ajax", "pixel"],
+        seed=7,
+        events=20_000,
+        browser="seed",
+    )
+    assert predicted["none"] == {t: plain[t].loss for t in ("ajax", "pixel")}
+    assert predicted["none"]["pixel"] == predicted["fast"]["pixel"] == predicted["slow"]["pixel"]
+    assert predicted["none"]["ajax"] <= predicted["fast"]["ajax"] < predicted["slow"]["ajax"]
+    assert predicted["slow"]["ajax"] > predicted["none"]["ajax"] + 0.02
+
+
+def test_the_chromium_prediction_puts_the_measured_preflight_answer_times_in_ajax_preflight(
+    tmp_path: Path,
+) -> None:
+    """The same with a run of the chromium preset against a target that lets no preflight answer be cached:
+    every ajax event still preflights, so the answer time moves ajax's prediction, and only ajax's."""
+    run = {
+        "profile": "3G",
+        "exit_model": "mix",
+        "abort": "unload",
+        "seed": 7,
+        "techniques": ["ajax", "pixel"],
+        "browser": "chromium",
+        "server": {"idle_timeout": 30.0, "cors_max_age": 0},
+    }
+    predicted = predictions_by_answer_time(tmp_path, run, 8_000)
+    from lossbench.model.predict import predict_loss
+
+    hints = ServerHints(idle_timeout=30.0, cors_max_age=0.0)
+    plain = predict_loss("3G", "mix", "unload", ["ajax", "pixel"], seed=7, events=8_000, server=hints)
+    assert predicted["none"] == {t: plain[t].loss for t in ("ajax", "pixel")}
+    assert predicted["none"]["pixel"] == predicted["fast"]["pixel"] == predicted["slow"]["pixel"]
+    assert predicted["none"]["ajax"] <= predicted["fast"]["ajax"] < predicted["slow"]["ajax"]
+    assert predicted["slow"]["ajax"] > predicted["none"]["ajax"] + 0.02
+
+
+def predictions_by_answer_time(tmp_path: Path, run: dict[str, Any], events: int) -> dict[str, dict]:
+    """compare's predicted loss of ajax and pixel for the same run, its collector having measured no
+    preflight answer times, 1 ms ones or 1.5 s ones."""
     predicted = {}
     for name, preflights in (("none", None), ("fast", [0.001] * 50), ("slow", [1.5] * 50)):
         folder = make_run(tmp_path / name)
@@ -719,19 +820,9 @@ def test_the_prediction_puts_the_measured_preflight_answer_times_in_ajax_preflig
         if preflights is not None:
             stats = slow_stats(1.0, 1.0, [0.02], preflights)
             (folder / "received" / "box-1.stats.json").write_text(json.dumps(stats))
-        summary = compare(folder, predict_events=20_000)
+        summary = compare(folder, predict_events=events)
         predicted[name] = {t: summary.techniques[t].predicted_loss for t in ("ajax", "pixel")}
-    from lossbench.model.exits import get_exit_model
-    from lossbench.model.predict import predict_loss
-    from lossbench.model.profiles import get_profile
-
-    plain = predict_loss(
-        get_profile("3G"), get_exit_model("mix"), "unload", ["ajax", "pixel"], seed=7, events=20_000
-    )
-    assert predicted["none"] == {t: plain[t].loss for t in ("ajax", "pixel")}
-    assert predicted["none"]["pixel"] == predicted["fast"]["pixel"] == predicted["slow"]["pixel"]
-    assert predicted["none"]["ajax"] <= predicted["fast"]["ajax"] < predicted["slow"]["ajax"]
-    assert predicted["slow"]["ajax"] > predicted["none"]["ajax"] + 0.02
+    return predicted
 
 
 def test_a_saturated_collector_is_a_warning_with_its_numbers() -> None:

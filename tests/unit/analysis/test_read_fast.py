@@ -30,8 +30,17 @@ from lossbench.cli import main
 from lossbench.collector.state import event_line
 from lossbench.contract.ledger import LedgerWriter, micro
 from lossbench.contract.lines import ReceivedEvent, SentEvent, SentPing, encode_line, written_keys
-from lossbench.contract.techniques import TECHNIQUES
+from lossbench.contract.server import ServerHints
+from lossbench.contract.techniques import (
+    ALL_TECHNIQUES,
+    CONNECTION_KINDS,
+    PREFLIGHT_STATES,
+    PREFLIGHTED,
+    SEED_TECHNIQUES,
+    Technique,
+)
 from lossbench.loadgen.player import EventIds, PlayedEvent
+from lossbench.loadgen.pooled import PooledTab
 from lossbench.loadgen.techniques import Tab
 from lossbench.loadgen.timeline import EventResult
 from lossbench.model.profiles import NetworkDraw
@@ -39,6 +48,7 @@ from lossbench.model.visits import PlannedEvent, Visit
 from support import ROOT
 
 STAGES = ("dns", "connect", "tls", "preflight", "headers", "body", "request")
+CONNS = (*CONNECTION_KINDS, "none")  # the sent ledger's ``conn``: "none" where the browser keeps no pool
 FAST = {kind: functools.partial(ledger.prepare_fast, kind=kind) for kind in ("sent", "received")}
 EXACT = {kind: functools.partial(ledger.prepare_exact, kind=kind) for kind in FAST}
 
@@ -59,7 +69,8 @@ def read(block: bytes, kind: str, prepare) -> tuple[str, Any]:
         out = ledger.finish(prepared, vocabs)
     except BadLine as e:
         return "error", (e.index, e.reason)
-    vocab = {name: getattr(vocabs, name).names for name in ("tech", "type", "stage", "method")}
+    named = ("tech", "type", "stage", "method", "conn", "preflight")
+    vocab = {name: getattr(vocabs, name).names for name in named}
     return "ok", (out, vocab, prepared.scan)
 
 
@@ -143,6 +154,10 @@ def played(
     dns: float = 0.0623456,
     fired: float = 1764250000.1234567,
     error: str | None = None,
+    visit: int = 12,
+    at: float = 1.0,
+    conn: str = "cold",
+    preflight: str = "none",
     **fields: Any,
 ) -> dict[str, Any]:
     """A sent line exactly as ``PlayedEvent.line`` builds it, as a dict (for tests to bend)."""
@@ -159,10 +174,12 @@ def played(
         plan=plan,
         real={k: v + 0.000321 for k, v in plan.items()} if real is None else real,
         error=error,
+        conn=conn,
+        preflight=preflight,
         **fields,
     )
-    visit = Visit(NetworkDraw(rtt, dns), (PlannedEvent("click", 1.0),), 5.0)
-    return json.loads(PlayedEvent(result, "click", visit, exit_after, fired).record_line())
+    page = Visit(NetworkDraw(rtt, dns), (PlannedEvent("click", at),), 5.0)
+    return json.loads(PlayedEvent(result, "click", page, exit_after, fired, visit, at).record_line())
 
 
 def received(i: int = 1, tech: str = "pixel", method: str = "GET", t: float = 1764250000.456789) -> dict:
@@ -189,8 +206,9 @@ def test_record_line_takes_the_fast_path() -> None:
 
 
 def test_the_writers_lines_take_the_fast_path() -> None:
+    post = {s: 0.1 * k for k, s in enumerate(STAGES[:6])}
     block = lines(
-        played(1, "ajax", plan={s: 0.1 * k for k, s in enumerate(STAGES[:6])}),
+        played(1, "ajax", plan=post, preflight="sent"),
         played(2, "pixel", stage="connect", plan={"dns": 0.0}, t_written=None),
         played(3, "pixel-prewarm", exit_after=math.inf, rtt=0.3, dns=0.3),
         ping(),
@@ -202,37 +220,66 @@ def test_the_writers_lines_take_the_fast_path() -> None:
         ),
         played(5, "pixel", plan={}, real={}, t_written=None, stage="dns", exit_after=0.001),
         played(6, "pixel", exit_after=12345.678901, fired=1764250000.5),
+        # the chromium preset's: what each event found in the pool and the preflight cache
+        played(7, "pixel-preconnect", conn="warm", visit=0, at=0.0),
+        played(8, "beacon", conn="pending", at=0.123456),
+        played(9, "fetch-keepalive", plan=post, conn="stale", preflight="cached", visit=98765, at=1234.5),
+        played(10, "ajax-cachebust", plan=post, conn="warm", preflight="sent"),
+        played(11, "ajax", plan={"dns": 0.0}, stage="dns", t_written=None, conn="none", preflight="none"),
     )
     scan = check(block)
-    assert len(scan.events) == 6 and len(scan.pings) == 1 and len(scan.others) == 0
+    assert len(scan.events) == 11 and len(scan.pings) == 1 and len(scan.others) == 0
+    posts = PREFLIGHTED | {Technique.BEACON}
+    methods = ["POST" if t in posts else "GET" for t in ALL_TECHNIQUES]
     scan = check(
-        lines(
-            *(
-                received(i, t, m)
-                for i, (t, m) in enumerate(zip(TECHNIQUES, ["POST", "GET", "GET", "GET"], strict=True))
-            )
-        ),
+        lines(*(received(i, t, m) for i, (t, m) in enumerate(zip(ALL_TECHNIQUES, methods, strict=True)))),
         "received",
     )
-    assert len(scan.events) == 4 and len(scan.others) == 0
+    assert len(scan.events) == len(ALL_TECHNIQUES) and len(scan.others) == 0
+
+
+def test_a_refused_keepalive_request_takes_the_fast_path() -> None:
+    """The socket client's line for a beacon over the page's keepalive quota (``PooledTab.fire``): stage
+    ``unsent``, nothing found, nothing written."""
+    refused = played(1, "beacon", stage="unsent", plan={}, real={}, t_written=None, conn="none")
+    scan = check(lines(refused))
+    assert len(scan.events) == 1 and len(scan.others) == 0
 
 
 def test_a_real_client_and_collector(collector_factory, tmp_path: Path) -> None:
-    """Events fired at a real collector: its lines and PlayedEvent.record's all take the fast path."""
+    """Events fired at a real collector by both presets' tabs (the seed's one tab, the chromium one's tab
+    per technique): the collector's lines and PlayedEvent.record's all take the fast path."""
     collector = collector_factory()
-    tab = Tab(("127.0.0.1", collector.port), NetworkDraw(rtt=0.0, dns=0.0))
-    tab.page_load(list(TECHNIQUES))
+    address = ("127.0.0.1", collector.port)
+    tab = Tab(address, NetworkDraw(rtt=0.0, dns=0.0))
+    tab.page_load(list(SEED_TECHNIQUES))
+    hints = ServerHints(idle_timeout=30.0, cors_max_age=600.0)
+    pooled = {t: PooledTab(address, NetworkDraw(rtt=0.0, dns=0.0), server=hints) for t in ALL_TECHNIQUES}
+    for tech, own in pooled.items():
+        own.page_load([tech])
     ids = EventIds()
     sent = LedgerWriter(tmp_path / "sent", "sent", name="box-1")
     visit = Visit(NetworkDraw(0.0, 0.0), (PlannedEvent("click", 1.0),), math.inf)
+    found: dict[str, list[tuple[str, str]]] = {}
     for k in range(3):
-        for tech in TECHNIQUES:
+        for tech in SEED_TECHNIQUES:
             result = tab.fire(tech, ids.next(), event_type="click", exit_after=math.inf, visit_time=1.0 + k)
-            sent.append(PlayedEvent(result, "click", visit, math.inf, 1764250000.0 + k).line())
+            sent.append(PlayedEvent(result, "click", visit, math.inf, 1764250000.0 + k, 0, 1.0 + k).line())
+        for tech, own in pooled.items():
+            result = own.fire(tech, ids.next(), event_type="click", exit_after=math.inf, visit_time=1.0 + k)
+            assert result.acked, (tech, result)
+            found.setdefault(tech, []).append((result.conn, result.preflight))
+            sent.append(PlayedEvent(result, "click", visit, math.inf, 1764250000.0 + k, 1, 1.0 + k).line())
     sent.append(SentPing(**ping()))
     sent.close()
     tab.close()
+    for own in pooled.values():
+        own.close()
     collector.stop()
+    # the first pixel opens a connection that the next two reuse; ajax preflights once (10 minutes' max-age)
+    assert found["pixel"] == [("cold", "none"), ("warm", "none"), ("warm", "none")]
+    assert found["ajax"] == [("cold", "sent"), ("warm", "cached"), ("warm", "cached")]
+    assert found["ajax-cachebust"] == [("cold", "sent"), ("warm", "sent"), ("warm", "sent")]
     for kind in ("sent", "received"):
         for path in (tmp_path / kind).glob("*.jsonl"):
             body = b"".join(path.read_bytes().splitlines(keepends=True)[1:-1])
@@ -259,7 +306,14 @@ ODD_SENT = [
     {**played(), "extra": [1, {"a": None}]},  # extra keys, other orders
     {"x": 1, **played()},
     dict(reversed(list(played().items()))),
-    {**played(), "type": "scroll", "stage": "queue", "tech": "beacon"},  # names the fast path does not know
+    {**played(), "type": "scroll", "stage": "queue", "tech": "carrier-pigeon"},  # names the fast path lacks
+    {**played(), "conn": "hot", "preflight": "maybe"},
+    {**played(), "conn": None, "preflight": ""},
+    {**played(), "conn": 1, "visit": "3"},
+    {k: v for k, v in played().items() if k not in ("visit", "at", "conn", "preflight")},  # before the pool
+    {**played(), "visit": 1.5, "at": -2.0},
+    {**played(), "visit": 2**40, "at": 1e-06},
+    {**played(), "visit": -1, "at": 0},
     {**played(), "type": "", "stage": None},
     {**played(), "A": 4, "rtt": 1, "t_written": 0},  # numbers spelled otherwise
     {**played(), "A": -0.0, "rtt": -1.5, "t_written": 1e-07},
@@ -364,8 +418,8 @@ _stage_lists = st.lists(st.sampled_from(STAGES), unique=True, max_size=7)
 _record_fields = st.fixed_dictionaries(
     {
         "i": st.integers(0, 2**64 - 1),
-        "tech": st.sampled_from(TECHNIQUES),
-        "stage": st.sampled_from((*STAGES, "done", "error")),
+        "tech": st.sampled_from(ALL_TECHNIQUES),
+        "stage": st.sampled_from((*STAGES, "done", "error", "unsent")),
         "t_written": st.none() | seconds,
         "exit_after": st.just(math.inf) | seconds | st.floats(-10, 0),
         "rtt": seconds,
@@ -374,6 +428,10 @@ _record_fields = st.fixed_dictionaries(
         "error": st.none() | st.just("OSError: boom"),
         "retried": st.booleans(),
         "real_apart": st.booleans(),
+        "visit": st.integers(0, 2**31),
+        "at": seconds,
+        "conn": st.sampled_from(CONNS),
+        "preflight": st.sampled_from(PREFLIGHT_STATES),
     }
 )
 
@@ -392,7 +450,7 @@ def sent_records(draw: st.DrawFn) -> dict[str, Any]:
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.lists(
-        sent_records() | st.builds(ping, st.sampled_from(TECHNIQUES), st.integers(0, 10**8)), max_size=20
+        sent_records() | st.builds(ping, st.sampled_from(ALL_TECHNIQUES), st.integers(0, 10**8)), max_size=20
     )
 )
 def test_written_lines_read_the_same(records: list[dict]) -> None:
@@ -484,7 +542,7 @@ def test_a_run_in_many_blocks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     sent = LedgerWriter(tmp_path / "sent", "sent", name="box-1")
     got = LedgerWriter(tmp_path / "received", "received", name="box-2", max_bytes=10_000)
     for i in range(400):
-        tech = TECHNIQUES[i % 4]
+        tech = ALL_TECHNIQUES[i % len(ALL_TECHNIQUES)]
         odd = valid[i % len(valid)] if i % 7 == 0 else {}
         sent.append({**played(i, tech), **{k: v for k, v in odd.items() if k not in ("id", "tech")}})
         if i % 50 == 0:
@@ -534,9 +592,10 @@ def test_the_line_types_are_the_shape_the_fast_path_walks() -> None:
     """Lines encoded from the contract's types take the fast path, keys in the types' order; the same line
     with two keys swapped is left to msgspec. Fails if the writer's order and the reader's diverge."""
     event = SentEvent(
-        id="00ab120000000001", tech="ajax", type="click", rtt=0.05, dns=0.0623, A=4.25, abort="unload",
-        stage="done", written=True, t_written=3.6e-05, acked=True, retried=False, requests=2, connections=1,
-        plan={"dns": 0.05, "connect": 0.1}, real={"dns": 0.0501, "connect": 5e-06}, t0=1764250000.123456,
+        id="00ab120000000001", tech="ajax", type="click", visit=7, at=12.5, rtt=0.05, dns=0.0623, A=4.25,
+        abort="unload", stage="done", written=True, t_written=3.6e-05, acked=True, retried=False, requests=2,
+        connections=1, conn="warm", preflight="cached", plan={"dns": 0.05, "connect": 0.1},
+        real={"dns": 0.0501, "connect": 5e-06}, t0=1764250000.123456,
     )  # fmt: skip
     got = ReceivedEvent(id="00ab120000000001", tech="ajax", m="POST", t=1764250000.5, c=7)
     pinged = SentPing(ping="pixel-keepalive", requests=3, connections=0)
@@ -614,10 +673,22 @@ OLD_WRITERS = [  # lines as the hand-formatted writers before the line types wro
 OLD_RECEIVED = [b'{"id":"00ab120000000001","tech":"ajax","m":"POST","t":1764250000.456000,"c":17}']
 
 
+def with_visit_keys(line: bytes) -> bytes:
+    """An old writer's event line with the keys events have had since the browser presets (visit, visit
+    time, what it found), in the old spelling of numbers: what the fast path walks."""
+    if b'"ping"' in line:
+        return line
+    line = line.replace(b'"type":"click",', b'"type":"click","visit":7,"at":3.6e-05,')
+    return line.replace(b'"connections":1,', b'"connections":1,"conn":"none","preflight":"sent",')
+
+
 def test_ledgers_of_the_old_writers_take_the_fast_path() -> None:
-    """Ledgers written before the line types (numbers as Python's repr, the collector's stamp with six
-    decimals) read as before: every line by numpy, the same values as msgspec's."""
-    scan = check(b"\n".join(OLD_WRITERS), "sent")
+    """Numbers as Python's repr and the collector's stamp with six decimals (the writers before the line
+    types) read as msgspec reads them, every line by numpy. An event line from before the browser presets
+    lacks visit, at, conn and preflight: it reads the same, by msgspec."""
+    scan = check(b"\n".join(with_visit_keys(line) for line in OLD_WRITERS), "sent")
     assert (len(scan.events), len(scan.pings), len(scan.others)) == (1, 1, 0)
     scan = check(b"\n".join(OLD_RECEIVED), "received")
     assert (len(scan.events), len(scan.others)) == (1, 0)
+    scan = check(b"\n".join(OLD_WRITERS), "sent")
+    assert (len(scan.events), len(scan.pings), len(scan.others)) == (0, 1, 1)

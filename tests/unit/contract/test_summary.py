@@ -34,6 +34,11 @@ def test_a_stored_summary_reads_and_writes_back_to_the_same_bytes(tmp_path: Path
     assert [f.pop("damaged_lines") for f in new["ledgers"]] == [0] * len(old["ledgers"])
     assert "received_from" not in new and "skipped_lines" not in new  # left out when no log was read
     assert [t.pop("written_lost_ci95") for t in new["techniques"].values()] == [None] * len(old["techniques"])
+    assert new.pop("browser") == "seed"  # a summary from before the presets: the seed's browser
+    for t in new["techniques"].values():
+        assert t.pop("found") == {} and t.pop("predicted_held_seconds") is None
+        preflights = [t.pop(k) for k in ("preflights_sent", "preflights_cached", "preflights_per_delivered")]
+        assert preflights == [0, 0, None]
     assert {**new, "schema": old["schema"]} == old
     path = tmp_path / "summary.json"
     path.write_text(summary_json(summary), encoding="utf-8")
@@ -65,7 +70,7 @@ def test_damaged_or_foreign_documents_name_the_file_and_what_to_do(tmp_path: Pat
     with pytest.raises(SummaryError, match=r"summary\.json: not a summary this lossbench reads \(no schema"):
         load_summary(path)
     path = _stored_with(tmp_path, {"schema": "lossbench.summary/0"})
-    with pytest.raises(SummaryError, match=r"schema 'lossbench.summary/0', expected 'lossbench.summary/4'"):
+    with pytest.raises(SummaryError, match=r"schema 'lossbench.summary/0', expected 'lossbench.summary/5'"):
         load_summary(path)
     path = _stored_with(tmp_path, {"phantoms": "none"})
     with pytest.raises(

@@ -17,6 +17,7 @@ from lossbench.contract.summary import (
     SCHEMA,
     Comparison,
     Cost,
+    FoundFigures,
     LedgerFile,
     Summary,
     TechniqueFigures,
@@ -27,6 +28,7 @@ from lossbench.contract.summary import (
 from lossbench.report.charts import render_charts
 from lossbench.report.html import ReportPaths, render_report, summary_html
 from lossbench.report.markdown import summary_markdown
+from lossbench.stats import wilson_interval
 
 MALICIOUS = '<script>alert("x")</script><img src=https://evil.example/x.png>'
 BEFORE = Path(__file__).parents[2] / "data" / "run-before"
@@ -83,6 +85,29 @@ def _tech(
     )
 
 
+def _found(technique: TechniqueFigures, **kinds: tuple[int, int]) -> dict[str, FoundFigures]:
+    """``found`` of a technique from (sent, lost) per kind."""
+    return {
+        kind: FoundFigures(
+            sent=n, share=n / technique.sent, lost=lost, loss=lost / n, ci95=wilson_interval(lost, n)
+        )
+        for kind, (n, lost) in kinds.items()
+    }
+
+
+def _pooled(technique: TechniqueFigures, preflights: tuple[int, int], held: float, **kinds: tuple[int, int]):
+    """The technique as a pooling browser's run has it: what its events found, preflights, held seconds."""
+    sent, cached = preflights
+    return msgspec.structs.replace(
+        technique,
+        found=_found(technique, **kinds),
+        preflights_sent=sent,
+        preflights_cached=cached,
+        preflights_per_delivered=sent / technique.received,
+        predicted_held_seconds=held,
+    )
+
+
 def _comparison(technique: str, ratio: float, p: float, text: str) -> Comparison:
     return Comparison(
         technique=technique,
@@ -96,7 +121,19 @@ def _comparison(technique: str, ratio: float, p: float, text: str) -> Comparison
 
 
 def make_summary() -> Summary:
-    """Four techniques on a slow mobile profile; prewarm has no prediction, keepalive sent nothing."""
+    """Four techniques on a slow mobile profile, played as Chromium; prewarm has no prediction, keepalive
+    sent nothing; ajax found warm and cold connections and cached some preflights."""
+    summary = _make_summary()
+    ajax, pixel = summary.techniques["ajax"], summary.techniques["pixel"]
+    techniques = {
+        **summary.techniques,
+        "ajax": _pooled(ajax, (3047, 2345), 4.25, warm=(7680, 8), cold=(4200, 2100), stale=(120, 64)),
+        "pixel": _pooled(pixel, (0, 0), 2.5, warm=(2000, 101), cold=(10000, 1000)),
+    }
+    return msgspec.structs.replace(summary, techniques=techniques)
+
+
+def _make_summary() -> Summary:
     return Summary(
         schema=SCHEMA,
         run={
@@ -114,7 +151,9 @@ def make_summary() -> Summary:
             "host": "bench-1",
             "versions": {"lossbench": "0.1.0", "python": "3.11.2", "locust": "2.31.0"},
             "collector": {"processes": 2, "port": 8089},
+            "browser": "chromium",
         },
+        browser="chromium",
         reference="ajax",
         techniques={
             "ajax": _tech(
@@ -281,9 +320,22 @@ def test_the_templates_write_what_the_renderer_before_them_wrote(stored: Summary
     before = (
         (BEFORE / "report.before.html").read_text(encoding="utf-8").replace("lossbench.summary/1", SCHEMA)
     )
+    # /5 names the browser preset (seed: the run.json of the stored run names none) in the meta line and
+    # the parameters, and the cost chart's caption says what a pooling browser's chart adds
+    seed = "<tr><td>browser preset</td><td>seed</td></tr>\n"
+    before = before.replace("abort: unload</p>", "abort: unload · browser: seed</p>")
+    before = before.replace(
+        "<tr><td>seed</td><td>11</td></tr>\n", "<tr><td>seed</td><td>11</td></tr>\n" + seed
+    )
     assert summary_html(stored, {}) == before.replace("&#x27;", "&#39;").replace("&quot;", "&#34;")
     charts = ["loss", "stages", "time_to_written", "cost"]
     markdown = (BEFORE / "report.before.md").read_text(encoding="utf-8")
+    markdown = markdown.replace("| seed | 11 |\n", "| seed | 11 |\n| browser preset | seed |\n")
+    markdown = markdown.replace(
+        "per delivered event.](charts/cost.png)",
+        "per delivered event; with a pooling browser, the model's connection-seconds held open per event "
+        "beside them.](charts/cost.png)",
+    )
     assert summary_markdown(stored, charts=charts) == markdown
 
 
@@ -291,7 +343,9 @@ def test_sparse_summary_renders_what_it_can(tmp_path: Path) -> None:
     """No cost figure, written event, comparison, ledger, warning or run id: what is there is drawn."""
     summary = make_summary()
     techniques = {
-        name: msgspec.structs.replace(t, cost=_cost(None, None, None), time_to_written=NOT_WRITTEN)
+        name: msgspec.structs.replace(
+            t, cost=_cost(None, None, None), time_to_written=NOT_WRITTEN, predicted_held_seconds=None
+        )
         for name, t in summary.techniques.items()
     }
     techniques["pixel"] = msgspec.structs.replace(
@@ -317,6 +371,7 @@ def test_empty_summary_does_not_crash(tmp_path: Path) -> None:
     summary = Summary(
         schema=SCHEMA,
         run={},
+        browser="seed",
         reference="ajax",
         techniques={},
         phantoms=0,
@@ -330,3 +385,45 @@ def test_empty_summary_does_not_crash(tmp_path: Path) -> None:
     page = paths.html.read_text(encoding="utf-8")
     assert "Stage timing error unknown" in page and "load generator lagging" in page
     assert summary_markdown(summary).startswith("# lossbench report — run unknown")
+
+
+AJAX_CONNECTIONS = (
+    "warm 64% (loss 0.1% [0.1, 0.2]) · cold 35% (50.0% [48.5, 51.5]) · stale 1% (53.3% [44.4, 62.0]); "
+    "preflights per delivered event 0.31 (2,345 cached); held connection-seconds per event (model) 4.25"
+)
+
+
+def test_the_report_says_what_the_events_found_and_names_the_browser(rendered: Rendered) -> None:
+    """Per technique with a pool: each kind of connection found with its share and loss, the preflights
+    per delivered event and the model's held connection-seconds; a technique that sent nothing has no line."""
+    paths, _ = rendered
+    page = paths.html.read_text(encoding="utf-8")
+    assert "<h2>Connections (browser preset: chromium)</h2>" in page
+    assert f"<li><b>ajax</b>: {escape(AJAX_CONNECTIONS)}</li>" in page
+    assert "abort: unload · browser: chromium</p>" in page
+    markdown = paths.markdown.read_text(encoding="utf-8")
+    assert f"- ajax: {AJAX_CONNECTIONS}\n" in markdown
+    assert (
+        "- pixel: warm 17% (loss 5.1% [4.2, 6.1]) · cold 83% (10.0% [9.4, 10.6]); held connection-seconds "
+        "per event (model) 2.5\n"
+    ) in markdown
+    assert "\n- pixel-prewarm:" not in markdown and "\n- pixel-keepalive:" not in markdown
+    assert "| browser preset | chromium |" in markdown
+
+
+def test_a_run_without_a_pool_has_no_connections_section(stored: Summary) -> None:
+    """The seed preset's events asked no pool (``none``): nothing to say but the preset's name."""
+    markdown = summary_markdown(stored)
+    assert "Connections" not in markdown and "| browser preset | seed |" in markdown
+
+
+def test_the_cost_chart_draws_the_models_held_seconds_alone(tmp_path: Path) -> None:
+    """Without measured costs (no collector stats), the model's held connection-seconds still make a chart."""
+    summary = make_summary()
+    techniques = {
+        name: msgspec.structs.replace(t, cost=_cost(None, None, None))
+        for name, t in summary.techniques.items()
+    }
+    charts = render_charts(msgspec.structs.replace(summary, techniques=techniques), tmp_path)
+    assert "cost" in charts
+    png_size(charts["cost"])
