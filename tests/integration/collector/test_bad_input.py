@@ -30,7 +30,7 @@ from lossbench.contract.events import (
     encode_pixel_param,
     valid_id,
 )
-from lossbench.contract.techniques import TECHNIQUES
+from lossbench.contract.techniques import ALL_TECHNIQUES
 from lossbench.loadgen.techniques import Tab
 from lossbench.model.profiles import NetworkDraw
 from support import exchange, received_events, received_ids
@@ -270,7 +270,7 @@ def expected_outcome(value: object) -> tuple[str, str] | str:
         return "bad_id"
     if any(not 0x21 <= ord(ch) <= 0x7E for ch in event_id):
         return "bad_id"
-    if tech not in TECHNIQUES:
+    if tech not in ALL_TECHNIQUES:
         return "bad_tech"
 
     def strings(v: object) -> Iterator[str]:
@@ -296,7 +296,7 @@ def outcome(decode, data) -> tuple[str, str] | str:
         return bad.reason
 
 
-@given(VALID_IDS, st.sampled_from(TECHNIQUES), st.dictionaries(SAFE_TEXT, SAFE_JSON, max_size=5))
+@given(VALID_IDS, st.sampled_from(ALL_TECHNIQUES), st.dictionaries(SAFE_TEXT, SAFE_JSON, max_size=5))
 def test_valid_events_round_trip_both_encodings(event_id, tech, extra):
     event = {**extra, "id": event_id, "tech": tech}
     assert decode_pixel_param(encode_pixel_param(event)) == (event_id, tech)
@@ -325,7 +325,7 @@ def assert_valid_or_named_refusal(decode, data) -> None:
     except BadEvent as bad:
         assert bad.reason in REFUSALS
     else:
-        assert valid_id(event_id) and tech in TECHNIQUES
+        assert valid_id(event_id) and tech in ALL_TECHNIQUES
 
 
 @given(st.binary(max_size=300))
@@ -342,7 +342,7 @@ def test_pixel_decoder_on_any_text(value):
     assert_valid_or_named_refusal(decode_pixel_param, value)
 
 
-@given(VALID_IDS, st.sampled_from(TECHNIQUES), st.data())
+@given(VALID_IDS, st.sampled_from(ALL_TECHNIQUES), st.data())
 def test_any_non_alphabet_byte_in_base64_is_refused(event_id, tech, data):
     encoded = encode_pixel_param({"id": event_id, "tech": tech}).encode()
     position = data.draw(st.integers(0, len(encoded)))
@@ -353,7 +353,7 @@ def test_any_non_alphabet_byte_in_base64_is_refused(event_id, tech, data):
     assert outcome(decode_pixel_param, mutated) == "bad_base64"
 
 
-@given(VALID_IDS, st.sampled_from(TECHNIQUES), st.integers(1, 15))
+@given(VALID_IDS, st.sampled_from(ALL_TECHNIQUES), st.integers(1, 15))
 def test_each_event_has_exactly_one_base64_encoding(event_id, tech, flip):
     encoded = encode_pixel_param({"id": event_id, "tech": tech})
     unused = {2: 0x0F, 3: 0x03}.get(len(encoded) % 4)
@@ -503,7 +503,7 @@ def test_fuzzed_requests_never_crash_never_count_invalid_never_lose_valid(
     head_of = {c: event_id for event_id, c in connection_of.items()}
     counted_after_head: dict[int, int] = {}
     for line in lines:
-        assert valid_id(line["id"]) and line["tech"] in TECHNIQUES
+        assert valid_id(line["id"]) and line["tech"] in ALL_TECHNIQUES
         if line["c"] in head_of and not line["id"].startswith("head-"):
             counted_after_head[line["c"]] = counted_after_head.get(line["c"], 0) + 1
     for c, count in counted_after_head.items():

@@ -25,7 +25,7 @@ import pytest
 from lossbench.analysis.compare import compare
 from lossbench.contract.ledger import LedgerWriter
 from lossbench.contract.lines import encode_line
-from lossbench.contract.techniques import TECHNIQUES
+from lossbench.contract.techniques import SEED_TECHNIQUES
 from lossbench.loadgen.techniques import Tab, event_body, pixel_request
 from lossbench.loadgen.timeline import EventResult
 from lossbench.model.profiles import NetworkDraw
@@ -127,10 +127,10 @@ def test_kill_9_mid_load_every_acknowledged_event_is_in_the_ledger(tmp_path, pro
 
     def tab_loop(k: int) -> None:
         tab = Tab((ADDRESS, port), NetworkDraw())
-        tab.page_load(list(TECHNIQUES))
+        tab.page_load(list(SEED_TECHNIQUES))
         n = 0
         while not stop.is_set():
-            results.append(tab.fire(TECHNIQUES[n % 4], f"k9-{k}-{n}"))
+            results.append(tab.fire(SEED_TECHNIQUES[n % 4], f"k9-{k}-{n}"))
             n += 1
         tab.close()
 
@@ -229,14 +229,14 @@ def test_a_ledger_refusing_writes_gets_503_and_nothing_unwritten_is_acknowledged
     event is answered 503, not acknowledged and counted in ledger_errors; once writes work again, events
     are acknowledged again and the ledger holds exactly the acknowledged ones."""
     tab = Tab((ADDRESS, collector.port), NetworkDraw())
-    tab.page_load(list(TECHNIQUES))
+    tab.page_load(list(SEED_TECHNIQUES))
     assert tab.fire("pixel", "before").acked
     ledger = collector.collector.ledger
     saved = os.dup(ledger.fd)
     full = os.open("/dev/full", os.O_WRONLY)
     try:
         os.dup2(full, ledger.fd)
-        results = [tab.fire(tech, f"full-{tech}") for tech in TECHNIQUES]
+        results = [tab.fire(tech, f"full-{tech}") for tech in SEED_TECHNIQUES]
         assert all(r.written and not r.acked for r in results), results
         answer = b""
         with closing(connect(collector.port)) as sock:
@@ -249,13 +249,13 @@ def test_a_ledger_refusing_writes_gets_503_and_nothing_unwritten_is_acknowledged
         os.dup2(saved, ledger.fd)
         os.close(saved)
         os.close(full)
-    for tech in TECHNIQUES:
+    for tech in SEED_TECHNIQUES:
         assert tab.fire(tech, f"after-{tech}").acked
     tab.close()
     collector.stop()
     events, damaged, footer = ledger_body(received_file(tmp_path))
     assert footer and damaged is None
-    assert [e["id"] for e in events] == ["before", *(f"after-{tech}" for tech in TECHNIQUES)]
+    assert [e["id"] for e in events] == ["before", *(f"after-{tech}" for tech in SEED_TECHNIQUES)]
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ import pytest
 
 from lossbench.collector.config import HEAD_SLICE, CollectorConfig
 from lossbench.contract.events import encode_event, encode_pixel_param
-from lossbench.contract.techniques import TECHNIQUES
+from lossbench.contract.techniques import SEED_TECHNIQUES
 from lossbench.loadgen.techniques import Tab
 from lossbench.model.profiles import NetworkDraw
 from lossbench.system import raise_fd_limit
@@ -255,8 +255,8 @@ def test_2000_held_connections_bounded_memory_and_others_still_served(collector_
     raise_fd_limit()
     proc, port = collector_process
     tab = Tab((ADDRESS, port), NetworkDraw())
-    tab.page_load(list(TECHNIQUES))
-    for n, tech in enumerate(TECHNIQUES * 25):  # warm up: allocations every later request reuses
+    tab.page_load(list(SEED_TECHNIQUES))
+    for n, tech in enumerate(SEED_TECHNIQUES * 25):  # warm up: allocations every later request reuses
         assert tab.fire(tech, f"warm-{n}").acked
     tab.close()
     before = rss_kib(proc.pid)
@@ -269,7 +269,7 @@ def test_2000_held_connections_bounded_memory_and_others_still_served(collector_
     # watch a file descriptor above 1023 (a limit of lossbench.loadgen.techniques, not of the collector).
     tabs = [Tab((ADDRESS, port), NetworkDraw()) for _ in range(10)]
     for tab in tabs:
-        tab.page_load(list(TECHNIQUES))
+        tab.page_load(list(SEED_TECHNIQUES))
     with ExitStack() as stack:
         for n in range(HELD):
             sock = stack.enter_context(closing(connect(port, timeout=10)))
@@ -278,7 +278,7 @@ def test_2000_held_connections_bounded_memory_and_others_still_served(collector_
         held_rss = rss_kib(proc.pid)
         sent = []
         for n, tab in enumerate(tabs):
-            for tech in TECHNIQUES:
+            for tech in SEED_TECHNIQUES:
                 for k in range(5):
                     event_id = f"{tech}-{n}-{k}"
                     assert tab.fire(tech, event_id).acked, event_id

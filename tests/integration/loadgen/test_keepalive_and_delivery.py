@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from lossbench.contract.techniques import TECHNIQUES
+from lossbench.contract.techniques import SEED_TECHNIQUES
 from lossbench.loadgen.techniques import Tab
 from lossbench.model.profiles import NetworkDraw
 from support import received_ids, wait_until
@@ -76,8 +76,8 @@ def test_no_cut_every_event_received_exactly_once(collector, tmp_path):
     sent: list[str] = []
     for n in range(per_technique):
         tab = Tab(("127.0.0.1", collector.port), NetworkDraw(rtt=0.001, dns=0.001))
-        tab.page_load(TECHNIQUES)
-        for tech in TECHNIQUES:
+        tab.page_load(SEED_TECHNIQUES)
+        for tech in SEED_TECHNIQUES:
             event_id = f"{tech}-{n}"
             result = tab.fire(tech, event_id, exit_after=None, visit_time=0.5)
             assert result.written and result.acked, result
@@ -88,4 +88,4 @@ def test_no_cut_every_event_received_exactly_once(collector, tmp_path):
     assert set(received) == set(sent)
     assert all(count == 1 for count in received.values())
     stats = collector.stats()
-    assert stats["events"] == dict.fromkeys(TECHNIQUES, per_technique)
+    assert stats["events"] == dict.fromkeys(SEED_TECHNIQUES, per_technique)
