@@ -22,9 +22,11 @@
   }
 
   function ping(tech) {
-    const img = new Image();
-    img.src = plan.hosts[tech] + "/ping.gif?t=" + tech;
+    // A URL of its own each time: Blink serves an image URL the document has already loaded from its
+    // memory cache (Cache-Control: no-store notwithstanding), and the ping would never leave the page.
     record.pings += 1;
+    const img = new Image();
+    img.src = plan.hosts[tech] + "/ping.gif?t=" + tech + "&n=" + record.pings;
   }
 
   const techniques = {

@@ -73,6 +73,7 @@ class BrowserOptions:
     idle_timeout: float = 30.0  # the collector's, emulated across compressed gaps
     duration: float | None = None  # stop starting visits after this many seconds
     net_log: Path | None = None
+    ping_interval: float = KEEPALIVE_PING_INTERVAL  # the keep-alive page's timer (shorter in tests)
 
 
 @dataclass
@@ -296,7 +297,7 @@ class BrowserPlayer:
                 how=how,
                 leave_at=None if timing.leave is None else timing.leave * 1000.0,
                 next_delay=next_delay,
-                ping_interval=KEEPALIVE_PING_INTERVAL,
+                ping_interval=self.options.ping_interval,
             )
         )
         net = visit.net
@@ -307,6 +308,11 @@ class BrowserPlayer:
                 started=time.time() + 3600.0,  # set once the page says when it starts
                 breakpoints=timing.breakpoints,
                 idle_timeout=self.options.idle_timeout,
+                pinged=(
+                    (collector_host("pixel-keepalive", key), self.options.ping_interval)
+                    if "pixel-keepalive" in self.techniques
+                    else None
+                ),
             ),
             arm=False,
         )
@@ -370,7 +376,7 @@ class BrowserPlayer:
         self.ledger.append_raw(encode_lines(lines), len(lines))
         self.stats.visits += 1
         self.stats.events += len(lines)
-        pings = _virtual_pings(visit, self.techniques)
+        pings = _virtual_pings(visit, self.techniques, self.options.ping_interval)
         if pings:
             self.ledger.append(pings)
         if record is not None and self.keep_records:
@@ -466,14 +472,14 @@ def _cost(logs: list[ConnectionLog], carried: Request | None, fired: float, gone
     return 1, 0
 
 
-def _virtual_pings(visit: Visit, techniques: Sequence[str]) -> SentPing | None:
+def _virtual_pings(visit: Visit, techniques: Sequence[str], interval: float) -> SentPing | None:
     """The keep-alive pings the page would have sent while idle time was compressed, as the socket
     client counts them (``virtual`` ping lines)."""
     if "pixel-keepalive" not in techniques or not visit.events:
         return None
     last = visit.events[-1].at
     stayed = min(visit.leave_at, last) if math.isfinite(visit.leave_at) else last
-    pings = int(stayed // KEEPALIVE_PING_INTERVAL)
+    pings = int(stayed // interval)
     if not pings:
         return None
     return SentPing(ping="pixel-keepalive", requests=pings, connections=0)
