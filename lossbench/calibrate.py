@@ -58,6 +58,7 @@ class BrowserRunOptions:
     duration: float = 1800.0
     exit_how: str = "auto"
     max_gap: float | None = None
+    cors_max_age: int = 0  # both collectors' Access-Control-Max-Age (0: every ajax event preflights)
     extra: dict[str, Any] = field(default_factory=dict)  # more run.json keys
 
 
@@ -76,6 +77,8 @@ def validate(options: BrowserRunOptions) -> None:
         raise RunError("--workers and --duration must be positive")
     if options.exit_how not in EXIT_HOWS:
         raise RunError(f"--exit-how must be one of {', '.join(EXIT_HOWS)}")
+    if options.cors_max_age < 0:
+        raise RunError("--cors-max-age must be 0 or more seconds")
 
 
 def draw_visits(options: BrowserRunOptions) -> list[Visit]:
@@ -112,6 +115,7 @@ def write_run_json(run_dir: Path, options: BrowserRunOptions, client: str, **ext
         "visits": options.visits,
         "users": options.workers if client == "chromium" else SOCKET_THREADS,
         "exit_how": options.exit_how,
+        "cors_max_age": options.cors_max_age,
         "host": platform.node(),
         "versions": versions,
         **options.extra,
@@ -133,7 +137,7 @@ def play_chromium(run_dir: Path, visits: Sequence[Visit], options: BrowserRunOpt
     chromium.chromium_path()
     chromium.require_playwright()
     started = time.time()
-    collector, url = start_collector(run_dir, 1)
+    collector, url = start_collector(run_dir, 1, cors_max_age=options.cors_max_age)
     try:
         player = BrowserPlayer(
             int(url.rsplit(":", 1)[1]),
@@ -176,7 +180,7 @@ def play_socket(run_dir: Path, visits: Sequence[Visit], options: BrowserRunOptio
     keep-alive pings each page would have sent as ``SentPing`` lines, as under Locust."""
     techniques = [t for t in options.techniques if t in TECHNIQUES]
     started = time.time()
-    collector, url = start_collector(run_dir, 1)
+    collector, url = start_collector(run_dir, 1, cors_max_age=options.cors_max_age)
     ids = EventIds()
     ledger = LedgerWriter(
         run_dir / "sent", "sent", name=f"socket-{default_ledger_name()}", salt=f"{ids.salt:06x}"

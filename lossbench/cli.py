@@ -272,6 +272,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         seed=args.seed,
         techniques=techniques or ALL_TECHNIQUES,
     )
+    options = dataclasses.replace(options, cors_max_age=args.cors_max_age)
     return _chromium_dispatch("calibrate", options, [])
 
 
@@ -666,7 +667,9 @@ def _add_calibrate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
             "(RUN/socket) and in headless Chromium through lossbench's network emulator (RUN), each against "
             "its own collector; compare both and write RUN/summary.json with a 'calibration' object (loss "
             "per technique for both clients, the difference and its test, lost events by stage) and the "
-            "report. Needs apt-get install chromium and pip install '.[browser]'."
+            "report. Techniques only Chromium plays (beacon, fetch-keepalive, pixel-preconnect, "
+            "ajax-cachebust) are reported for Chromium alone. Needs apt-get install chromium and "
+            "pip install '.[browser]'."
         ),
     )
     p.add_argument("--out", default="results", help="parent of run directories (default: %(default)s)")
@@ -675,6 +678,14 @@ def _add_calibrate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     p.add_argument("--exit-model", default=DEFAULT_EXIT_MODEL, help="exit model (default: %(default)s)")
     p.add_argument("--abort", default="unload", choices=("unload", "drop"), help="abort kind")
     p.add_argument("--seed", type=int, default=1, help="random seed (default: 1)")
+    p.add_argument(
+        "--cors-max-age",
+        type=int,
+        default=0,
+        metavar="SECONDS",
+        help="both collectors' Access-Control-Max-Age: Chromium then reuses an ajax preflight's answer for "
+        "that long, per visit (0, the default: every ajax event preflights); recorded in run.json",
+    )
     _add_browser_flags(p)
     p.set_defaults(func=cmd_calibrate)
 

@@ -17,8 +17,10 @@ class Technique(StrEnum):
     PIXEL = "pixel"
     PIXEL_PREWARM = "pixel-prewarm"
     PIXEL_KEEPALIVE = "pixel-keepalive"
+    PIXEL_PRECONNECT = "pixel-preconnect"
     BEACON = "beacon"
     FETCH_KEEPALIVE = "fetch-keepalive"
+    AJAX_CACHEBUST = "ajax-cachebust"
 
 
 class Stage(StrEnum):
@@ -43,9 +45,15 @@ TECHNIQUES: tuple[str, ...] = (
 """The four techniques of the socket client and the model, in order of how many network stages an event
 needs before its data is out."""
 
-BROWSER_TECHNIQUES: tuple[str, ...] = (Technique.BEACON, Technique.FETCH_KEEPALIVE)
-"""Techniques only a real browser has (played by the Chromium client): ``navigator.sendBeacon`` and ``fetch``
-with ``keepalive``, both POSTing the event's JSON to ``/e``."""
+BROWSER_TECHNIQUES: tuple[str, ...] = (
+    Technique.BEACON,
+    Technique.FETCH_KEEPALIVE,
+    Technique.PIXEL_PRECONNECT,
+    Technique.AJAX_CACHEBUST,
+)
+"""Techniques only the Chromium client plays: ``navigator.sendBeacon`` and ``fetch`` with ``keepalive``
+(both POSTing the event's JSON to ``/e``), a pixel after ``<link rel=preconnect>`` at page load, and ajax
+POSTing to ``/e?n=<event id>``, a URL of its own per event, so that no preflight answer is reused."""
 
 ALL_TECHNIQUES: tuple[str, ...] = TECHNIQUES + BROWSER_TECHNIQUES
 """Every technique the collector accepts."""

@@ -520,7 +520,11 @@ def stage_at(logs: list[ConnectionLog], fired: float, gone: float, event_id: str
     """Where an event fired at wall time ``fired`` was when the page went away at ``gone``, from its
     technique host's traffic: ``done`` (its data had left the browser), else the stage it was in —
     ``dns``, ``connect``, ``preflight`` (an OPTIONS unanswered), ``request`` (a request begun, not
-    complete) — or ``unsent`` (nothing of it on the network: the browser had not written it)."""
+    complete) — or ``unsent`` (nothing of it on the network: the browser had not written it).
+
+    A connection still being opened counts whenever it was asked for: one opened before the event (a
+    preconnect, a ping's) is one the event may be waiting for, as Chromium hands a request the pending
+    connection of a ``<link rel=preconnect>`` rather than open another."""
     carried = written_at(logs, event_id)
     if carried is not None and carried.complete is not None and carried.complete <= gone:
         return Stage.DONE
@@ -529,7 +533,13 @@ def stage_at(logs: list[ConnectionLog], fired: float, gone: float, event_id: str
             begun = fired <= request.started <= gone and request.method != "OPTIONS"
             if begun and (request.complete is None or request.complete > gone):
                 return Stage.REQUEST
-    pending = [g for g in logs if fired <= g.asked <= gone and (g.connected is None or g.connected > gone)]
+    pending = [
+        g
+        for g in logs
+        if g.asked <= gone
+        and (g.connected is None or g.connected > gone)
+        and (g.asked >= fired or g.closed is None or g.closed > fired)  # not one given up before it
+    ]
     if pending:
         log = pending[-1]
         return Stage.DNS if log.looked_up is None or log.looked_up > gone else Stage.CONNECT
