@@ -6,6 +6,11 @@ half plays them without Locust (``lossbench.loadgen.player.play_visit`` in threa
 as under Locust); the browser half in Chromium (``lossbench.loadgen.browser``). Each half has its own
 collector process, started and stopped as ``lossbench run`` does, so that neither sees the other's
 connections. The calibration figures themselves are ``lossbench.analysis.calibration``'s.
+
+``--browser-from`` re-uses a stored Chromium half (its ledgers, its collector's stats, its run.json) and
+plays only the socket client: the same visits, since they are drawn again from the stored run's options,
+and the same subset of them, from the visits the stored run played to the end. A calibration's Chromium
+half takes minutes to hours, its socket half seconds, and a change to the socket client needs only that.
 """
 
 from __future__ import annotations
@@ -14,9 +19,10 @@ import asyncio
 import concurrent.futures
 import json
 import platform
+import shutil
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
@@ -26,8 +32,8 @@ from typing import Any
 import numpy as np
 
 from lossbench import __version__
-from lossbench.contract.ledger import LedgerWriter, default_ledger_name
-from lossbench.contract.server import ServerHints
+from lossbench.contract.ledger import LedgerWriter, default_ledger_name, micro
+from lossbench.contract.server import REFERENCE_CORS_MAX_AGE, ServerHints
 from lossbench.contract.summary import Summary
 from lossbench.contract.techniques import ALL_TECHNIQUES, SEED_TECHNIQUES
 from lossbench.loadgen.browser import chromium
@@ -60,6 +66,7 @@ class BrowserRunOptions:
     exit_how: str = "auto"
     browser: str = DEFAULT_BROWSER  # the socket client's preset (lossbench.model.browser)
     max_gap: float | None = None
+    cors_max_age: int = REFERENCE_CORS_MAX_AGE  # both collectors' Access-Control-Max-Age (0: never cached)
     extra: dict[str, Any] = field(default_factory=dict)  # more run.json keys
 
 
@@ -78,6 +85,8 @@ def validate(options: BrowserRunOptions) -> None:
         raise RunError("--workers and --duration must be positive")
     if options.exit_how not in EXIT_HOWS:
         raise RunError(f"--exit-how must be one of {', '.join(EXIT_HOWS)}")
+    if options.cors_max_age < 0:
+        raise RunError("--cors-max-age must be 0 or more seconds")
 
 
 def draw_visits(options: BrowserRunOptions) -> list[Visit]:
@@ -107,7 +116,9 @@ def write_run_json(run_dir: Path, options: BrowserRunOptions, client: str, **ext
         "scenario": f"{client} client",
         "client": client,
         "browser": "chromium" if client == "chromium" else options.browser,
-        "server": ServerHints().as_json(),  # both halves load a reference collector with its defaults
+        "server": ServerHints(  # both halves load a reference collector, with this max-age
+            cors_max_age=None if options.cors_max_age < 0 else options.cors_max_age
+        ).as_json(),
         "techniques": list(options.techniques),
         "profile": options.profile,
         "exit_model": options.exit_model,
@@ -116,6 +127,7 @@ def write_run_json(run_dir: Path, options: BrowserRunOptions, client: str, **ext
         "visits": options.visits,
         "users": options.workers if client == "chromium" else SOCKET_THREADS,
         "exit_how": options.exit_how,
+        "cors_max_age": options.cors_max_age,
         "host": platform.node(),
         "versions": versions,
         **options.extra,
@@ -137,7 +149,7 @@ def play_chromium(run_dir: Path, visits: Sequence[Visit], options: BrowserRunOpt
     chromium.chromium_path()
     chromium.require_playwright()
     started = time.time()
-    collector, url = start_collector(run_dir, 1)
+    collector, url = start_collector(run_dir, 1, cors_max_age=options.cors_max_age)
     try:
         player = BrowserPlayer(
             int(url.rsplit(":", 1)[1]),
@@ -166,6 +178,7 @@ def play_chromium(run_dir: Path, visits: Sequence[Visit], options: BrowserRunOpt
         "errors": stats.errors[:20],
         "seconds": round(seconds, 3),
         "visits_per_second": round(stats.visits / seconds, 3),
+        "played": spans(sorted(player.played)),
     }
     write_run_json(run_dir, options, "chromium", started=started, ended=ended, player=counts)
     say(
@@ -175,13 +188,120 @@ def play_chromium(run_dir: Path, visits: Sequence[Visit], options: BrowserRunOpt
     return sorted(player.played)
 
 
+def spans(indices: Sequence[int]) -> list[list[int]]:
+    """Sorted visit indices as half-open ``[start, end)`` ranges (run.json's ``player.played``: all of
+    2,000 visits is ``[[0, 2000]]``)."""
+    out: list[list[int]] = []
+    for i in indices:
+        if out and out[-1][1] == i:
+            out[-1][1] = i + 1
+        else:
+            out.append([i, i + 1])
+    return out
+
+
+STORED_KEYS: tuple[str, ...] = (
+    "profile",
+    "exit_model",
+    "abort",
+    "seed",
+    "visits",
+    "techniques",
+    "exit_how",
+    "cors_max_age",
+)
+"""What a stored Chromium half was played with, as its run.json says: the visits' draws (profile, exit
+model, abort, seed, how many), the techniques, how pages went away, and the collector's
+Access-Control-Max-Age (0 in runs made before it was an option). ``--browser-from`` takes each from there."""
+
+_STORED_DEFAULTS: dict[str, Any] = {"cors_max_age": 0}
+
+
+def stored_options(stored: Path, options: BrowserRunOptions, given: Mapping[str, Any]) -> BrowserRunOptions:
+    """``options`` with ``STORED_KEYS`` from the stored calibration's run.json. ``given``: the ones the
+    command line set; a given value that differs from the stored one is refused (RunError naming it)."""
+    document = read_stored_run(stored)
+    values: dict[str, Any] = {}
+    for key in STORED_KEYS:
+        if key not in document and key not in _STORED_DEFAULTS:
+            raise RunError(f"{stored / 'run.json'} does not say its {key}: it cannot be played again")
+        value: Any = document[key] if key in document else _STORED_DEFAULTS[key]
+        if key == "techniques":
+            value = tuple(value)
+        if key in given and given[key] != value:
+            shown = ",".join(value) if key == "techniques" else value
+            asked = ",".join(given[key]) if key == "techniques" else given[key]
+            raise RunError(
+                f"--{key.replace('_', '-')} {asked} differs from the stored Chromium run's {key} {shown} "
+                f"({stored / 'run.json'}); leave it out to take the stored one"
+            )
+        values[key] = value
+    return replace(options, **values)
+
+
+def read_stored_run(stored: Path) -> dict[str, Any]:
+    """The run.json of a calibration's Chromium half, or RunError saying why ``stored`` is not one."""
+    try:
+        document = json.loads((stored / "run.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise RunError(f"--browser-from {stored}: no readable run.json ({exc})") from None
+    if not isinstance(document, dict) or document.get("client") != "chromium":
+        raise RunError(f"--browser-from {stored}: not a Chromium run (run.json's client is not chromium)")
+    if not (stored / "sent").is_dir() or not (stored / "received").is_dir():
+        raise RunError(f"--browser-from {stored}: no sent/ and received/ ledgers beside its run.json")
+    return document
+
+
+def reuse_chromium(stored: Path, run_dir: Path, visits: Sequence[Visit], say: Say) -> list[int]:
+    """Copy the stored Chromium half into ``run_dir`` (ledgers, the collector's stats and log, run.json
+    saying where it came from); returns the indices of the visits it played to the end."""
+    if stored.resolve() == run_dir.resolve():
+        raise RunError(f"--browser-from {stored} is the run directory itself; choose another --run-id")
+    document = read_stored_run(stored)
+    for name in ("sent", "received"):
+        shutil.copytree(stored / name, run_dir / name)
+    if (stored / "collector.log").is_file():
+        shutil.copy2(stored / "collector.log", run_dir / "collector.log")
+    played = stored_played(stored, document, visits)
+    document = {
+        **document,
+        "run_id": run_dir.name,
+        "browser_from": {"run_dir": str(stored.resolve()), "run_id": document.get("run_id")},
+    }
+    (run_dir / "run.json").write_text(json.dumps(document, indent=1) + "\n")
+    say(f"chromium: {len(played)} visits played by {stored} (not played again)")
+    return played
+
+
+def stored_played(stored: Path, document: Mapping[str, Any], visits: Sequence[Visit]) -> list[int]:
+    """The visits a stored Chromium half played to the end: its run.json's ``player.played``; in a run
+    made before that was recorded, all of them when it played as many as were drawn, else those whose
+    network draw (rtt, dns) its sent ledger holds."""
+    player = document.get("player")
+    player = player if isinstance(player, Mapping) else {}
+    if "played" in player:
+        return [i for start, end in player["played"] for i in range(start, end) if i < len(visits)]
+    if player.get("visits") == len(visits):
+        return list(range(len(visits)))
+    seen: set[tuple[float, float]] = set()
+    for path in sorted((stored / "sent").glob("*.jsonl")):
+        for line in path.read_text(errors="replace").splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and "id" in record and "rtt" in record and "dns" in record:
+                seen.add((record["rtt"], record["dns"]))
+    return [i for i, v in enumerate(visits) if (micro(v.net.rtt), micro(v.net.dns)) in seen]
+
+
 def play_socket(run_dir: Path, visits: Sequence[Visit], options: BrowserRunOptions, say: Say) -> None:
     """Play ``visits`` with the socket client (the techniques its ``--browser`` preset plays) against a
     fresh collector, with what each page cost by itself as ``SentPing`` lines, as under Locust."""
     playable = ALL_TECHNIQUES if get_browser(options.browser).pool else SEED_TECHNIQUES
     techniques = [t for t in options.techniques if t in playable]
     started = time.time()
-    collector, url = start_collector(run_dir, 1)
+    collector, url = start_collector(run_dir, 1, cors_max_age=options.cors_max_age)
     ids = EventIds()
     ledger = LedgerWriter(
         run_dir / "sent", "sent", name=f"socket-{default_ledger_name()}", salt=f"{ids.salt:06x}"
@@ -228,15 +348,24 @@ def run_chromium(options: BrowserRunOptions, say: Say = print) -> tuple[Path, Su
     return run_dir, finish_run(run_dir, say)
 
 
-def calibrate(options: BrowserRunOptions, say: Say = print) -> tuple[Path, Summary]:
+def calibrate(
+    options: BrowserRunOptions, say: Say = print, *, browser_from: Path | None = None
+) -> tuple[Path, Summary]:
     """``lossbench calibrate``: the same visits in Chromium (``<run>``) and in the socket client
     (``<run>/socket``), each compared; ``<run>/summary.json`` gets the ``calibration`` object and the
-    report shows it. Raises RunError, LedgerError or ChromiumMissing, each with a message that says why."""
+    report shows it. ``browser_from``: a stored calibration whose Chromium half is copied instead of
+    played (``options`` must hold its ``STORED_KEYS``: ``stored_options``). Raises RunError, LedgerError
+    or ChromiumMissing, each with a message that says why."""
     from lossbench.analysis.calibration import SOCKET_RUN, attach, calibration_table
     from lossbench.analysis.compare import compare, write_summary
     from lossbench.report.html import render_report
 
     validate(options)
+    if browser_from is not None:
+        read_stored_run(browser_from)  # before making the new run directory
+        playable = ALL_TECHNIQUES if get_browser(options.browser).pool else SEED_TECHNIQUES
+        if not any(t in playable for t in options.techniques):
+            raise RunError(f"--browser-from {browser_from}: none of its techniques is the socket client's")
     run_dir = new_run_dir(options)
     visits = draw_visits(options)
     say(
@@ -245,7 +374,10 @@ def calibrate(options: BrowserRunOptions, say: Say = print) -> tuple[Path, Summa
     )
     socket_dir = run_dir / SOCKET_RUN
     socket_dir.mkdir(parents=True, exist_ok=True)
-    played = play_chromium(run_dir, visits, options, say)
+    if browser_from is None:
+        played = play_chromium(run_dir, visits, options, say)
+    else:
+        played = reuse_chromium(browser_from, run_dir, visits, say)
     if len(played) < len(visits):
         say(f"chromium played {len(played)} of {len(visits)} visits to the end; the socket client too")
     play_socket(socket_dir, [visits[i] for i in played], options, say)

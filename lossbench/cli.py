@@ -9,7 +9,7 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from lossbench import __version__
 from lossbench.contract.server import REFERENCE_CORS_MAX_AGE, REFERENCE_IDLE_TIMEOUT
@@ -249,7 +249,9 @@ def _browser_options(
     )
 
 
-def _chromium_dispatch(command: str, options: BrowserRunOptions, fail_if: list[str]) -> int:
+def _chromium_dispatch(
+    command: str, options: BrowserRunOptions, fail_if: list[str], browser_from: Path | None = None
+) -> int:
     """Run ``calibrate`` or ``run --client chromium``; exit 2 with the reason when it cannot go on."""
     from lossbench.analysis.read import LedgerError
     from lossbench.calibrate import calibrate, run_chromium
@@ -259,7 +261,7 @@ def _chromium_dispatch(command: str, options: BrowserRunOptions, fail_if: list[s
 
     try:
         if command == "calibrate":
-            calibrate(options, say=say_now)
+            calibrate(options, say=say_now, browser_from=browser_from)
             return 0
         _, summary = run_chromium(options, say=say_now)
     except (RunError, LedgerError, ChromiumMissing) as exc:
@@ -269,18 +271,45 @@ def _chromium_dispatch(command: str, options: BrowserRunOptions, fail_if: list[s
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
+    """The options the command line gave (the rest: BrowserRunOptions' defaults, or with --browser-from the
+    stored run's, which a given option must agree with)."""
+    from lossbench.calibrate import BrowserRunOptions, stored_options
     from lossbench.contract.techniques import TECHNIQUES
+    from lossbench.runner import RunError
 
-    techniques = tuple(t.strip() for t in args.techniques.split(",") if t.strip())
-    options = _browser_options(
-        args,
-        profile=args.profile,
-        exit_model=args.exit_model,
-        abort=args.abort,
-        seed=args.seed,
-        techniques=techniques or TECHNIQUES,
+    techniques = None
+    if args.techniques is not None:
+        techniques = tuple(t.strip() for t in args.techniques.split(",") if t.strip()) or TECHNIQUES
+    given: dict[str, Any] = {
+        key: value
+        for key, value in (
+            ("profile", args.profile),
+            ("exit_model", args.exit_model),
+            ("abort", args.abort),
+            ("seed", args.seed),
+            ("visits", args.visits),
+            ("techniques", techniques),
+            ("exit_how", args.exit_how),
+            ("cors_max_age", args.cors_max_age),
+            ("browser", args.browser),
+        )
+        if value is not None
+    }
+    options = dataclasses.replace(
+        BrowserRunOptions(
+            out=Path(args.out), run_id=args.run_id, workers=args.workers, duration=args.duration
+        ),
+        **given,
     )
-    return _chromium_dispatch("calibrate", options, [])
+    browser_from = None
+    if args.browser_from is not None:
+        browser_from = Path(args.browser_from)
+        try:
+            options = stored_options(browser_from, options, given)
+        except RunError as exc:
+            print(f"lossbench calibrate: {exc}", file=sys.stderr)
+            return 2
+    return _chromium_dispatch("calibrate", options, [], browser_from)
 
 
 def _run_options(args: argparse.Namespace, command: str) -> RunOptions | None:
@@ -677,24 +706,54 @@ def _add_calibrate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
             "(RUN/socket) and in headless Chromium through lossbench's network emulator (RUN), each against "
             "its own collector; compare both and write RUN/summary.json with a 'calibration' object (loss "
             "per technique for both clients, the difference and its test, lost events by stage) and the "
-            "report. Needs apt-get install chromium and pip install '.[browser]'."
+            "report. Techniques only Chromium plays (beacon, fetch-keepalive, pixel-preconnect, "
+            "ajax-cachebust) are reported for Chromium alone. Needs apt-get install chromium and "
+            "pip install '.[browser]'."
+        ),
+        epilog=(
+            "--browser-from RUN_DIR re-uses the Chromium half of a stored calibration (a calibrate output "
+            "directory) and plays only the socket client, which takes seconds where Chromium takes minutes "
+            "to hours: for a change to the socket client. The new run directory gets the stored sent/ and "
+            "received/ ledgers and run.json (its 'browser_from' says where they came from); the socket "
+            "client plays the same visits (drawn again from the stored profile, exit model, abort, seed and "
+            "visit count, and only those the stored run played to the end) with the stored run's techniques "
+            "it can play; then both are compared and reported as in any calibration. --profile, "
+            "--exit-model, --abort, --seed, --visits, --techniques, --exit-how and --cors-max-age are taken "
+            "from the stored run.json; given, each must agree with it or the command stops naming the one "
+            "that differs. --workers does not apply (no Chromium runs); --duration bounds the socket client."
         ),
     )
     p.add_argument("--out", default="results", help="parent of run directories (default: %(default)s)")
     p.add_argument("--run-id", default="", help="name of the run directory (default: a timestamp)")
-    p.add_argument("--profile", default=DEFAULT_PROFILE, help="network profile (default: %(default)s)")
-    p.add_argument("--exit-model", default=DEFAULT_EXIT_MODEL, help="exit model (default: %(default)s)")
-    p.add_argument("--abort", default="unload", choices=("unload", "drop"), help="abort kind")
-    p.add_argument("--seed", type=int, default=1, help="random seed (default: 1)")
+    p.add_argument("--profile", default=None, help=f"network profile (default: {DEFAULT_PROFILE})")
+    p.add_argument("--exit-model", default=None, help=f"exit model (default: {DEFAULT_EXIT_MODEL})")
+    p.add_argument("--abort", default=None, choices=("unload", "drop"), help="abort kind (default: unload)")
+    p.add_argument("--seed", type=int, default=None, help="random seed (default: 1)")
+    p.add_argument(
+        "--cors-max-age",
+        type=int,
+        default=None,
+        metavar="SECONDS",
+        help="both collectors' Access-Control-Max-Age: browsers then reuse an ajax preflight's answer for "
+        f"that long, per visit (default: {REFERENCE_CORS_MAX_AGE}, the reference collector's; 0: every ajax "
+        "event preflights); recorded in run.json",
+    )
     p.add_argument(
         "--browser",
-        default="chromium",
+        default=None,
         choices=("chromium", "seed"),
         help="the socket client's preset: chromium (default: pool, preflight cache, FIN) or seed (the first "
         "model); the Chromium half is Chromium",
     )
+    p.add_argument(
+        "--browser-from",
+        metavar="RUN_DIR",
+        default=None,
+        help="re-use the Chromium half of the calibration in RUN_DIR and play only the socket client "
+        "(see below)",
+    )
     _add_browser_flags(p)
-    p.set_defaults(func=cmd_calibrate)
+    p.set_defaults(func=cmd_calibrate, visits=None, exit_how=None, techniques=None)
 
 
 def _add_models(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -283,15 +283,23 @@ def update_run_json(run_dir: Path, **values: Any) -> None:
 
 
 def start_collector(
-    run_dir: Path, processes: int, service_time: str | None = None, service_workers: int = 1
+    run_dir: Path,
+    processes: int,
+    service_time: str | None = None,
+    service_workers: int = 1,
+    *,
+    cors_max_age: int | None = None,
 ) -> tuple[subprocess.Popen[bytes], str]:
     """Start ``lossbench collector`` on a free loopback port (with ``--service-time`` and
-    ``--service-workers`` when a service time is given); its stderr goes to ``collector.log``."""
+    ``--service-workers`` when a service time is given, ``--cors-max-age`` when given); its stderr goes to
+    ``collector.log``."""
     log_path = run_dir / "collector.log"
     command = [sys.executable, "-m", "lossbench.cli", "collector", "--port", "0", "--out", str(run_dir),
                "--processes", str(processes)]  # fmt: skip
     if service_time is not None:
         command += ["--service-time", service_time, "--service-workers", str(service_workers)]
+    if cors_max_age is not None:
+        command += ["--cors-max-age", str(cors_max_age)]
     with log_path.open("a") as log:
         proc = subprocess.Popen(
             command,

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,6 +15,7 @@ from lossbench.collector.config import CollectorConfig
 from lossbench.collector.server import CollectorThread
 from lossbench.loadgen.browser.chromium import CHROMIUM
 from lossbench.loadgen.browser.player import BrowserOptions, BrowserPlayer
+from lossbench.loadgen.player import KEEPALIVE_PING_INTERVAL
 from lossbench.model.profiles import NetworkDraw
 from lossbench.model.visits import PlannedEvent, Visit
 
@@ -34,13 +36,16 @@ def visit(
 
 @dataclass
 class Played:
-    """What a played set of visits left: sent lines by id, received ids, the proxy's names."""
+    """What a played set of visits left: sent lines by id, received ids, the proxy's names, the sent
+    ledger's ping lines and the collector's counters at the end."""
 
     sent: dict[str, dict]
     received: dict[str, dict]
     names: list[str]
     refused: list[str]
     records: list[dict]
+    pings: list[dict]
+    stats: dict[str, Any]
 
 
 def play(
@@ -50,21 +55,25 @@ def play(
     *,
     workers: int = 4,
     net_log: Path | None = None,
+    ping_interval: float = KEEPALIVE_PING_INTERVAL,
+    collector_options: dict[str, Any] | None = None,
 ) -> Played:
-    """Play ``visits`` with a fresh collector on loopback; everything stopped before returning."""
-    collector = CollectorThread(CollectorConfig(port=0, out=out))
+    """Play ``visits`` with a fresh collector on loopback (``collector_options``: CollectorConfig fields);
+    everything stopped before returning."""
+    collector = CollectorThread(replace(CollectorConfig(port=0, out=out), **(collector_options or {})))
     collector.start()
     try:
         player = BrowserPlayer(
             collector.port,
             out / "sent",
             techniques,
-            BrowserOptions(workers=workers, net_log=net_log),
+            BrowserOptions(workers=workers, net_log=net_log, ping_interval=ping_interval),
             say=lambda _: None,
         )
         player.keep_records = True
         stats = asyncio.run(player.play(visits))
         assert not stats.errors, stats.errors
+        counters = collector.stats()
     finally:
         collector.stop()
     assert player.proxy is not None
@@ -74,14 +83,14 @@ def play(
         names=list(player.proxy.names),
         refused=list(player.proxy.refused),
         records=player.records,
+        pings=[record for record in _read(out / "sent") if "ping" in record],
+        stats=counters,
     )
 
 
+def _read(folder: Path) -> list[dict]:
+    return [json.loads(line) for path in folder.glob("*.jsonl") for line in path.read_text().splitlines()]
+
+
 def _lines(folder: Path) -> dict[str, dict]:
-    lines = {}
-    for path in folder.glob("*.jsonl"):
-        for line in path.read_text().splitlines():
-            record = json.loads(line)
-            if "id" in record:
-                lines[record["id"]] = record
-    return lines
+    return {record["id"]: record for record in _read(folder) if "id" in record}

@@ -10,35 +10,54 @@ from pathlib import Path
 import pytest
 
 from browser_support import needs_chromium
-from lossbench.calibrate import BrowserRunOptions, calibrate
+from lossbench.calibrate import (
+    BrowserRunOptions,
+    calibrate,
+    draw_visits,
+    spans,
+    stored_options,
+    stored_played,
+)
 from lossbench.cli import main
-from lossbench.contract.summary import load_summary
-from lossbench.contract.techniques import BROWSER_TECHNIQUES, TECHNIQUES
+from lossbench.contract.ledger import micro
+from lossbench.contract.summary import Summary, load_summary
+from lossbench.contract.techniques import TECHNIQUES
 from lossbench.loadgen.browser import chromium
 from lossbench.loadgen.browser.player import schedule
 from lossbench.model.profiles import NetworkDraw
 from lossbench.model.visits import PlannedEvent, Visit
+from lossbench.runner import RunError
+
+
+@pytest.fixture(scope="module")
+def short_calibration(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Summary, list[str]]:
+    """A short calibration, as CI runs it: its run directory, summary and what it said."""
+    said: list[str] = []
+    options = BrowserRunOptions(
+        out=tmp_path_factory.mktemp("calibrate"),
+        run_id="cal",
+        visits=6,
+        profile="3G",
+        exit_model="mix",
+        seed=3,
+        workers=3,
+    )
+    run_dir, summary = calibrate(options, say=said.append)
+    return run_dir, summary, said
 
 
 @needs_chromium
 @pytest.mark.browser
-def test_short_calibration(tmp_path: Path) -> None:
-    said: list[str] = []
-    options = BrowserRunOptions(
-        out=tmp_path, run_id="cal", visits=6, profile="3G", exit_model="mix", seed=3, workers=3
-    )
-    run_dir, summary = calibrate(options, say=said.append)
+def test_short_calibration(short_calibration: tuple[Path, Summary, list[str]]) -> None:
+    run_dir, summary, said = short_calibration
     cal = summary.calibration
-    assert cal is not None and set(cal) == set(TECHNIQUES) | set(BROWSER_TECHNIQUES)
+    assert cal is not None and set(cal) == set(TECHNIQUES)  # the socket client now plays all seven
     for tech in TECHNIQUES:
         chromium_entry, socket_entry = cal[tech].chromium, cal[tech].socket
         assert chromium_entry is not None and socket_entry is not None
         assert chromium_entry.sent == socket_entry.sent > 0  # the same visits, event for event
         difference = cal[tech].difference
         assert difference is not None and 0.0 <= difference.p_value <= 1.0
-    for tech in BROWSER_TECHNIQUES:
-        browser_only = cal[tech].chromium
-        assert cal[tech].socket is None and browser_only is not None and browser_only.sent > 0
     assert summary.run["client"] == "chromium"
     assert summary.calibration_runs is not None and summary.calibration_runs.socket == "socket"
     assert load_summary(run_dir / "summary.json") == summary  # written as it was returned, and read back
@@ -48,6 +67,108 @@ def test_short_calibration(tmp_path: Path) -> None:
     assert any(line.startswith("ajax: ") for line in said)
     assert main(["compare", str(run_dir)]) == 0  # compare works on a browser run unchanged,
     assert load_summary(run_dir / "summary.json").calibration == cal  # and keeps a calibration's
+
+
+@needs_chromium
+@pytest.mark.browser
+def test_browser_from_plays_only_the_socket_client(
+    short_calibration: tuple[Path, Summary, list[str]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--browser-from: the stored Chromium half as it was, the socket client played again on the same
+    visits (the draws taken from the stored run.json), compared and reported as a calibration."""
+    stored, stored_summary, _ = short_calibration
+    argv = ["calibrate", "--browser-from", str(stored), "--out", str(tmp_path), "--run-id", "again"]
+    assert main([*argv, "--seed", "3", "--visits", "6"]) == 0  # given and agreeing: fine
+    out = capsys.readouterr().out
+    assert "not played again" in out and "chromium: 6 visits, 3 tabs" not in out
+    run_dir = tmp_path / "again"
+    run = json.loads((run_dir / "run.json").read_text())
+    assert run["browser_from"] == {"run_dir": str(stored.resolve()), "run_id": "cal"}
+    assert run["run_id"] == "again" and run["seed"] == 3 and run["client"] == "chromium"
+    for name in ("sent", "received"):
+        assert sorted(p.name for p in (run_dir / name).iterdir()) == sorted(
+            p.name for p in (stored / name).iterdir()
+        )
+    summary = load_summary(run_dir / "summary.json")
+    cal, stored_cal = summary.calibration, stored_summary.calibration
+    assert cal is not None and stored_cal is not None and set(cal) == set(stored_cal)
+    for tech, entry in cal.items():
+        assert entry.chromium == stored_cal[tech].chromium  # the stored half, unchanged
+        if tech in TECHNIQUES:
+            socket_entry, stored_socket = entry.socket, stored_cal[tech].socket
+            assert socket_entry is not None and stored_socket is not None
+            assert socket_entry.sent == stored_socket.sent  # the same visits, event for event
+    socket_run = json.loads((run_dir / "socket" / "run.json").read_text())
+    assert socket_run["techniques"] == list(TECHNIQUES) and socket_run["seed"] == 3
+    assert (run_dir / "report.html").is_file()
+
+
+def _stored_run(folder: Path, **keys: object) -> Path:
+    """A stored Chromium half as far as --browser-from reads it before playing: run.json and its ledgers."""
+    run = {
+        "client": "chromium",
+        "run_id": "old",
+        "profile": "3G",
+        "exit_model": "mix",
+        "abort": "unload",
+        "seed": 11,
+        "visits": 40,
+        "techniques": ["ajax", "pixel", "beacon"],
+        "exit_how": "auto",
+    }
+    run.update(keys)
+    folder.mkdir()
+    (folder / "sent").mkdir()
+    (folder / "received").mkdir()
+    (folder / "run.json").write_text(json.dumps(run))
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "key"),
+    [
+        ("--seed", "12", "seed"),
+        ("--exit-model", "outbound", "exit_model"),
+        ("--visits", "41", "visits"),
+        ("--techniques", "ajax,pixel", "techniques"),
+        ("--cors-max-age", "60", "cors_max_age"),
+    ],
+)
+def test_browser_from_refuses_options_that_differ(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], option: str, value: str, key: str
+) -> None:
+    stored = _stored_run(tmp_path / "old")
+    argv = ["calibrate", "--browser-from", str(stored), "--out", str(tmp_path), "--run-id", "new"]
+    assert main([*argv, option, value]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"{option} {value} differs" in err and f"'s {key} " in err, err
+    assert not (tmp_path / "new").exists()
+
+
+def test_browser_from_takes_the_stored_options(tmp_path: Path) -> None:
+    stored = _stored_run(tmp_path / "old", cors_max_age=600)
+    options = stored_options(stored, BrowserRunOptions(seed=1, visits=3), {"profile": "3G"})
+    assert (options.seed, options.visits, options.exit_model, options.cors_max_age) == (11, 40, "mix", 600)
+    assert options.techniques == ("ajax", "pixel", "beacon")
+    assert stored_options(_stored_run(tmp_path / "older"), options, {}).cors_max_age == 0  # before the option
+    with pytest.raises(RunError, match="not a Chromium run"):
+        stored_options(_stored_run(tmp_path / "socket", client="socket"), options, {})
+
+
+def test_visits_played_by_a_stored_run(tmp_path: Path) -> None:
+    """run.json's ranges; or, in a run made before they were recorded, the visits whose network draws its
+    sent ledger holds."""
+    assert spans([0, 1, 2, 5, 6, 9]) == [[0, 3], [5, 7], [9, 10]] and spans([]) == []
+    options = BrowserRunOptions(visits=8, seed=5)
+    visits = draw_visits(options)
+    stored = _stored_run(tmp_path / "old", visits=8)
+    assert stored_played(stored, {"player": {"played": [[0, 3], [5, 7]]}}, visits) == [0, 1, 2, 5, 6]
+    assert stored_played(stored, {"player": {"visits": 8}}, visits) == list(range(8))
+    lines = [
+        {"id": f"{i:016x}", "rtt": micro(visits[i].net.rtt), "dns": micro(visits[i].net.dns)} for i in (1, 4)
+    ]
+    (stored / "sent" / "chromium-h-1.0.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    assert stored_played(stored, {"player": {"visits": 2}}, visits) == [1, 4]
 
 
 @needs_chromium

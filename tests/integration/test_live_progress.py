@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from lossbench.contract.techniques import TECHNIQUES
 from support import ROOT, free_port, wait_until
 
 GOAL_POINTS = 2.0
@@ -47,7 +48,7 @@ def test_precision_stops_the_run_once_every_interval_is_within_the_goal(tmp_path
     assert run["sizing"] == {"skipped": "--users or --processes given"}
     assert "load: 40 tabs in 2 process(es), as given (not sized)" in result.stdout
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert set(summary["techniques"]) == {"ajax", "pixel", "pixel-prewarm", "pixel-keepalive"}
+    assert set(summary["techniques"]) == set(TECHNIQUES)
     for name, row in summary["techniques"].items():  # the ledgers' join: at least as many events
         lo, hi = row["ci95"]
         assert (hi - lo) / 2 <= GOAL_POINTS / 100, (name, row["ci95"])
@@ -70,7 +71,7 @@ def test_the_web_ui_shows_the_loss_tab_while_the_load_runs(tmp_path: Path) -> No
          "--run-dir", str(tmp_path / "ui"), "--precision", "0.5"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    techniques = {"pixel", "pixel-prewarm", "pixel-keepalive"}
+    techniques = {"pixel", "pixel-prewarm", "pixel-keepalive", "pixel-preconnect"}
     try:
         seen: dict[str, Any] = {}
 

@@ -21,10 +21,20 @@
     if (record.gone === null) record.acked[id] = clock();
   }
 
+  function preconnect(tech) {
+    // as a site's head has it: the browser looks the name up and connects, no request yet
+    const link = document.createElement("link");
+    link.rel = "preconnect";
+    link.href = plan.hosts[tech];
+    document.head.appendChild(link);
+  }
+
   function ping(tech) {
-    const img = new Image();
-    img.src = plan.hosts[tech] + "/ping.gif?t=" + tech;
+    // A URL of its own each time: Blink serves an image URL the document has already loaded from its
+    // memory cache (Cache-Control: no-store notwithstanding), and the ping would never leave the page.
     record.pings += 1;
+    const img = new Image();
+    img.src = plan.hosts[tech] + "/ping.gif?t=" + tech + "&n=" + record.pings;
   }
 
   const techniques = {
@@ -39,6 +49,12 @@
       fetch(host + "/e", { method: "POST", mode: "cors", headers: { "Content-Type": "application/json" }, body: data })
         .then((r) => { if (r.ok) ack(id); }, () => {});
     },
+    // ajax to a URL of its own per event: the preflight cache is keyed by URL, so every event preflights
+    "ajax-cachebust": (id, data, host) => {
+      fetch(host + "/e?n=" + id, {
+        method: "POST", mode: "cors", headers: { "Content-Type": "application/json" }, body: data,
+      }).then((r) => { if (r.ok) ack(id); }, () => {});
+    },
     // sendBeacon with a string, as sites write it: text/plain, so no preflight. (A JSON Blob is
     // preflighted with credentials, which a collector answering Access-Control-Allow-Origin: * refuses.)
     "beacon": (id, data, host) => {
@@ -52,6 +68,7 @@
   };
   techniques["pixel-prewarm"] = techniques["pixel"];
   techniques["pixel-keepalive"] = techniques["pixel"];
+  techniques["pixel-preconnect"] = techniques["pixel"];
 
   function fire(event) {
     for (const tech of plan.techniques) {
@@ -84,6 +101,7 @@
   function start() {
     record.started = clock();
     if (plan.techniques.includes("pixel-prewarm")) ping("pixel-prewarm"); // an empty ping at page load
+    if (plan.techniques.includes("pixel-preconnect")) preconnect("pixel-preconnect");
     if (plan.techniques.includes("pixel-keepalive")) {
       ping("pixel-keepalive");
       setInterval(() => ping("pixel-keepalive"), plan.ping_interval); // the page's keep-alive timer

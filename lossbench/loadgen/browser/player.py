@@ -1,6 +1,7 @@
 """Playing visits in real headless Chromium: the same draws as the socket client, the same sent ledger.
 
-Each worker is a browser context (its own pools and caches) with one tab at a time. A visit's page is
+Each worker is a Chromium with a regular profile of its own (its own pools and caches; see
+``chromium.launch`` for why not an off-the-record context) with one tab at a time. A visit's page is
 loaded from the shop's loopback server, then visit time 0 is set in the page and in the proxy at the same
 wall instant; the page fires every technique at each event's time, and goes away the exit model's way:
 navigation to a next page (started at the last event, the outbound click, and answered after the rest of
@@ -57,9 +58,10 @@ CALL_TIMEOUT = 15.0  # any one Playwright call (a page that never closes must no
 SETTLE_SECONDS = 3.0  # after the page went away, how long late requests (beacons) may still leave
 PROGRESS_EVERY = 30.0  # seconds between two progress lines of a long run
 RECORD_TIMEOUT = 5.0  # waiting for the page's pagehide record after it went away
-CONTEXT_VISITS = 100  # a worker's context is replaced after this many visits (pools stay small)
+CONTEXT_VISITS = 100  # a worker's browser is replaced after this many visits (pools stay small)
 LOAD_TIMEOUT_MS = 20_000
 START_LEAD_MS = 20.0  # visit time 0 comes this long after the page is told to start
+ASKED_SLACK = 0.001  # a connection asked this long before an event fired is still the event's own
 
 Say = Callable[[str], None]
 
@@ -74,6 +76,7 @@ class BrowserOptions:
     idle_timeout: float = 30.0  # the collector's, emulated across compressed gaps
     duration: float | None = None  # stop starting visits after this many seconds
     net_log: Path | None = None
+    ping_interval: float = KEEPALIVE_PING_INTERVAL  # the keep-alive page's timer (shorter in tests)
 
 
 @dataclass
@@ -225,16 +228,20 @@ class BrowserPlayer:
         progress = asyncio.get_running_loop().create_task(self._progress(started, total))
         try:
             async with async_api.async_playwright() as playwright:
-                browser = await chromium.launch(playwright, self.proxy.port, net_log=self.options.net_log)
-                try:
-                    workers = [
-                        self._worker(browser, w, source, deadline) for w in range(self.options.workers)
-                    ]
-                    await asyncio.gather(*workers)
-                    if self.pending:
-                        await asyncio.gather(*self.pending)
-                finally:
-                    await browser.close()
+                launched = await asyncio.gather(
+                    *(self._launch(playwright, w, 0) for w in range(self.options.workers)),
+                    return_exceptions=True,
+                )
+                browsers = [b for b in launched if isinstance(b, chromium.Profile)]
+                failed = [e for e in launched if isinstance(e, BaseException)]
+                if failed:
+                    await asyncio.gather(*(b.close() for b in browsers), return_exceptions=True)
+                    raise failed[0]
+                await asyncio.gather(
+                    *(self._worker(playwright, w, b, source, deadline) for w, b in enumerate(browsers))
+                )
+                if self.pending:
+                    await asyncio.gather(*self.pending)
         finally:
             progress.cancel()
             await self.proxy.close()
@@ -247,30 +254,40 @@ class BrowserPlayer:
             await asyncio.sleep(PROGRESS_EVERY)
             self.say(progress_line(self.stats, total, time.monotonic() - started, self.options.duration))
 
-    async def _worker(self, browser: Any, worker: int, source: Any, deadline: float | None) -> None:
-        context = await browser.new_context()
+    async def _launch(self, playwright: Any, worker: int, generation: int) -> chromium.Profile:
+        """A fresh browser for ``worker`` (its NetLog, if asked for, in a file of its own)."""
+        assert self.proxy is not None
+        net_log = self.options.net_log
+        if net_log is not None:
+            net_log = net_log.with_name(f"{net_log.stem}-w{worker}-{generation}{net_log.suffix}")
+        return await chromium.launch(playwright, self.proxy.port, net_log=net_log)
+
+    async def _worker(
+        self, playwright: Any, worker: int, browser: chromium.Profile, source: Any, deadline: float | None
+    ) -> None:
         played = 0
         try:
             for n, visit in source:
                 if deadline is not None and time.monotonic() > deadline:
                     break
                 if played and played % CONTEXT_VISITS == 0:
-                    old, context = context, await browser.new_context()
-                    self._later(self._close_context(old))
+                    fresh = await self._launch(playwright, worker, played // CONTEXT_VISITS)
+                    old, browser = browser, fresh
+                    self._later(self._close_profile(old))
                 played += 1
                 try:
-                    await self._visit(context, f"w{worker}n{n}", visit)
+                    await self._visit(browser.context, f"w{worker}n{n}", visit)
                     self.played.append(n)
                 except Exception as exc:  # a visit that failed is reported, the run goes on
                     where = traceback.extract_tb(exc.__traceback__)[-1]
                     self.stats.errors.append(f"visit {n}: {type(exc).__name__} {exc} (line {where.lineno})")
         finally:
-            await self._close_context(context)
+            await self._close_profile(browser)
 
-    async def _close_context(self, context: Any) -> None:
+    async def _close_profile(self, browser: chromium.Profile) -> None:
         await asyncio.sleep(SETTLE_SECONDS)  # beacons of its last visits may still be leaving
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(context.close(), CALL_TIMEOUT)
+            await asyncio.wait_for(browser.close(), CALL_TIMEOUT)
 
     def _later(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -298,7 +315,7 @@ class BrowserPlayer:
                 how=how,
                 leave_at=None if timing.leave is None else timing.leave * 1000.0,
                 next_delay=next_delay,
-                ping_interval=KEEPALIVE_PING_INTERVAL,
+                ping_interval=self.options.ping_interval,
             )
         )
         net = visit.net
@@ -309,6 +326,11 @@ class BrowserPlayer:
                 started=time.time() + 3600.0,  # set once the page says when it starts
                 breakpoints=timing.breakpoints,
                 idle_timeout=self.options.idle_timeout,
+                pinged=(
+                    (collector_host("pixel-keepalive", key), self.options.ping_interval)
+                    if "pixel-keepalive" in self.techniques
+                    else None
+                ),
             ),
             arm=False,
         )
@@ -372,11 +394,26 @@ class BrowserPlayer:
         self.ledger.append_raw(encode_lines(lines), len(lines))
         self.stats.visits += 1
         self.stats.events += len(lines)
-        pings = _virtual_pings(visit, self.techniques)
+        pings = _virtual_pings(visit, self.techniques, self.options.ping_interval)
         if pings:
             self.ledger.append(pings)
+        if "pixel-preconnect" in self.techniques:
+            first = min((line.t0 for line in lines if line.tech == "pixel-preconnect"), default=None)
+            preconnected = _preconnected(logs, "pixel-preconnect", first)
+            if preconnected:
+                self.ledger.append(preconnected)
         if record is not None and self.keep_records:
-            connections = [{"host": log.host, "ended": log.ended, "closed": log.closed} for log in logs]
+            connections = [
+                {
+                    "host": log.host,
+                    "asked": log.asked,
+                    "connected": log.connected,
+                    "ended": log.ended,
+                    "closed": log.closed,
+                    "requests": [f"{r.method} {r.target}" for r in log.requests],
+                }
+                for log in logs
+            ]
             self.records.append({**record, "connections": connections})
 
     def _lines(
@@ -458,7 +495,8 @@ class BrowserPlayer:
 
 
 def _cost(logs: list[ConnectionLog], carried: Request | None, fired: float, gone: float) -> tuple[int, int]:
-    """Requests (its preflight included) and new connections an event cost, from the proxy's logs."""
+    """Requests (its preflight included) and new connections an event cost, from the proxy's logs: a
+    connection asked for before the event fired is not its cost (a preconnect's: ``_preconnected``)."""
     if carried is None:
         preflights = sum(
             1 for g in logs for r in g.requests if r.method == "OPTIONS" and fired <= r.started <= gone
@@ -471,18 +509,26 @@ def _cost(logs: list[ConnectionLog], carried: Request | None, fired: float, gone
             before = log.requests[index - 1] if index else None
             preflight = before is not None and before.method == "OPTIONS" and before.started >= fired
             first = index == 0 or (index == 1 and preflight)
-            return 1 + int(preflight), int(first and log.asked >= fired - 0.001)
+            return 1 + int(preflight), int(first and log.asked >= fired - ASKED_SLACK)
     return 1, 0
 
 
-def _virtual_pings(visit: Visit, techniques: Sequence[str]) -> SentPing | None:
+def _preconnected(logs: list[ConnectionLog], tech: str, first_fired: float | None) -> SentPing | None:
+    """The connections the page's ``<link rel=preconnect>`` opened, asked for before the technique's first
+    event (no event line counts them), as a ping line without requests: a cost of the technique."""
+    before = math.inf if first_fired is None else first_fired - ASKED_SLACK
+    opened = sum(1 for log in logs if log.host.split(".", 1)[0] == tech and log.asked < before)
+    return SentPing(ping=tech, requests=0, connections=opened, virtual=False) if opened else None
+
+
+def _virtual_pings(visit: Visit, techniques: Sequence[str], interval: float) -> SentPing | None:
     """The keep-alive pings the page would have sent while idle time was compressed, as the socket
     client counts them (``virtual`` ping lines)."""
     if "pixel-keepalive" not in techniques or not visit.events:
         return None
     last = visit.events[-1].at
     stayed = min(visit.leave_at, last) if math.isfinite(visit.leave_at) else last
-    pings = int(stayed // KEEPALIVE_PING_INTERVAL)
+    pings = int(stayed // interval)
     if not pings:
         return None
     return SentPing(ping="pixel-keepalive", requests=pings, connections=0)

@@ -93,6 +93,7 @@ class Visitor:
         started: float | None = None,
         breakpoints: list[tuple[float, float]] | None = None,
         idle_timeout: float | None = None,
+        pinged: tuple[str, float] | None = None,
     ) -> None:
         self.key = key
         self.draw = draw
@@ -100,6 +101,9 @@ class Visitor:
         # (real offset, visit time) where idle time was compressed: visit time runs at rate 1 from each
         self.breakpoints = sorted(breakpoints or [(0.0, 0.0)])
         self.idle_timeout = idle_timeout  # the collector's, emulated across compressed gaps
+        # (host, interval): the page pings that host every interval of visit time (the keep-alive timer),
+        # in compressed gaps too, where no real ping is sent
+        self.pinged = pinged
         self.dns: dict[str, DnsCache] = {}
         self.logs: list[ConnectionLog] = []
         self.relays: set[Relay] = set()
@@ -126,15 +130,30 @@ class Visitor:
             relay.abort(drop=True)
 
     def close_idle(self, visit_time: float) -> int:
-        """Close connections the collector would have closed for idleness by ``visit_time``."""
+        """Close connections the collector would have closed for idleness by ``visit_time``, except the one
+        the page's pings would have kept busy (``pinged``)."""
         if self.idle_timeout is None:
             return 0
+        self._ping_virtually(visit_time)
         closed = 0
         for relay in list(self.relays):
             if relay.idle() and relay.last_active_vt + self.idle_timeout <= visit_time:
                 relay.abort(drop=False)
                 closed += 1
         return closed
+
+    def _ping_virtually(self, visit_time: float) -> None:
+        """The pings of a compressed gap, on the pinged host's most recently used idle connection (the one
+        a browser's pool hands out next): each moves its last activity on, as a ping on it would have."""
+        if self.pinged is None or self.idle_timeout is None:
+            return
+        host, interval = self.pinged
+        candidates = [r for r in self.relays if r.log is not None and r.log.host == host and r.idle()]
+        if not candidates or interval >= self.idle_timeout:
+            return
+        relay = max(candidates, key=lambda r: r.last_active_vt)
+        # a ping at every multiple of interval: never idle for idle_timeout, last active at the last one
+        relay.last_active_vt = max(relay.last_active_vt, visit_time // interval * interval)
 
 
 @dataclass(frozen=True)
@@ -501,7 +520,11 @@ def stage_at(logs: list[ConnectionLog], fired: float, gone: float, event_id: str
     """Where an event fired at wall time ``fired`` was when the page went away at ``gone``, from its
     technique host's traffic: ``done`` (its data had left the browser), else the stage it was in —
     ``dns``, ``connect``, ``preflight`` (an OPTIONS unanswered), ``request`` (a request begun, not
-    complete) — or ``unsent`` (nothing of it on the network: the browser had not written it)."""
+    complete) — or ``unsent`` (nothing of it on the network: the browser had not written it).
+
+    A connection still being opened counts whenever it was asked for: one opened before the event (a
+    preconnect, a ping's) is one the event may be waiting for, as Chromium hands a request the pending
+    connection of a ``<link rel=preconnect>`` rather than open another."""
     carried = written_at(logs, event_id)
     if carried is not None and carried.complete is not None and carried.complete <= gone:
         return Stage.DONE
@@ -510,7 +533,13 @@ def stage_at(logs: list[ConnectionLog], fired: float, gone: float, event_id: str
             begun = fired <= request.started <= gone and request.method != "OPTIONS"
             if begun and (request.complete is None or request.complete > gone):
                 return Stage.REQUEST
-    pending = [g for g in logs if fired <= g.asked <= gone and (g.connected is None or g.connected > gone)]
+    pending = [
+        g
+        for g in logs
+        if g.asked <= gone
+        and (g.connected is None or g.connected > gone)
+        and (g.asked >= fired or g.closed is None or g.closed > fired)  # not one given up before it
+    ]
     if pending:
         log = pending[-1]
         return Stage.DNS if log.looked_up is None or log.looked_up > gone else Stage.CONNECT

@@ -16,6 +16,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from lossbench.contract.targets import load_targets
+from lossbench.contract.techniques import TECHNIQUES
 from lossbench.runner import RunError, RunOptions, run
 from lossbench.targets import nginx as nginx_target
 from support import ROOT
@@ -112,7 +113,7 @@ def test_targets_compares_the_three_in_one_command(tmp_path: Path) -> None:
     for t in document.targets:
         assert (folder / t.run_dir / "summary.json").is_file()
         assert t.sent > 0 and t.throughput > 0 and t.cpu_seconds >= 0
-        assert set(t.techniques) == {"ajax", "pixel", "pixel-prewarm", "pixel-keepalive"}
+        assert set(t.techniques) == set(TECHNIQUES)
     overall = [c for c in document.comparisons if c.technique is None]
     assert [c.target for c in overall] == ["nginx", "aiohttp"]
     assert all(c.text.startswith(f"the {c.target} target lost ") for c in overall)
