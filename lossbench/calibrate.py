@@ -18,8 +18,10 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import json
+import math
 import platform
 import shutil
+import statistics
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -29,6 +31,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import numpy as np
 
 from lossbench import __version__
@@ -64,6 +67,7 @@ class BrowserRunOptions:
     workers: int = 8
     duration: float = 1800.0
     exit_how: str = "auto"
+    exits: str = "chromium"  # the socket half's exits: as Chromium's pages went away, or as "planned"
     browser: str = DEFAULT_BROWSER  # the socket client's preset (lossbench.model.browser)
     max_gap: float | None = None
     cors_max_age: int = REFERENCE_CORS_MAX_AGE  # both collectors' Access-Control-Max-Age (0: never cached)
@@ -128,6 +132,7 @@ def write_run_json(run_dir: Path, options: BrowserRunOptions, client: str, **ext
         "users": options.workers if client == "chromium" else SOCKET_THREADS,
         "exit_how": options.exit_how,
         "cors_max_age": options.cors_max_age,
+        "socket_exits": options.exits,
         "host": platform.node(),
         "versions": versions,
         **options.extra,
@@ -295,6 +300,46 @@ def stored_played(stored: Path, document: Mapping[str, Any], visits: Sequence[Vi
     return [i for i, v in enumerate(visits) if (micro(v.net.rtt), micro(v.net.dns)) in seen]
 
 
+class _ExitLine(msgspec.Struct):
+    tech: str | None = None
+    rtt: float = 0.0
+    dns: float = 0.0
+    A: float | None = None
+    plan: dict[str, float] = {}
+    real: dict[str, float] = {}
+
+
+def chromium_exit_lags(sent_dir: Path, visits: Sequence[Visit]) -> dict[int, float]:
+    """How late each visit's page went away in Chromium (index into ``visits``: seconds, the median over
+    its events of the actual minus the planned exit), from the Chromium half's sent ledger.
+
+    Chromium's pages go away after the planned exit (the tab is closed from outside: tens of ms on an idle
+    machine, more on a busy one), which gives their requests that much more time. The socket half then
+    plays each visit with its page leaving when Chromium's did, so that the two differ only in what the
+    calibration is about, the network. Lines are matched to visits by their draw (RTT, DNS cost, A)."""
+    by_draw = {
+        (micro(v.net.rtt), micro(v.net.dns), micro(v.exit_time(e))): i
+        for i, v in enumerate(visits)
+        for e in v.events
+        if math.isfinite(v.leave_at)
+    }
+    lags: dict[int, list[float]] = {}
+    decoder = msgspec.json.Decoder(_ExitLine)
+    for path in sorted(sent_dir.glob("*.jsonl")):
+        with path.open("rb") as file:
+            for raw in file:
+                try:
+                    line = decoder.decode(raw)
+                except msgspec.DecodeError:
+                    continue
+                if line.tech is None or line.A is None or "exit" not in line.plan or "exit" not in line.real:
+                    continue
+                index = by_draw.get((line.rtt, line.dns, line.A))
+                if index is not None:
+                    lags.setdefault(index, []).append(line.real["exit"] - line.plan["exit"])
+    return {i: max(0.0, statistics.median(found)) for i, found in lags.items()}
+
+
 def play_socket(run_dir: Path, visits: Sequence[Visit], options: BrowserRunOptions, say: Say) -> None:
     """Play ``visits`` with the socket client (the techniques its ``--browser`` preset plays) against a
     fresh collector, with what each page cost by itself as ``SentPing`` lines, as under Locust."""
@@ -380,7 +425,20 @@ def calibrate(
         played = reuse_chromium(browser_from, run_dir, visits, say)
     if len(played) < len(visits):
         say(f"chromium played {len(played)} of {len(visits)} visits to the end; the socket client too")
-    play_socket(socket_dir, [visits[i] for i in played], options, say)
+    socket_visits = [visits[i] for i in played]
+    if options.exits == "chromium":
+        lags = chromium_exit_lags(run_dir / "sent", socket_visits)
+        socket_visits = [
+            replace(v, leave_at=v.leave_at + lags.get(i, 0.0)) for i, v in enumerate(socket_visits)
+        ]
+        known = sorted(lags.values())
+        if known:
+            p50, p90 = 1000 * known[len(known) // 2], 1000 * known[int(0.9 * len(known))]
+            say(
+                f"socket client: each page leaves when Chromium's did ({len(known)} visits; late by "
+                f"{p50:.0f} ms at the median, {p90:.0f} ms at p90)"
+            )
+    play_socket(socket_dir, socket_visits, options, say)
     say("comparing ledgers ...")
     summary = attach(run_dir, compare(run_dir))
     write_summary(summary, run_dir)

@@ -297,7 +297,11 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     }
     options = dataclasses.replace(
         BrowserRunOptions(
-            out=Path(args.out), run_id=args.run_id, workers=args.workers, duration=args.duration
+            out=Path(args.out),
+            run_id=args.run_id,
+            workers=args.workers,
+            duration=args.duration,
+            exits=args.socket_exits,
         ),
         **given,
     )
@@ -737,6 +741,13 @@ def _add_calibrate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         help="both collectors' Access-Control-Max-Age: browsers then reuse an ajax preflight's answer for "
         f"that long, per visit (default: {REFERENCE_CORS_MAX_AGE}, the reference collector's; 0: every ajax "
         "event preflights); recorded in run.json",
+    )
+    p.add_argument(
+        "--socket-exits",
+        default="chromium",
+        choices=("chromium", "planned"),
+        help="when the socket half's pages go away: when Chromium's did (default: each visit's page as late "
+        "as Chromium's, measured, so that the halves differ only in the network), or as planned",
     )
     p.add_argument(
         "--browser",

@@ -306,9 +306,23 @@ class PooledTab:
                 self._real(found.conn, max(0.0, min(timeline.remaining(), PING_TIMEOUT)))
                 result.connections += 1
                 result.retried = True
-            assert real.sock is not None
-            self._send(tech, timeline, real.sock, body, event_id, preflighted and not cached, body_seconds)
-            result.acked = 200 <= read_response(real.sock, timeline, Stage.DONE) < 300
+            for attempt in (0, 1):
+                assert real.sock is not None
+                try:
+                    self._send(
+                        tech, timeline, real.sock, body, event_id, preflighted and not cached, body_seconds
+                    )
+                    result.acked = 200 <= read_response(real.sock, timeline, Stage.DONE) < 300
+                    break
+                except Stale:
+                    if attempt:
+                        raise
+                    # Closed by the collector under the request, no answer byte back: the browser resends
+                    # it once on a new connection (real time only: visit time had it alive).
+                    result.written, result.t_written, result.retried = False, None, True
+                    self._discard(found.conn, "rst")
+                    self._real(found.conn, max(0.0, min(timeline.remaining(), PING_TIMEOUT)))
+                    result.connections += 1
             with self.lock:
                 self.state.release(found.conn, visit_time + (result.t_written or 0.0) + net.rtt)
         except Cut as cut:
