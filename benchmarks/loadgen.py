@@ -3,9 +3,9 @@
 Goal: a lossbench pixel user with no emulated delay and no cuts reaches at least 0.8x the events/s of a
 bare Locust user that opens a socket, writes one GET and closes, on the same collector, with the same
 process count. The lossbench user plays the seed preset (``--browser seed``: a connection per event, like
-the bare user); the default chromium preset reuses pooled connections and would not be like for like. Both generators run in alternating rounds against one collector process, each pinned to
-a core of its own and the collector to the other (the issue's one core for the load, one for the server);
-the rate is read
+the bare user); the default chromium preset reuses pooled connections and would not be like for like.
+Both generators run in alternating rounds against one collector process, each pinned to a core of its own
+and the collector to the other (the issue's one core for the load, one for the server); the rate is read
 from the collector's own counters over the steady part of each round (after a warm-up, before the end).
 
     python benchmarks/loadgen.py [--rounds 3] [--seconds 20] [--users 100]
