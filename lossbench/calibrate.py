@@ -109,6 +109,11 @@ def new_run_dir(options: BrowserRunOptions) -> Path:
     return run_dir
 
 
+def server_hints(options: BrowserRunOptions) -> ServerHints:
+    """What both halves' collectors tell browsers: the reference collector with ``cors_max_age``."""
+    return ServerHints(cors_max_age=None if options.cors_max_age < 0 else options.cors_max_age)
+
+
 def write_run_json(run_dir: Path, options: BrowserRunOptions, client: str, **extra: Any) -> None:
     """run.json as docs/FORMATS.md describes it, with the browser client's keys."""
     versions = {"lossbench": __version__, "python": platform.python_version()}
@@ -120,9 +125,7 @@ def write_run_json(run_dir: Path, options: BrowserRunOptions, client: str, **ext
         "scenario": f"{client} client",
         "client": client,
         "browser": "chromium" if client == "chromium" else options.browser,
-        "server": ServerHints(  # both halves load a reference collector, with this max-age
-            cors_max_age=None if options.cors_max_age < 0 else options.cors_max_age
-        ).as_json(),
+        "server": server_hints(options).as_json(),
         "techniques": list(options.techniques),
         "profile": options.profile,
         "exit_model": options.exit_model,
@@ -362,7 +365,9 @@ def play_socket(run_dir: Path, visits: Sequence[Visit], options: BrowserRunOptio
 
     def one(visit: Visit) -> None:
         if time.monotonic() < deadline:
-            page_costs = play_visit(visit, address, techniques, ids, record, browser=options.browser)
+            page_costs = play_visit(
+                visit, address, techniques, ids, record, browser=options.browser, server=server_hints(options)
+            )
             with lock:
                 for cost in page_costs:
                     ledger.append(cost)

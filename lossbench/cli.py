@@ -710,9 +710,9 @@ def _add_calibrate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
             "(RUN/socket) and in headless Chromium through lossbench's network emulator (RUN), each against "
             "its own collector; compare both and write RUN/summary.json with a 'calibration' object (loss "
             "per technique for both clients, the difference and its test, lost events by stage) and the "
-            "report. Techniques only Chromium plays (beacon, fetch-keepalive, pixel-preconnect, "
-            "ajax-cachebust) are reported for Chromium alone. Needs apt-get install chromium and "
-            "pip install '.[browser]'."
+            "report. The socket client plays every technique with --browser chromium (the default), the "
+            "seed's four with --browser seed; the others are then reported for Chromium alone. Needs "
+            "apt-get install chromium and pip install '.[browser]'."
         ),
         epilog=(
             "--browser-from RUN_DIR re-uses the Chromium half of a stored calibration (a calibrate output "

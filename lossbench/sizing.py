@@ -40,6 +40,7 @@ from typing import Any
 import msgspec
 import numpy as np
 
+from lossbench.contract.server import TARGET_HINTS
 from lossbench.contract.techniques import SEED_TECHNIQUES, TECHNIQUES
 from lossbench.contract.timing import guard_limit, lag_limit, timing_error
 from lossbench.model.browser import get_browser
@@ -455,7 +456,7 @@ def _predicted(options: RunOptions) -> dict[str, float]:
             seed=plugin.seed,
             events=20_000,
             browser=plugin.browser,
-            server=plugin.server_hints(),
+            server=TARGET_HINTS.get(options.target, plugin.server_hints()),
         )
     except ValueError:  # a technique the model does not know
         return {}

@@ -41,7 +41,7 @@ class SentEvent(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     retried: bool
     requests: int
     connections: int
-    conn: str  # what the event found: cold, warm, pending, stale (model.browser.CONNECTION_KINDS) or none
+    conn: str  # what it found: cold, warm, pending, stale (contract.techniques.CONNECTION_KINDS) or none
     preflight: str  # sent (needed one: sent unless the cut came first), cached, or none (needs none)
     plan: dict[str, float]
     real: dict[str, float]

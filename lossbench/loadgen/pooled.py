@@ -12,14 +12,14 @@ disagree on it; this module then acts on real sockets and waits the emulated net
   really closed it (real-time runs, past its keep-alive timeout), the request goes on a new one;
 - the cut (the page goes away) closes the connection of a request in flight with a FIN, a few tens of
   milliseconds later (``FIN_DELAY``), or as ``close_mode`` says; idle pooled connections stay open until the
-  visit ends;
+  visit's last event is over (not the collector's timeout past it, as a browser's would: the model counts
+  that cost, docs/MODEL.md);
 - ``beacon`` and ``fetch-keepalive`` are finished after an ``unload`` cut, as the browser finishes them.
 """
 
 from __future__ import annotations
 
 import _socket
-import math
 import random
 import threading
 import time
@@ -62,7 +62,8 @@ class RealSocket:
     """The real socket behind a pooled connection; one request on it at a time."""
 
     sock: _socket.socket | None = None
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    lock: threading.Lock = field(default_factory=threading.Lock)  # held by the request on it
+    connecting: threading.Lock = field(default_factory=threading.Lock)
 
     def looks_closed(self) -> bool:
         """True if the collector closed it (readable with EOF), as a browser checks before reuse."""
@@ -155,8 +156,7 @@ class PooledTab:
                 page_load(self.state, tech, visit_time)
                 opened = [c for c in self.state.conns if c not in before]
             for conn in opened:
-                self._real(conn, PING_TIMEOUT)
-                self.connections_opened += 1
+                self.connections_opened += self._real(conn)[1]
             if opened and tech in (Technique.PIXEL_PREWARM, Technique.PIXEL_KEEPALIVE):
                 self._ping_on(opened[0], tech)
 
@@ -166,8 +166,7 @@ class PooledTab:
         with self.lock:
             found = self._ping_state(at)
         try:
-            if not isinstance(found.conn.real, RealSocket) or found.conn.real.sock is None:
-                self.connections_opened += 1
+            self.connections_opened += self._real(found.conn)[1]
             self._ping_on(found.conn, Technique.PIXEL_KEEPALIVE)
         except (OSError, Stale):
             with self.lock:
@@ -176,8 +175,8 @@ class PooledTab:
 
     def close(self) -> None:
         """The visit is over: close the pooled connections (FIN) and any abandoned sockets."""
-        with self.lock:
-            conns, self.state.conns = list(self.state.conns), []
+        with self.lock:  # every connection it opened: the state forgets those it knows are gone
+            conns, self.state.conns = list(self.state.history), []
         for conn in conns:
             self._discard(conn, "fin")
         for _, sock in self.limbo:
@@ -195,15 +194,20 @@ class PooledTab:
         self.limbo = keep
 
     # -- sockets -----------------------------------------------------------------------------------------
-    def _real(self, conn: Connection, timeout: float | None) -> RealSocket:
-        """The real socket of ``conn``, connected now if it has none yet."""
-        real = conn.real
-        if real is None:
-            real = conn.real = RealSocket()
-        if real.sock is None:
-            real.sock = connect(self.address, timeout)
+    def _real(self, conn: Connection) -> tuple[RealSocket, bool]:
+        """The real socket of ``conn``, connected now if it has none yet (and whether this call did).
+        One connect per connection even when two events of the visit ask at once (under gevent a connect
+        yields). Not bounded by the cut: Chromium's connect job completes after the page is gone."""
+        with self.lock:
+            real = conn.real
+            if real is None:
+                real = conn.real = RealSocket()
         assert isinstance(real, RealSocket)
-        return real
+        with real.connecting:
+            if real.sock is not None:
+                return real, False
+            real.sock = connect(self.address, PING_TIMEOUT)
+            return real, True
 
     def _discard(self, conn: Connection, mode: str) -> None:
         real = conn.real
@@ -213,13 +217,13 @@ class PooledTab:
 
     def _ping_state(self, at: float) -> Found:
         found = self.state.take(at, self.state.rtt)
-        self.state.release(found.conn, at + found.wait + self.state.rtt)
+        self.state.release(found.conn, at + found.wait + self.state.rtt, found.token)
         if found.discarded is not None:
             self._discard(found.discarded, "fin")
         return found
 
     def _ping_on(self, conn: Connection, tech: str) -> None:
-        real = self._real(conn, PING_TIMEOUT)
+        real, _ = self._real(conn)
         with real.lock:
             assert real.sock is not None
             send_all(real.sock, ping_request(tech), PING_TIMEOUT)
@@ -286,26 +290,23 @@ class PooledTab:
                 self._discard(found.discarded, "fin")
                 result.retried = True
             for conn in (found.opened, found.conn):
-                if conn is not None and (conn.real is None or conn.real.sock is None):
-                    timeline.check(Stage.DNS)
-                    self._real(
-                        conn, None if math.isinf(timeline.cut_after) else max(0.0, timeline.remaining())
-                    )
-                    result.connections += 1
+                if conn is not None:
+                    result.connections += self._real(conn)[1]
             # In the stages' order (lossbench.model.chromium): a lookup, then a usable connection, the round
             # trip lost on a stale one included.
             timeline.wait(Stage.DNS, found.dns)
             timeline.wait(Stage.CONNECT, found.stale + found.connect)
-            real = self._real(found.conn, PING_TIMEOUT)
+            real, _ = self._real(found.conn)
             if not real.lock.acquire(timeout=max(0.0, min(timeline.remaining(), 30.0))):
                 raise Cut(Stage.CONNECT)
             holding = real
             if real.looks_closed():
-                # Really closed by the collector (a real-time run past its keep-alive timeout): a new one.
+                # Really closed by the collector (a real-time run: visit time had it alive). The browser
+                # sees it closed and opens a new one: a handshake (the name is cached by now).
+                result.conn, result.retried = "cold", True
                 self._discard(found.conn, "rst")
-                self._real(found.conn, max(0.0, min(timeline.remaining(), PING_TIMEOUT)))
-                result.connections += 1
-                result.retried = True
+                result.connections += self._real(found.conn)[1]
+                timeline.wait(Stage.CONNECT, net.rtt)
             for attempt in (0, 1):
                 assert real.sock is not None
                 try:
@@ -317,14 +318,15 @@ class PooledTab:
                 except Stale:
                     if attempt:
                         raise
-                    # Closed by the collector under the request, no answer byte back: the browser resends
-                    # it once on a new connection (real time only: visit time had it alive).
-                    result.written, result.t_written, result.retried = False, None, True
+                    # Closed by the collector under the request, no answer byte back: the browser learns it
+                    # a round trip later and resends once on a new connection (real time only).
+                    result.written, result.t_written = False, None
+                    result.conn, result.retried = "stale", True
                     self._discard(found.conn, "rst")
-                    self._real(found.conn, max(0.0, min(timeline.remaining(), PING_TIMEOUT)))
-                    result.connections += 1
+                    result.connections += self._real(found.conn)[1]
+                    timeline.wait(Stage.CONNECT, 2 * net.rtt)
             with self.lock:
-                self.state.release(found.conn, visit_time + (result.t_written or 0.0) + net.rtt)
+                self.state.release(found.conn, visit_time + (result.t_written or 0.0) + net.rtt, found.token)
         except Cut as cut:
             if not result.written:
                 result.stage = cut.stage
@@ -376,11 +378,12 @@ class PooledTab:
             else:
                 send_before_cut(sock, head, tl, Stage.HEADERS)
                 tl.mark(Stage.HEADERS)
-                assert net.uplink_bps
-                chunk = max(1, int(net.uplink_bps * BODY_CHUNK_SECONDS / 8))
+                # paced so that the whole body takes the model's time (AJAX_BODY_BYTES at the uplink rate)
+                pieces = max(1, round(body_seconds / BODY_CHUNK_SECONDS))
+                chunk = -(-len(body) // pieces)
                 for offset in range(0, len(body), chunk):
                     piece = body[offset : offset + chunk]
-                    tl.wait(Stage.BODY, len(piece) * 8 / net.uplink_bps)
+                    tl.wait(Stage.BODY, body_seconds * len(piece) / len(body))
                     send_before_cut(sock, piece, tl, Stage.BODY)
             _written(tl, Stage.BODY)
         elif tech == Technique.BEACON:

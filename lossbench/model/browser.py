@@ -1,6 +1,6 @@
 """A visitor's network state in the browser, in visit time: host cache, socket pool and preflight cache.
 
-The model (``lossbench.model.predict``) and the socket client (``lossbench.loadgen.techniques``) both ask a
+The model (``lossbench.model.chromium``) and the socket client (``lossbench.loadgen.pooled``) both ask a
 :class:`NetworkState` what an event finds when it fires: an idle pooled connection (``warm``), none
 (``cold``: a lookup if the host cache has no fresh entry, then a handshake), a connection being opened
 that it can join (``pending``), or a pooled connection the collector has just closed (``stale``: one
@@ -14,7 +14,8 @@ Chromium's rules, each written once here (sources in docs/MODEL.md, "The browser
   is dropped after :data:`USED_IDLE_SECONDS`, one opened by a preconnect and never used after
   :data:`UNUSED_IDLE_SECONDS`; the collector closes an idle one after its own keep-alive timeout
   (``ServerHints.idle_timeout``), whichever comes first;
-- the most recently used idle connection is reused first;
+- among idle connections, the most recently used one that carried a request is reused first, else the
+  oldest unused one;
 - a request with no idle connection joins an unbound connection being opened (a preconnect), or starts a
   new one and takes whichever is ready first, that one or a busy connection that frees up ("late
   binding"); the new connection then stays in the pool, unused;
@@ -48,8 +49,9 @@ KEEPALIVE_QUOTA_BYTES = 65536
 PING_INTERVAL = 20.0
 """Seconds between a ``pixel-keepalive`` page's pings; below the reference collector's 30 s idle timeout."""
 FIN_DELAY = (0.020, 0.060)
-"""Seconds after ``pagehide`` at which Chromium ends an in-flight request's connection with a FIN (measured:
-docs/CALIBRATION.md)."""
+"""Seconds after ``pagehide`` at which Chromium ends an in-flight request's connection with a FIN: the range
+measured for the design (../shared/DESIGN.md); lossbench's own browser test saw 39 ms
+(tests/browser/test_chromium.py)."""
 
 
 @dataclass(frozen=True)
@@ -122,14 +124,17 @@ class Connection:
     used: bool
     real: Any = None
     opened_at: float = 0.0  # visit time its handshake began
+    reserved: dict[int, float] = field(default_factory=dict)  # requests holding it: token -> until
 
 
 @dataclass
 class Found:
-    """What an event found when it asked for a connection; the waits are in order: stale, dns, connect."""
+    """What an event found when it asked for a connection. Its waits, in the stages' order: a lookup
+    (``dns``), then getting a usable connection (``stale`` + ``connect``)."""
 
     conn: Connection
     kind: str  # one of contract.techniques.CONNECTION_KINDS
+    token: int = 0  # its reservation of ``conn``, for :meth:`NetworkState.release`
     stale: float = 0.0  # a round trip lost on a pooled connection the collector had closed
     dns: float = 0.0
     connect: float = 0.0
@@ -153,6 +158,7 @@ class NetworkState:
     preflights: list[tuple[float, float]] = field(default_factory=list)  # cached answers: (arrived, expires)
     keepalive_in_flight: list[tuple[float, int]] = field(default_factory=list)  # (answer at, bytes)
     history: list[Connection] = field(default_factory=list)  # every connection opened, for its cost
+    tokens: int = 0  # reservations handed out
 
     # -- the pool ------------------------------------------------------------------------------------
     def _dies_at(self, conn: Connection) -> tuple[float, float]:
@@ -168,54 +174,71 @@ class NetworkState:
 
     def take(self, t: float, hold: float) -> Found:
         """A connection for a request starting at visit time ``t`` that holds it ``hold`` seconds once it
-        has it (until its answer arrives). Marks it busy until then; :meth:`release` corrects the time."""
+        has it (until its answer arrives). Reserves it until then; :meth:`release` says when it was."""
         self.conns = [c for c in self.conns if c.free_at > t or t < self._dies_at(c)[0]]
-        idle = [c for c in self.conns if c.free_at <= t]
-        stale = 0.0
-        discarded = None
-        if idle:
-            conn = max(idle, key=lambda c: c.free_at)
-            if t >= self._dies_at(conn)[1]:
-                # Closed by the collector: the request goes out, the answer is a close, and the browser
-                # retries once on a new connection. The other idle ones are older: closed too.
-                self.conns = [c for c in self.conns if c.free_at > t]
-                stale, discarded = self.rtt, conn
-            else:
-                conn.free_at, conn.used = t + hold, True
-                return Found(conn, "warm")
-        start = t + stale
+        stale, discarded, start = 0.0, None, t
+        for _ in range(2):  # a stale connection costs a round trip; then look again
+            idle = [c for c in self.conns if c.free_at <= start]
+            if not idle:
+                break
+            conn = _reuse_order(idle)
+            if stale or start < self._dies_at(conn)[1]:
+                kind = "stale" if stale else "warm"
+                return self._found(conn, kind, start + hold, stale=stale, discarded=discarded)
+            # Closed by the collector: the request goes out, the answer is a close, and the browser resends
+            # it once on a new connection. Idle ones older than it are closed too.
+            self.conns = [c for c in self.conns if c.free_at > start]
+            stale, discarded, start = self.rtt, conn, start + self.rtt
+        kind = "stale" if stale else "pending"
         pending = [c for c in self.conns if not c.used and c.ready_at > start]
-        if pending:
+        if pending:  # an unbound connection being opened (a preconnect): join it
             conn = min(pending, key=lambda c: c.ready_at)
             wait = conn.ready_at - start
             dns = min(wait, max(0.0, self.dns.filled_at - start))
-            conn.used, conn.free_at = True, conn.ready_at + hold
-            return Found(conn, "stale" if stale else "pending", stale, dns, wait - dns, discarded=discarded)
+            return self._found(conn, kind, conn.ready_at + hold, stale, dns, wait - dns, discarded=discarded)
         busy = [c for c in self.conns if c.free_at > start]
-        if len(self.conns) >= MAX_SOCKETS_PER_HOST:
+        if len(self.conns) >= MAX_SOCKETS_PER_HOST:  # wait for the first to free up
             conn = min(busy, key=lambda c: c.free_at)
             wait = conn.free_at - start
-            conn.free_at += hold
-            return Found(conn, "stale" if stale else "pending", stale, 0.0, wait, discarded=discarded)
+            return self._found(conn, kind, conn.free_at + hold, stale, 0.0, wait, discarded=discarded)
         d = self.dns.wait(start, self.lookup)
         ready = start + d + self.rtt
         opened = self._open(start + d, ready)
         sooner = [c for c in busy if c.free_at < ready]
-        if sooner:
+        if sooner:  # late binding: a busy connection frees up before the new one is ready
             conn = min(sooner, key=lambda c: c.free_at)
             wait = conn.free_at - start
-            conn.free_at += hold
             dns = min(d, wait)
-            kind = "stale" if stale else "pending"
-            return Found(conn, kind, stale, dns, wait - dns, opened=opened, discarded=discarded)
-        opened.used, opened.free_at = True, ready + hold
-        return Found(
-            opened, "stale" if stale else "cold", stale, d, self.rtt, opened=opened, discarded=discarded
-        )
+            until = conn.free_at + hold
+            return self._found(conn, kind, until, stale, dns, wait - dns, opened=opened, discarded=discarded)
+        kind = "stale" if stale else "cold"
+        return self._found(opened, kind, ready + hold, stale, d, self.rtt, opened=opened, discarded=discarded)
 
-    def release(self, conn: Connection, free_at: float) -> None:
-        """The request on ``conn`` got its answer at visit time ``free_at``: idle from then on."""
-        conn.free_at = free_at
+    def _found(
+        self,
+        conn: Connection,
+        kind: str,
+        until: float,
+        stale: float = 0.0,
+        dns: float = 0.0,
+        connect: float = 0.0,
+        *,
+        opened: Connection | None = None,
+        discarded: Connection | None = None,
+    ) -> Found:
+        """Reserve ``conn`` until ``until`` for the request that asked."""
+        self.tokens += 1
+        conn.used = True
+        conn.reserved[self.tokens] = until
+        conn.free_at = max(conn.free_at, until)
+        return Found(conn, kind, self.tokens, stale, dns, connect, opened=opened, discarded=discarded)
+
+    def release(self, conn: Connection, free_at: float, token: int | None = None) -> None:
+        """The request holding ``conn`` (its reservation ``token``) got its answer at visit time
+        ``free_at``: the connection is idle from then, unless a later request is queued on it."""
+        if token is not None:
+            conn.reserved.pop(token, None)
+        conn.free_at = max([free_at, *conn.reserved.values()])
 
     def drop(self, conn: Connection) -> None:
         """The connection is closed (the cut closed it, or it failed): no longer in the pool."""
@@ -262,3 +285,12 @@ class NetworkState:
     def hold_keepalive(self, size: int, until: float) -> None:
         """A keepalive request holds ``size`` bytes of the quota until its answer arrives at ``until``."""
         self.keepalive_in_flight.append((until, size))
+
+
+def _reuse_order(idle: list[Connection]) -> Connection:
+    """Chromium's choice among idle connections: the most recently used one that has carried a request,
+    else the oldest unused one (``AssignIdleSocketToRequest``)."""
+    used = [c for c in idle if c.used]
+    if used:
+        return max(used, key=lambda c: c.free_at)
+    return min(idle, key=lambda c: c.free_at)

@@ -70,7 +70,7 @@ def page_load(state: NetworkState, technique: str, at: float = 0.0) -> None:
 def ping(state: NetworkState, at: float) -> None:
     """An empty GET at ``at``, answered one round trip after it is written."""
     found = state.take(at, state.rtt)
-    state.release(found.conn, at + found.wait + state.rtt)
+    state.release(found.conn, at + found.wait + state.rtt, found.token)
 
 
 def pings_due(technique: str, after: float, until: float) -> list[float]:
@@ -113,7 +113,7 @@ def plan_event(
         stages = {Stage.DNS: found.dns, Stage.CONNECT: found.stale + found.connect, Stage.REQUEST: 0.0}
         state_of_preflight = "none"
     answered = at + sum(stages.values()) + rtt
-    state.release(found.conn, answered)
+    state.release(found.conn, answered, found.token)
     if technique in SURVIVES_UNLOAD:
         state.hold_keepalive(AJAX_BODY_BYTES, answered)
     return EventPlan(stages, found.kind, state_of_preflight)

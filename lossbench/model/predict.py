@@ -1,5 +1,10 @@
 """The model's predicted loss: P(A < T) for each technique, by Monte Carlo over the same visits.
 
+Two browser presets (``lossbench.model.browser``). The default, ``chromium``, has a connection pool and a
+preflight cache: what an event must do depends on the visit's earlier events, so it is computed visit by
+visit in ``lossbench.model.chromium`` (:func:`_predict_pooled`). What follows states the ``seed`` preset,
+lossbench's first model (a new connection and a preflight for every event), vectorised over all events.
+
 The client performs each technique stage by stage ("act, then wait"); T is the time, counted from the moment
 the event fires, at which the event's data has been completely written. :func:`stage_durations` states the
 model event by event; it is the reference. :func:`predict_loss` computes the same thing with numpy over
@@ -114,9 +119,10 @@ def data_written_times(
     browser: str = DEFAULT_BROWSER,
     server: ServerHints | None = None,
 ) -> list[float]:
-    """T for each event of the visit, in order: seconds from firing until its data is completely written."""
+    """T for each event of the visit, in order: seconds from firing until its data is completely written
+    (``inf`` for a keepalive request the browser refused: it is never written)."""
     plans = stage_durations(visit, technique, preflight_answer, browser=browser, server=server)
-    return [sum(plan.values()) for plan in plans]
+    return [sum(plan.values()) if plan else math.inf for plan in plans]
 
 
 def stage_at(plan: dict[str, float], t: float) -> str:

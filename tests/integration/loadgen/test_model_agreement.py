@@ -80,7 +80,9 @@ def test_the_chromium_client_and_model_agree_event_by_event(collector, profile, 
 def test_the_seed_client_and_model_agree_event_by_event(collector):
     """The first model: the DNS cache of every technique, pre-warm included, as the model has it (a
     disagreement here is what a pre-warm event paying a full lookup the model did not expect would be)."""
-    drawn = draw_visits(BrowserRunOptions(profile="3G", exit_model="outbound", seed=3, visits=60))
+    exit_model = "outbound:gap_median=60"  # half the clicks come after the DNS entry's 60 s lifetime
+    drawn = draw_visits(BrowserRunOptions(profile="3G", exit_model=exit_model, seed=3, visits=60))
+    assert sum(e.at > 60 for v in drawn for e in v.events) > 20
     played = _play(collector.port, drawn, SEED_TECHNIQUES, "seed")
     planned = {
         (id(v), tech, event.at): (stages, v.exit_time(event))
