@@ -319,7 +319,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 def _run_options(args: argparse.Namespace, command: str) -> RunOptions | None:
     """The options of ``run`` and ``targets``; None (after saying why) when an environment variable is bad."""
     from lossbench.loadgen.locust.options import OPTIONS, run_options
-    from lossbench.runner import LAG_STOP, RunOptions
+    from lossbench.runner import LAG_STOP, PRECISION, RunOptions
 
     try:
         plugin = run_options(args)
@@ -329,6 +329,9 @@ def _run_options(args: argparse.Namespace, command: str) -> RunOptions | None:
     lag_stop = next(o for o in OPTIONS if o.name == "lag_stop")
     if command == "run" and args.lag_stop is None and lag_stop.env not in os.environ:
         plugin = dataclasses.replace(plugin, lag_stop=LAG_STOP)  # sweep and targets hold their load
+    precision = next(o for o in OPTIONS if o.name == "precision")
+    if command == "run" and args.precision is None and precision.env not in os.environ:
+        plugin = dataclasses.replace(plugin, precision=PRECISION)
     defaults = RunOptions()
     users = defaults.users if args.users is None else args.users
     given = args.users is not None or args.processes is not None

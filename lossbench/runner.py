@@ -32,6 +32,11 @@ from lossbench.targets import KINDS, Target, TargetError, start_target
 
 Say = Callable[[str], None]
 
+PRECISION = 0.25
+"""lossbench run's --precision unless given, in points: about what a 60 s run of the default techniques
+reaches on the 2-core machine it was measured on (docs/MODEL.md, "Stopping on precision"), so a default run
+stops once it has its answer, --duration being the limit (locust -f, sweep and targets: never)."""
+
 LAG_STOP = 20.0
 """lossbench run's --lag-stop unless given: seconds of a lagging load generator that stop the run (the
 plugin's default, for locust -f, sweep and targets, is never)."""

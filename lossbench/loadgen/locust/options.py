@@ -152,8 +152,8 @@ class PluginOptions:
         0.0,
         "stop as soon as every technique's 95-percent interval is within ±PRECISION percentage points "
         "(and has 2,000 events), --duration (Locust: --run-time) being the limit; stopping on the "
-        "interval's width keeps the intervals honest (docs/MODEL.md). 0, the default: off, the run lasts "
-        "its duration",
+        "interval's width keeps the intervals honest (docs/MODEL.md). 0: off, the run lasts its duration "
+        "(the default of locust -f, sweep and targets; lossbench run: 0.25, about what a 60 s run reaches)",
         "LOSSBENCH_PRECISION",
     )
     lag_stop: float = _option(
