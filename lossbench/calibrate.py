@@ -38,7 +38,7 @@ from lossbench import __version__
 from lossbench.contract.ledger import LedgerWriter, default_ledger_name, micro
 from lossbench.contract.server import REFERENCE_CORS_MAX_AGE, ServerHints
 from lossbench.contract.summary import Summary
-from lossbench.contract.techniques import ALL_TECHNIQUES, SEED_TECHNIQUES
+from lossbench.contract.techniques import ALL_TECHNIQUES, SEED_TECHNIQUES, TECHNIQUES
 from lossbench.loadgen.browser import chromium
 from lossbench.loadgen.browser.player import EXIT_HOWS, BrowserOptions, BrowserPlayer
 from lossbench.loadgen.player import EventIds, PlayedEvent, play_visit
@@ -63,7 +63,7 @@ class BrowserRunOptions:
     exit_model: str = DEFAULT_EXIT_MODEL
     abort: str = "unload"
     seed: int = 1
-    techniques: tuple[str, ...] = ALL_TECHNIQUES
+    techniques: tuple[str, ...] = TECHNIQUES  # the variants on request
     workers: int = 8
     duration: float = 1800.0
     exit_how: str = "auto"
