@@ -49,7 +49,7 @@ def _play(port: int, visits, techniques, browser: str) -> list[PlayedEvent]:
     return played
 
 
-@pytest.mark.parametrize(("profile", "exit_model", "visits"), [("3G", "mix", 40), ("Cable", "outbound", 150)])
+@pytest.mark.parametrize(("profile", "exit_model", "visits"), [("3G", "mix", 30), ("Cable", "outbound", 100)])
 def test_the_chromium_client_and_model_agree_event_by_event(collector, profile, exit_model, visits):
     drawn = draw_visits(BrowserRunOptions(profile=profile, exit_model=exit_model, seed=5, visits=visits))
     played = _play(collector.port, drawn, ALL_TECHNIQUES, "chromium")
