@@ -84,3 +84,16 @@ def exchange(port: int, raw: bytes, timeout: float = 3.0) -> bytes:
         sock.sendall(raw)
         sock.shutdown(socket.SHUT_WR)
         return read_until_closed(sock)
+
+
+class ClientTime:
+    """A tab's clock that moves only when the tab sleeps: the emulated network's steps, exactly."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds

@@ -183,16 +183,6 @@ class PooledTab:
             close(sock, "rst")
         self.limbo = []
 
-    def release_limbo(self, older_than: float) -> None:
-        now = time.monotonic()
-        keep = []
-        for since, sock in self.limbo:
-            if now - since >= older_than:
-                close(sock, "rst")
-            else:
-                keep.append((since, sock))
-        self.limbo = keep
-
     # -- sockets -----------------------------------------------------------------------------------------
     def _real(self, conn: Connection) -> tuple[RealSocket, bool]:
         """The real socket of ``conn``, connected now if it has none yet (and whether this call did).

@@ -20,23 +20,10 @@ import pytest
 from lossbench.collector.server import CollectorThread
 from lossbench.loadgen.techniques import Tab, event_body, pixel_request
 from lossbench.model.profiles import NetworkDraw
-from support import received_ids, wait_until
+from support import ClientTime, received_ids, wait_until
 
 NET = NetworkDraw(rtt=0.05, dns=0.05)
 SLOW_UPLINK = NetworkDraw(rtt=0.05, dns=0.05, uplink_bps=16_000)  # a ~190-byte body takes ~95 ms
-
-
-class ClientTime:
-    """A tab's clock that moves only when the tab sleeps: the emulated network's steps, exactly."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def clock(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def new_tab(collector: CollectorThread, net: NetworkDraw, **options: str) -> Tab:

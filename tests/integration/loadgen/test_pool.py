@@ -22,23 +22,10 @@ from lossbench.loadgen.pooled import PooledTab
 from lossbench.loadgen.timeline import EventResult
 from lossbench.model.browser import UNUSED_IDLE_SECONDS
 from lossbench.model.profiles import NetworkDraw
-from support import received_ids, wait_until
+from support import ClientTime, received_ids, wait_until
 
 NET = NetworkDraw(rtt=0.05, dns=0.05)
 SERVER = ServerHints(idle_timeout=30.0, cors_max_age=7200)
-
-
-class ClientTime:
-    """A tab's clock that moves only when the tab sleeps: the emulated network's steps, exactly."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def clock(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def new_tab(
