@@ -51,7 +51,12 @@ def main() -> int:
         return 1
     summary = json.loads((out / "time-to-answer" / "summary.json").read_text())
     sizing = summary["run"].get("sizing") or {}
-    print(f"load: {sizing.get('reason') or sizing.get('skipped')} (sizing took {sizing.get('seconds')} s)")
+    cost = (
+        "judged in the run's first seconds"
+        if sizing.get("in_run")
+        else f"sizing took {sizing.get('seconds')} s"
+    )
+    print(f"load: {sizing.get('reason') or sizing.get('skipped')} ({cost})")
     rows = sorted(summary["techniques"].items(), key=lambda item: -item[1]["loss"])
     widest = 0.0
     for name, row in rows:

@@ -8,8 +8,11 @@ run directory. Every child is stopped in ``finally``: an interrupted run leaves 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -20,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lossbench.contract.server import TARGET_HINTS
 from lossbench.contract.summary import Summary
@@ -29,6 +32,9 @@ from lossbench.loadgen.locust.options import PluginOptions, locust_arguments
 from lossbench.model.exits import get_exit_model
 from lossbench.model.profiles import get_profile
 from lossbench.targets import KINDS, Target, TargetError, start_target
+
+if TYPE_CHECKING:
+    from lossbench.sizing import RunSizing, Sizing
 
 Say = Callable[[str], None]
 
@@ -215,7 +221,10 @@ def run(options: RunOptions, say: Say = print) -> tuple[Path, Summary]:
 
 
 def run_measured(options: RunOptions, say: Say = print) -> RunResult:
-    """Run the benchmark, measuring the load's wall time and the target's CPU time."""
+    """Run the benchmark, measuring the load's wall time and the target's CPU time. A run sized in its
+    own first seconds that lagged there starts again, at the load the probes choose."""
+    from lossbench.sizing import LoadTooHeavy, probe_loads
+
     validate(options)
     scenario = options.scenario or find_scenario()
     run_id = options.run_id or datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
@@ -223,7 +232,23 @@ def run_measured(options: RunOptions, say: Say = print) -> RunResult:
     if (run_dir / "sent").exists():
         raise RunError(f"{run_dir} already holds a run; choose another --run-id or remove it")
     run_dir.mkdir(parents=True, exist_ok=True)
-    options = size_run(options, run_dir, say)
+    options, sizing = size_run(options, run_dir, say)
+    before = set(run_dir.iterdir())
+    try:
+        return measure_load(options, scenario, run_id, run_dir, say, sizing)
+    except LoadTooHeavy as heavy:
+        assert sizing is not None
+        discard(run_dir, before)  # the first attempt's ledgers and logs: no event of it is the run's
+        sized = probe_loads(sizing.planned, options, run_dir / "sizing", say, first=heavy.probe)
+        update_run_json(run_dir, sizing=sized.record())
+        options = replace(options, users=sized.users, processes=sized.processes)
+        return measure_load(options, scenario, run_id, run_dir, say)
+
+
+def measure_load(
+    options: RunOptions, scenario: Path, run_id: str, run_dir: Path, say: Say, sizing: RunSizing | None = None
+) -> RunResult:
+    """The target and Locust for one run in ``run_dir``, then compare and report."""
     plugin = options.plugin
     techniques = ", ".join(plugin.chosen_techniques()) or f"every technique of {scenario.name}"
     say(
@@ -245,7 +270,7 @@ def run_measured(options: RunOptions, say: Say = print) -> RunResult:
             )
             say(f"collector: {load.url} ({options.collector_processes} process(es){slow})")
         cpu_at_start, started = load.cpu_seconds(), time.monotonic()  # the start-up is not the load's
-        run_locust(options, scenario, run_dir, load, say)
+        run_locust(options, scenario, run_dir, load, say, sizing)
         load_seconds = time.monotonic() - started
         cpu = load.cpu_seconds()  # before stopping: a process that exited has no /proc entry
         if cpu is not None and cpu_at_start is not None:
@@ -255,11 +280,22 @@ def run_measured(options: RunOptions, say: Say = print) -> RunResult:
     return RunResult(run_dir, finish_run(run_dir, say), load_seconds, cpu)
 
 
-def size_run(options: RunOptions, run_dir: Path, say: Say) -> RunOptions:
+def discard(run_dir: Path, keep: set[Path]) -> None:
+    """Remove what ``run_dir`` holds beyond ``keep``: an attempt that is not the run."""
+    for path in set(run_dir.iterdir()) - keep:
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+
+
+def size_run(options: RunOptions, run_dir: Path, say: Say) -> tuple[RunOptions, RunSizing | None]:
     """The run's options with users and processes sized to the machine (``lossbench.sizing``) when asked;
-    what was done goes into run.json's ``sizing``."""
+    what was done goes into run.json's ``sizing``. Sized, the run starts with the heaviest load of the plan
+    and measures it in its own first seconds: the ``RunSizing`` returned, whose verdict goes into run.json
+    when it comes."""
     if options.size is None:
-        return options
+        return options, None
     record: dict[str, Any]
     if not options.size:
         why = "--users or --processes given"
@@ -270,13 +306,18 @@ def size_run(options: RunOptions, run_dir: Path, say: Say) -> RunOptions:
         say(f"load: {options.users} tabs in {options.processes} process(es), not sized: {why}")
         record = {"skipped": why}
     else:
-        from lossbench.sizing import size_load
+        from lossbench.sizing import RunSizing, Sizing, plan_sizing
 
-        sizing = size_load(options, run_dir / "sizing", say)
-        options = replace(options, users=sizing.users, processes=sizing.processes)
-        record = sizing.record()
+        planned = plan_sizing(options)
+        if not isinstance(planned, Sizing):
+            sizing = RunSizing(planned, run_dir, say)
+            sizing.announce()
+            return replace(options, users=sizing.load[0], processes=sizing.load[1]), sizing
+        say(f"load: {planned.reason}")
+        options = replace(options, users=planned.users, processes=planned.processes)
+        record = planned.record()
     update_run_json(run_dir, sizing=record)
-    return options
+    return options, None
 
 
 def update_run_json(run_dir: Path, **values: Any) -> None:
@@ -349,7 +390,13 @@ def free_port() -> int:
         return port
 
 
-def run_locust(options: RunOptions, scenario: Path, run_dir: Path, load: Load, say: Say) -> None:
+def run_locust(
+    options: RunOptions, scenario: Path, run_dir: Path, load: Load, say: Say, sizing: RunSizing | None = None
+) -> None:
+    """Locust until it exits, with progress; ``sizing``: the run's first seconds are its sizing probe
+    (``LoadTooHeavy`` when they lagged: Locust is killed, its ledgers are not the run's)."""
+    from lossbench.sizing import LoadTooHeavy
+
     log_path = run_dir / "locust.log"
     with log_path.open("w") as log:
         proc = subprocess.Popen(
@@ -359,7 +406,10 @@ def run_locust(options: RunOptions, scenario: Path, run_dir: Path, load: Load, s
             text=True,
         )
         try:
-            watch(proc, load, run_dir, options, say)
+            watch(proc, load, run_dir, options, say, sizing)
+        except LoadTooHeavy:
+            kill_tree(proc)
+            raise
         finally:
             stop_process(proc, timeout=60.0)
     stats = collector_stats(load.url) if load.received_from is None else None
@@ -372,19 +422,38 @@ def run_locust(options: RunOptions, scenario: Path, run_dir: Path, load: Load, s
         raise RunError(
             f"Locust exited with {proc.returncode} and wrote {len(sent)} ledger(s); see {log_path}:\n{tail}"
         )
+    if sizing is not None:  # a load over before its first seconds were judged: judged on what it fired
+        record_sizing(run_dir, sizing.check(ended=True))
 
 
-def watch(proc: subprocess.Popen[str], load: Load, run_dir: Path, options: RunOptions, say: Say) -> None:
+def watch(
+    proc: subprocess.Popen[str],
+    load: Load,
+    run_dir: Path,
+    options: RunOptions,
+    say: Say,
+    sizing: RunSizing | None = None,
+) -> None:
     """Show progress until Locust exits (``lossbench.watch``): the running loss from ``progress.json``, and
     the reference collector's ``/stats``; for another target (which has no ``/stats``: polling it would put
-    foreign lines in its log) its CPU."""
+    foreign lines in its log) its CPU. ``sizing`` judges the run's first seconds meanwhile."""
     from lossbench.contract.progress import FILE_NAME
     from lossbench.watch import Sampler, follow
+
+    def running() -> bool:
+        if sizing is not None:
+            record_sizing(run_dir, sizing.check())
+        return proc.poll() is None
 
     reference = load.received_from is None
     collector = functools.partial(collector_stats, load.url) if reference else None
     sampler = Sampler(run_dir / FILE_NAME, options.duration, collector, load.cpu_seconds)
-    follow(lambda: proc.poll() is None, sampler, say, live=options.live)
+    follow(running, sampler, say, live=options.live)
+
+
+def record_sizing(run_dir: Path, sizing: Sizing | None) -> None:
+    if sizing is not None:
+        update_run_json(run_dir, sizing=sizing.record())
 
 
 def collector_stats(url: str) -> dict[str, Any] | None:
@@ -394,6 +463,19 @@ def collector_stats(url: str) -> dict[str, Any] | None:
             return stats
     except (OSError, ValueError):
         return None
+
+
+def kill_tree(proc: subprocess.Popen[str] | subprocess.Popen[bytes]) -> None:
+    """Kill a process and its children at once (Locust's master and the workers it forked): for a run
+    whose ledgers are thrown away, not worth their orderly end."""
+    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+    with contextlib.suppress(OSError, ValueError):
+        for child in map(int, children.read_text().split()):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signal.SIGKILL)
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
 
 
 def stop_process(proc: subprocess.Popen[str] | subprocess.Popen[bytes], timeout: float = 20.0) -> None:

@@ -2,25 +2,28 @@
 
 pyperf calibrates its loops before it measures: it doubles them until one run lasts long enough. ``lossbench
 run`` calibrates its load, from the other end: the most it wants is the default load (``CAP_USERS`` tabs in
-``CAP_PROCESSES`` Locust worker processes: the four techniques ranked in about a minute and a half on an
-idle two-core machine), and the question is whether the machine, as busy as it is now, sustains it without
-the load generator lagging. A lagging generator does not change which events are lost (they are decided on
-the intended timeline), but the collector then sees a late schedule, and compare flags the run
-(``lossbench.contract.timing``).
+``CAP_PROCESSES`` Locust worker processes), and the question is whether the machine, as busy as it is now,
+sustains it without the load generator lagging. A lagging generator does not change which events are lost
+(they are decided on the intended timeline), but the collector then sees a late schedule, and compare flags
+the run (``lossbench.contract.timing``).
 
-Each probe is a short Locust run with the run's own options against a collector of its own: once its tabs
-have started (``SETTLE``: their first visits spread over 3 s) it takes the timing error of the events fired
-over ``WINDOW`` seconds from its sent ledger, as compare reads it, and is killed (its ledgers are thrown
-away). Each probe that misses halves the tabs, down to ``MIN_USERS``; after the first that holds its p90
-within ``TARGET_SHARE`` of the limit, one more probe tries the middle between it and the load that missed,
-and the heavier of the two that held is the run's. A probe holds to a share of the limit because the run
-lasts longer than a probe and the machine's other work comes and goes: a load at the limit in a probe would
-be flagged in the run. ``plan`` takes the processes from the CPUs this process may use and what the load
-average says is free of them. Probes run in the caller's session, as the run's Locust will: under autogroup
-scheduling each session shares the CPUs as one (``Prober``).
+A probe is the timing error of the events a load fired over ``WINDOW`` seconds once its tabs have started
+(``SETTLE``: their first visits spread over 3 s), read from its sent ledger as compare reads it
+(``ProbeWindow``). The heaviest load of the plan is probed by the run itself (``RunSizing``): the run starts
+with it and judges its own first seconds; when they hold the run goes on, and sizing cost no time. When they
+lag, the run is killed, its files removed, and the lighter loads are probed by short Locust runs of their
+own against a collector of their own (``Prober``, ledgers thrown away): each that misses halves the tabs,
+down to ``MIN_USERS``; after the first that holds its p90 within ``TARGET_SHARE`` of the limit, one more
+probe tries the middle between it and the load that missed, and the heavier of the two that held is the
+run's, which starts again. A probe holds to a share of the limit because the run lasts longer than a probe
+and the machine's other work comes and goes: a load at the limit in a probe would be flagged in the run.
+``plan`` takes the processes from the CPUs this process may use and what the load average says is free of
+them. Probes run in the caller's session, as the run's Locust does: under autogroup scheduling each session
+shares the CPUs as one (``Prober``).
 
-The choice (``choose``) is separate from the probing (``Prober``), so that it is tested with made-up probes;
-``size_load`` puts them together and says what it chose and why.
+The choice (``choose``) is separate from the probing, so that it is tested with made-up probes; ``size_load``
+(probes only) and ``RunSizing`` with ``probe_loads`` (the run first) put them together and say what was
+chosen and why.
 """
 
 from __future__ import annotations
@@ -136,6 +139,7 @@ class Sizing:
     seconds: float  # what sizing cost, wall time
     machine: Machine
     probes: list[Probe]
+    in_run: bool = False  # measured in the run's own first seconds (``RunSizing``): no extra time
 
     def record(self) -> dict[str, Any]:
         """run.json's ``sizing``."""
@@ -146,6 +150,7 @@ class Sizing:
             "limit": self.limit,
             "target": self.target,
             "seconds": round(self.seconds, 1),
+            "in_run": self.in_run,
             "cpus": self.machine.cpus,
             "load_average": round(self.machine.load_average, 2),
             "probes": [
@@ -201,15 +206,18 @@ def _round_tabs(users: float) -> int:
     return int(round(users / 10) * 10)
 
 
-def reason(users: int, processes: int, probes: list[Probe], limit: float, target: float) -> str:
-    """What was chosen and why, in words."""
+def reason(
+    users: int, processes: int, probes: list[Probe], limit: float, target: float, in_run: bool = False
+) -> str:
+    """What was chosen and why, in words (``in_run``: the one probe was the run's first seconds)."""
     load = f"{users} tabs in {_processes(processes)}"
     held = f"against the {_ms(limit)} limit compare warns at; probes hold to {_ms(target)}"
     chosen = next((p for p in probes if (p.users, p.processes) == (users, processes)), None)
     if chosen is not None and chosen.within(target):
         if chosen is probes[0]:
             most = ", the most it tries" if (users, processes) == (CAP_USERS, CAP_PROCESSES) else ""
-            return f"{load}{most}: its p90 timing error was {_ms(chosen.p90 or 0.0)} ({held})"
+            where = " in the run's first seconds" if in_run else ""
+            return f"{load}{most}: its p90 timing error was {_ms(chosen.p90 or 0.0)}{where} ({held})"
         seen = ", ".join(f"{'no event timed' if p.p90 is None else _ms(p.p90)} at {p.users}" for p in probes)
         return f"{load}: the p90 timing error was {seen} tabs ({held})"
     last = probes[-1] if probes else None
@@ -310,6 +318,52 @@ def _quantile(values: list[float], q: float) -> float | None:
     return float(np.quantile(values, q)) if values else None
 
 
+class ProbeWindow:
+    """A load's first seconds, read from its growing sent ledger as they come: a probe's, or the run's own
+    (``RunSizing``). ``poll`` gives the probe once its window is over."""
+
+    def __init__(
+        self,
+        sent: Path,
+        users: int,
+        processes: int,
+        what: str,
+        run_dir: Path,
+        clock: Callable[[], float] = time.time,  # the ledgers' clock (t0)
+    ) -> None:
+        self.tail = LedgerTail(sent)
+        self.clock = clock
+        self.users, self.processes = users, processes
+        self.what = what  # in words, for the message when no event comes
+        self.run_dir = run_dir
+        self.started = time.monotonic()
+        self.window = WINDOW
+
+    def poll(self, ended: bool = False) -> Probe | None:
+        """The probe once ``SETTLE`` + its window + ``TAIL`` have passed since the first event (at once when
+        the load has ``ended``: what it fired is all there is); None until then."""
+        self.tail.read()
+        first = self.tail.first()
+        if first is None:
+            if ended or time.monotonic() - self.started > START_TIMEOUT:
+                raise RunError(
+                    f"{self.what} fired no event in {time.monotonic() - self.started:.0f} s; see "
+                    f"{self.run_dir / 'locust.log'}, or give --users and --processes to skip sizing"
+                )
+            return None
+        opens = first + SETTLE
+        if ended:  # a load shorter than a window: its events after the start, else all of them
+            events = self.tail.between(opens, opens + self.window) or self.tail.between(first, math.inf)
+            span = max(e[0] for e in events) - min(e[0] for e in events)
+            return measure(self.users, self.processes, events, max(min(span, self.window), 0.001))
+        while self.clock() >= opens + self.window + TAIL:
+            events = self.tail.between(opens, opens + self.window)
+            if len(events) >= MIN_EVENTS or self.window >= WINDOW_MAX:
+                return measure(self.users, self.processes, events, self.window)
+            self.window += WINDOW
+        return None
+
+
 class Prober:
     """Short Locust runs with the run's options against one collector, in a directory of their own."""
 
@@ -329,7 +383,7 @@ class Prober:
             users=users,
             processes=processes,
             spawn_rate=float(users),  # all at once, as the run starts them by default
-            duration=SETTLE + WINDOW_MAX + TAIL + START_TIMEOUT,  # a limit: the probe is killed before
+            duration=math.ceil(SETTLE + WINDOW_MAX + TAIL + START_TIMEOUT),  # a limit: killed before
             plugin=replace(self.options.plugin, precision=0.0, lag_stop=0.0),
         )
         command = locust_command(probe_options, self.scenario, run_dir, self.load.url)
@@ -345,30 +399,15 @@ class Prober:
             _kill_group(proc)
 
     def _watch(self, proc: subprocess.Popen[bytes], run_dir: Path, users: int, processes: int) -> Probe:
-        tail = LedgerTail(run_dir / "sent")
-        started = time.monotonic()
-        window = WINDOW
+        window = ProbeWindow(run_dir / "sent", users, processes, f"a sizing probe ({users} tabs)", run_dir)
         while True:
             time.sleep(0.25)
             if proc.poll() is not None:
                 log = (run_dir / "locust.log").read_text(errors="replace")[-2000:]
                 raise RunError(f"a sizing probe ({users} tabs) ended with {proc.returncode}:\n{log}")
-            tail.read()
-            first = tail.first()
-            if first is None:
-                if time.monotonic() - started > START_TIMEOUT:
-                    raise RunError(
-                        f"a sizing probe ({users} tabs) fired no event in {START_TIMEOUT:g} s; see "
-                        f"{run_dir / 'locust.log'}, or give --users and --processes to skip sizing"
-                    )
-                continue
-            opens = first + SETTLE
-            if time.time() < opens + window + TAIL:
-                continue
-            events = tail.between(opens, opens + window)
-            if len(events) >= MIN_EVENTS or window >= WINDOW_MAX:
-                return measure(users, processes, events, window)
-            window += WINDOW
+            probe = window.poll()
+            if probe is not None:
+                return probe
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
@@ -393,16 +432,19 @@ def target_of(options: RunOptions) -> tuple[float, float] | None:
     return lag_limit(median_rtt), TARGET_SHARE * guard
 
 
-def size_load(
-    options: RunOptions,
-    directory: Path,
-    say: Say,
-    machine: Machine | None = None,
-    probe: Callable[[int, int], Probe] | None = None,
-) -> Sizing:
-    """Find the load the machine sustains now (``probe``: made-up probes, in tests); say what was chosen
-    and why. Probes run in ``directory``, which is removed afterwards."""
-    started = time.monotonic()
+@dataclass(frozen=True)
+class Plan:
+    """What sizing will try (heaviest first), against which limit: made as the run starts."""
+
+    machine: Machine
+    loads: list[tuple[int, int]]
+    limit: float  # the p90 compare warns at, seconds
+    target: float  # the p90 a probe must stay within, seconds
+    started: float = field(default_factory=time.monotonic)
+
+
+def plan_sizing(options: RunOptions, machine: Machine | None = None) -> Plan | Sizing:
+    """The plan for this machine; for a profile without network delay, the default load at once."""
     machine = machine or Machine.now()
     limits = target_of(options)
     if limits is None:
@@ -410,26 +452,53 @@ def size_load(
             f"{CAP_USERS} tabs in {_processes(CAP_PROCESSES)}, the default: the "
             f"{options.plugin.network_profile} profile has no network delay, so no timing error is flagged"
         )
-        say(f"load: {why}")
         return Sizing(CAP_USERS, CAP_PROCESSES, why, 0.0, 0.0, 0.0, machine, [])
-    limit, target = limits
-    loads = plan(machine)
+    return Plan(machine, plan(machine), *limits)
+
+
+def size_load(
+    options: RunOptions,
+    directory: Path,
+    say: Say,
+    machine: Machine | None = None,
+    probe: Callable[[int, int], Probe] | None = None,
+) -> Sizing:
+    """Find the load the machine sustains now by probing (``probe``: made-up probes, in tests); say what
+    was chosen and why. Probes run in ``directory``, which is removed afterwards."""
+    planned = plan_sizing(options, machine)
+    if isinstance(planned, Sizing):
+        say(f"load: {planned.reason}")
+        return planned
     say(
-        f"sizing the load to this machine ({machine.cpus} CPUs, load average {machine.load_average:.1f}): "
-        f"from {loads[0][0]} tabs in {_processes(loads[0][1])}, halving until the p90 timing error of a "
-        f"{SETTLE + WINDOW + TAIL:g} s probe is within {_ms(target)} (--users or --processes skip this)"
+        f"{_sizing_words(planned)}: from {_load_words(planned.loads[0])}, halving until the p90 timing "
+        f"error of a {SETTLE + WINDOW + TAIL:g} s probe is within {_ms(planned.target)} "
+        "(--users or --processes skip this)"
     )
+    return probe_loads(planned, options, directory, say, probe)
+
+
+def probe_loads(
+    planned: Plan,
+    options: RunOptions,
+    directory: Path,
+    say: Say,
+    probe: Callable[[int, int], Probe] | None = None,
+    first: Probe | None = None,
+) -> Sizing:
+    """Probe the plan's loads (``first``: the first one's probe, already made and said, by the run
+    itself), choose, and say what was chosen and why."""
     with _probing(options, directory, probe) as probing:
 
         def probe_and_say(users: int, processes: int) -> Probe:
+            if first is not None and (users, processes) == (first.users, first.processes):
+                return first
             result = probing(users, processes)
-            verdict = "ok" if result.within(target) else f"over {_ms(target)}"
-            say(f"  {result.words()}: {verdict}")
+            say(f"  {result.words()}: {verdict(result, planned.target)}")
             return result
 
-        (users, processes), probes = choose(loads, probe_and_say, target)
-    words = reason(users, processes, probes, limit, target)
-    seconds = time.monotonic() - started
+        (users, processes), probes = choose(planned.loads, probe_and_say, planned.target)
+    words = reason(users, processes, probes, planned.limit, planned.target)
+    seconds = time.monotonic() - planned.started
     say(f"sized to {words}; sizing took {seconds:.0f} s")
     chosen = next((p for p in probes if (p.users, p.processes) == (users, processes)), None)
     widest = None if chosen is None else expected_half_width(chosen, options.duration, _predicted(options))
@@ -438,7 +507,71 @@ def size_load(
             f"  at that rate, {options.duration:g} s should give intervals within about "
             f"±{100 * widest[1]:.2f} points (widest: {widest[0]}, at the model's loss)"
         )
-    return Sizing(users, processes, words, limit, target, seconds, machine, probes)
+    return Sizing(users, processes, words, planned.limit, planned.target, seconds, planned.machine, probes)
+
+
+class LoadTooHeavy(Exception):
+    """The run's first seconds lagged beyond the plan's target: the run starts again, sized by probes."""
+
+    def __init__(self, probe: Probe) -> None:
+        super().__init__(probe.words())
+        self.probe = probe
+
+
+class RunSizing:
+    """Sizing in the run itself: the run starts with the plan's heaviest load, and its own first seconds
+    are that load's probe. Held (the usual case on a machine with room), the run goes on and sizing cost
+    nothing; missed, ``check`` raises ``LoadTooHeavy`` and the run starts again at what the probes of the
+    lighter loads choose (``probe_loads``)."""
+
+    def __init__(
+        self, planned: Plan, run_dir: Path, say: Say, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.planned = planned
+        self.load = planned.loads[0]
+        self.say = say
+        self.window = ProbeWindow(run_dir / "sent", *self.load, "the run", run_dir, clock)
+        self.sizing: Sizing | None = None  # once the first seconds held
+
+    def announce(self) -> None:
+        self.say(
+            f"{_sizing_words(self.planned)}: the run starts with {_load_words(self.load)} and keeps them if "
+            f"the p90 timing error of its first {SETTLE + WINDOW + TAIL:g} s is within "
+            f"{_ms(self.planned.target)}; else it starts again with fewer, halving "
+            "(--users or --processes skip this)"
+        )
+
+    def check(self, ended: bool = False) -> Sizing | None:
+        """While the run goes on (``ended``: its load is over): the sizing once its first seconds held,
+        None before; raises ``LoadTooHeavy`` when they did not."""
+        if self.sizing is not None:
+            return None
+        probe = self.window.poll(ended)
+        if probe is None:
+            return None
+        target = self.planned.target
+        if not probe.within(target):
+            self.say(f"  {probe.words()}: {verdict(probe, target)}; the run starts again with fewer tabs")
+            raise LoadTooHeavy(probe)
+        self.say(f"  {probe.words()}: {verdict(probe, target)}, in the run's first seconds: kept")
+        words = reason(*self.load, [probe], self.planned.limit, target, in_run=True)
+        self.sizing = Sizing(
+            *self.load, words, self.planned.limit, target, 0.0, self.planned.machine, [probe], in_run=True
+        )
+        return self.sizing
+
+
+def verdict(probe: Probe, target: float) -> str:
+    return "ok" if probe.within(target) else f"over {_ms(target)}"
+
+
+def _sizing_words(planned: Plan) -> str:
+    machine = planned.machine
+    return f"sizing the load to this machine ({machine.cpus} CPUs, load average {machine.load_average:.1f})"
+
+
+def _load_words(load: tuple[int, int]) -> str:
+    return f"{load[0]} tabs in {_processes(load[1])}"
 
 
 def _predicted(options: RunOptions) -> dict[str, float]:

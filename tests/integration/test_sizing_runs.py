@@ -18,13 +18,14 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from lossbench import sizing
-from lossbench.runner import RunOptions
-from lossbench.sizing import MIN_USERS, size_load
+from lossbench.runner import RunOptions, run_measured
+from lossbench.sizing import MIN_USERS, Probe, size_load
 
 RUNNING = STOPPED = 0.05  # seconds: the budget's slices
 
@@ -95,3 +96,55 @@ def test_sizing_picks_fewer_tabs_when_the_generator_is_slowed(
     assert slowed_first.p90 is not None and free_first.p90 is not None
     assert slowed_first.p90 > free_first.p90, report  # the same 200 tabs lag more when slowed
     print(report)  # pytest -s shows the probes
+
+
+@pytest.fixture
+def quick_windows(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sizing's windows shortened (1 s to settle, 1 s measured, 0.5 s for its events to finish), and its
+    loads small: 20 tabs, then 10."""
+    for name, value in (
+        ("SETTLE", 1.0),
+        ("WINDOW", 1.0),
+        ("TAIL", 0.5),
+        ("CAP_USERS", 20),
+        ("MIN_USERS", 10),
+    ):
+        monkeypatch.setattr(sizing, name, value)
+
+
+def test_a_sized_run_keeps_the_load_its_first_seconds_held(tmp_path: Path, quick_windows: None) -> None:
+    said: list[str] = []
+    result = run_measured(RunOptions(out=tmp_path, run_id="held", duration=6.0, size=True), said.append)
+    report = "\n".join(said)
+    record = result.summary.run["sizing"]
+    assert record["in_run"] is True and record["users"] == 20 == result.summary.run["users"], report
+    assert [p["ok"] for p in record["probes"]] == [True], report
+    kept = next(i for i, line in enumerate(said) if line.endswith("in the run's first seconds: kept"))
+    assert kept < next(i for i, line in enumerate(said) if line.startswith("load finished")), report
+    assert not (tmp_path / "held" / "sizing").exists()  # no probe of its own
+
+
+def test_a_sized_run_that_lagged_at_first_starts_again_without_a_trace(
+    tmp_path: Path, quick_windows: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_measure = sizing.measure
+
+    def lagging_above_ten_tabs(
+        users: int, processes: int, events: list[sizing.Timed], seconds: float
+    ) -> Probe:
+        probe = real_measure(users, processes, events, seconds)
+        return replace(probe, p90=1.0) if users > 10 else probe
+
+    monkeypatch.setattr(sizing, "measure", lagging_above_ten_tabs)
+    said: list[str] = []
+    result = run_measured(RunOptions(out=tmp_path, run_id="again", duration=6.0, size=True), said.append)
+    report = "\n".join(said)
+    record = result.summary.run["sizing"]
+    assert [(p["users"], p["ok"]) for p in record["probes"]] == [(20, False), (10, True)], report
+    assert record["in_run"] is False and result.summary.run["users"] == 10, report
+    assert any(line.endswith("the run starts again with fewer tabs") for line in said), report
+    assert sum(line.startswith("lossbench run again:") for line in said) == 2, report
+    # nothing of the first attempt is left: every event received was sent by the run that stayed
+    assert result.summary.phantoms == 0 and not (tmp_path / "again" / "sizing").exists(), report
+    sent = sum(t.sent for t in result.summary.techniques.values())
+    assert 0 < sum(t.received for t in result.summary.techniques.values()) <= sent

@@ -5,25 +5,33 @@ tests/integration/test_sizing_runs.py."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
 
 from lossbench.contract.ledger import LedgerWriter
 from lossbench.loadgen.locust.options import PluginOptions
-from lossbench.runner import RunOptions, size_run
+from lossbench.runner import RunError, RunOptions, size_run
 from lossbench.sizing import (
     CAP_PROCESSES,
     CAP_USERS,
     MIN_USERS,
+    SETTLE,
+    TAIL,
     TARGET_SHARE,
+    WINDOW,
     LedgerTail,
+    LoadTooHeavy,
     Machine,
+    Plan,
     Probe,
+    RunSizing,
     choose,
     expected_half_width,
     measure,
     plan,
+    probe_loads,
     reason,
     size_load,
 )
@@ -165,8 +173,8 @@ def test_a_probe_reads_its_growing_ledger_and_measures_its_window(tmp_path: Path
 
 def test_run_records_why_it_did_not_size(tmp_path: Path) -> None:
     said: list[str] = []
-    options = size_run(RunOptions(users=300, processes=1, size=False), tmp_path, said.append)
-    assert (options.users, options.processes) == (300, 1)
+    options, sizing = size_run(RunOptions(users=300, processes=1, size=False), tmp_path, said.append)
+    assert (options.users, options.processes, sizing) == (300, 1, None)
     assert said == ["load: 300 tabs in 1 process(es), as given (not sized)"]
     assert json.loads((tmp_path / "run.json").read_text())["sizing"] == {
         "skipped": "--users or --processes given"
@@ -174,7 +182,82 @@ def test_run_records_why_it_did_not_size(tmp_path: Path) -> None:
     url = RunOptions(size=True, target="http://127.0.0.1:9", received_from="nginx:/x.log")
     size_run(url, tmp_path, said.append)
     assert "not sized: a running target" in said[-1]
-    assert size_run(RunOptions(), tmp_path, said.append) == RunOptions()  # sweep, targets: not asked
+    assert size_run(RunOptions(), tmp_path, said.append) == (RunOptions(), None)  # sweep, targets: not asked
+
+
+def test_a_sized_run_starts_with_the_heaviest_load_and_judges_its_first_seconds(tmp_path: Path) -> None:
+    said: list[str] = []
+    options, sizing = size_run(RunOptions(size=True, users=400, processes=2), tmp_path, said.append)
+    assert sizing is not None and sizing.load == sizing.planned.loads[0]
+    assert (options.users, options.processes) == sizing.load
+    assert "the run starts with 400 tabs in" in said[0] and "keeps them if the p90 timing error" in said[0]
+    assert not (tmp_path / "run.json").exists()  # the verdict is recorded when it comes
+
+
+def write_first_seconds(directory: Path, late: float, seconds: float, start: float) -> None:
+    """A run's sent ledger: 100 events a second from ``start`` for ``seconds``, each ``late`` seconds late."""
+    writer = LedgerWriter(directory, "sent", name="box-1")
+    for i in range(int(100 * seconds)):
+        writer.append(
+            {"id": f"{i:016x}", "tech": "ajax", "written": True, "t0": start + i / 100,
+             "plan": {"body": 0.3}, "real": {"body": 0.3 + late}}
+        )  # fmt: skip
+    writer.close()
+
+
+def run_sizing(tmp_path: Path, said: list[str], clock: list[float] | None = None) -> RunSizing:
+    planned = Plan(Machine(2, 0.0), [(400, 2), (200, 2), (100, 2)], limit=0.03, target=TARGET)
+    now = clock or [time.time()]
+    return RunSizing(planned, tmp_path, said.append, clock=lambda: now[0])
+
+
+def test_the_run_s_first_seconds_held_keep_the_load(tmp_path: Path) -> None:
+    said: list[str] = []
+    clock = [1000.0]
+    sizing = run_sizing(tmp_path, said, clock)
+    write_first_seconds(tmp_path / "sent", late=0.002, seconds=SETTLE + WINDOW, start=999.0)
+    assert sizing.check() is None  # the window is not over: 1 s of the load so far
+    clock[0] += SETTLE + WINDOW + TAIL
+    held = sizing.check()
+    assert held is not None and held.in_run and (held.users, held.processes) == (400, 2)
+    assert held.record()["in_run"] is True and held.record()["probes"][0]["ok"] is True
+    assert "in the run's first seconds" in held.reason
+    assert said[-1].endswith("ok, in the run's first seconds: kept")
+    assert sizing.check() is None  # judged once
+
+
+def test_the_run_s_first_seconds_lagging_start_it_again(tmp_path: Path) -> None:
+    said: list[str] = []
+    sizing = run_sizing(tmp_path, said, [1030.0])
+    write_first_seconds(tmp_path / "sent", late=0.040, seconds=SETTLE + WINDOW, start=1000.0)
+    with pytest.raises(LoadTooHeavy) as raised:
+        sizing.check()
+    assert raised.value.probe.users == 400 and raised.value.probe.p90 == pytest.approx(0.040)
+    assert said[-1].endswith("over 15 ms; the run starts again with fewer tabs")
+    # the probes go on from the next load; the first one is not probed again, nor said again
+    probed: list[tuple[int, int]] = []
+
+    def probe(users: int, processes: int) -> Probe:
+        probed.append((users, processes))
+        return Probe(users, processes, 3.0, 900, 0.001, 0.002 if users <= 200 else 0.05, {})
+
+    chosen = probe_loads(
+        sizing.planned, RunOptions(), tmp_path / "sizing", said.append, probe, raised.value.probe
+    )
+    assert probed == [(200, 2), (300, 2)] and (chosen.users, chosen.processes) == (200, 2)
+    assert [p.users for p in chosen.probes] == [400, 200, 300] and not chosen.in_run
+    assert chosen.reason.startswith("200 tabs in 2 processes: the p90 timing error was 40 ms at 400")
+
+
+def test_a_run_over_before_its_window_is_judged_on_what_it_fired(tmp_path: Path) -> None:
+    said: list[str] = []
+    sizing = run_sizing(tmp_path, said, [1002.0])
+    write_first_seconds(tmp_path / "sent", late=0.001, seconds=2.0, start=1000.0)  # a 2 s run
+    assert sizing.check() is None
+    held = sizing.check(ended=True)
+    assert held is not None and held.probes[0].events == 200 and held.probes[0].seconds == pytest.approx(1.99)
+    with pytest.raises(RunError, match="fired no event"):
+        run_sizing(tmp_path / "empty", said).check(ended=True)
 
 
 def test_lossbench_run_sizes_and_guards_while_sweep_and_targets_hold_their_load(
