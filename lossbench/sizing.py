@@ -47,7 +47,6 @@ from lossbench.contract.server import TARGET_HINTS
 from lossbench.contract.techniques import SEED_TECHNIQUES, TECHNIQUES
 from lossbench.contract.timing import guard_limit, lag_limit, timing_error
 from lossbench.model.browser import get_browser
-from lossbench.model.predict import predict_loss
 from lossbench.model.profiles import get_profile
 from lossbench.runner import Load, RunError, RunOptions, Say, find_scenario, locust_command, start_load
 from lossbench.stats import wilson_half_width
@@ -581,19 +580,9 @@ def _predicted(options: RunOptions) -> dict[str, float]:
         TECHNIQUES if get_browser(plugin.browser).pool else SEED_TECHNIQUES
     )
     try:
-        predicted = predict_loss(
-            plugin.network_profile,
-            plugin.exit_model,
-            plugin.abort,
-            techniques,
-            seed=plugin.seed,
-            events=20_000,
-            browser=plugin.browser,
-            server=TARGET_HINTS.get(options.target, plugin.server_hints()),
-        )
+        return plugin.predict(techniques, 20_000, TARGET_HINTS.get(options.target))
     except ValueError:  # a technique the model does not know
         return {}
-    return {str(tech): p.loss for tech, p in predicted.items()}
 
 
 @contextlib.contextmanager

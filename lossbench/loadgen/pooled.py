@@ -22,13 +22,11 @@ from __future__ import annotations
 import _socket
 import random
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from lossbench.contract.server import ServerHints
 from lossbench.contract.techniques import (
-    CLOSE_MODES,
     PREFLIGHTED,
     SURVIVES_UNLOAD,
     Stage,
@@ -39,6 +37,7 @@ from lossbench.loadgen.techniques import (
     HOST_HEADER,
     ORIGIN,
     PING_TIMEOUT,
+    TabBase,
     event_body,
     ping_request,
     pixel_request,
@@ -111,7 +110,7 @@ def post_head(target: str, content_type: str, length: int) -> bytes:
     )
 
 
-class PooledTab:
+class PooledTab(TabBase):
     """One technique's tab in one visit, with the visitor's network state (pool, caches, quota)."""
 
     def __init__(
@@ -126,24 +125,14 @@ class PooledTab:
         clock: Callable[[], float] | None = None,
         sleep: Callable[[float], None] | None = None,
     ) -> None:
-        if close_mode not in CLOSE_MODES:
-            raise ValueError(f"close_mode must be one of {CLOSE_MODES}, not {close_mode!r}")
-        self.address = address
-        self.network = network
-        self.abort = abort
-        self.close_mode = close_mode
+        super().__init__(address, network, abort=abort, close_mode=close_mode, clock=clock, sleep=sleep)
         self.real_time = real_time
-        self.clock = clock or time.monotonic  # looked up now, after any gevent monkey-patching
-        self.sleep = sleep or time.sleep
         self.state = NetworkState(rtt=network.rtt, lookup=network.dns, server=server or ServerHints())
         self.lock = threading.Lock()  # the state: one visit's events may overlap
         self.techniques: tuple[str, ...] = ()
         self.loaded_at = 0.0  # monotonic time of page load (real-time keep-alive ticks)
         self.last_at = 0.0  # visit time of the last event or ping the state has seen
-        self.limbo: list[tuple[float, _socket.socket]] = []
-        self.pings_sent = 0  # real pings
         self.virtual_pings = 0  # pings the state sent while idle time was compressed
-        self.connections_opened = 0  # by the page itself (pings, preconnect); events count their own
 
     # -- page lifecycle ----------------------------------------------------------------------------------
     def page_load(self, techniques: tuple[str, ...] | list[str], visit_time: float = 0.0) -> None:

@@ -134,7 +134,34 @@ class KeepAliveChannel:
             self.sock = None
 
 
-class Tab:
+class TabBase:
+    """What every tab holds, whichever browser it plays: where the collector is, the visit's network draw,
+    how the page goes and how a cut connection is closed, its clocks, and its own traffic's counts."""
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        network: NetworkDraw,
+        *,
+        abort: str,
+        close_mode: str,
+        clock: Callable[[], float] | None,
+        sleep: Callable[[float], None] | None,
+    ) -> None:
+        if close_mode not in CLOSE_MODES:
+            raise ValueError(f"close_mode must be one of {CLOSE_MODES}, not {close_mode!r}")
+        self.address = address
+        self.network = network
+        self.abort = abort
+        self.close_mode = close_mode
+        self.clock = clock or time.monotonic  # looked up now, after any gevent monkey-patching
+        self.sleep = sleep or time.sleep
+        self.limbo: list[tuple[float, _socket.socket]] = []  # silently abandoned sockets
+        self.pings_sent = 0  # the page's own pings, really sent
+        self.connections_opened = 0  # by the page itself (pings, preconnect); events count their own
+
+
+class Tab(TabBase):
     """A browser tab sending events to one collector, under one visit's network draw."""
 
     def __init__(
@@ -147,18 +174,8 @@ class Tab:
         clock: Callable[[], float] | None = None,
         sleep: Callable[[float], None] | None = None,
     ) -> None:
-        if close_mode not in CLOSE_MODES:
-            raise ValueError(f"close_mode must be one of {CLOSE_MODES}, not {close_mode!r}")
-        self.address = address
-        self.network = network
-        self.abort = abort
-        self.close_mode = close_mode
-        self.clock = clock or time.monotonic  # looked up now, after any gevent monkey-patching
-        self.sleep = sleep or time.sleep
+        super().__init__(address, network, abort=abort, close_mode=close_mode, clock=clock, sleep=sleep)
         self.dns: defaultdict[str, DnsCache] = defaultdict(DnsCache)  # one per technique, made when used
-        self.limbo: list[tuple[float, _socket.socket]] = []  # silently abandoned sockets
-        self.pings_sent = 0
-        self.connections_opened = 0
 
     @functools.cached_property
     def keepalive(self) -> KeepAliveChannel:

@@ -21,7 +21,6 @@ from lossbench.contract.progress import Progress, TechniqueProgress, goal_words
 from lossbench.contract.summary import format_pct, format_pct_interval
 from lossbench.loadgen.locust.options import PluginOptions
 from lossbench.loadgen.locust.timing import LagGuard, TimingWindow
-from lossbench.model.predict import predict_loss
 from lossbench.stats import events_for_half_width, wilson_interval
 
 MIN_EVENTS = 2_000
@@ -116,17 +115,7 @@ def eta(techniques: Mapping[str, TechniqueProgress], elapsed: float) -> float | 
 
 def predictions(options: PluginOptions, techniques: Iterable[str]) -> dict[str, float]:
     """The model's loss per technique for the run (the same draws as the run's seed, the same browser)."""
-    predicted = predict_loss(
-        options.network_profile,
-        options.exit_model,
-        options.abort,
-        techniques,
-        seed=options.seed,
-        events=PREDICTION_EVENTS,
-        browser=options.browser,
-        server=options.server_hints(),
-    )
-    return {t: p.loss for t, p in predicted.items()}
+    return options.predict(techniques, PREDICTION_EVENTS)
 
 
 class LiveLoss:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Protocol
 
@@ -18,6 +18,7 @@ from lossbench.contract.server import REFERENCE_CORS_MAX_AGE, REFERENCE_IDLE_TIM
 from lossbench.contract.techniques import ABORTS, CLOSE_MODES
 from lossbench.model.browser import BROWSERS, DEFAULT_BROWSER, get_browser
 from lossbench.model.exits import DEFAULT_EXIT_MODEL
+from lossbench.model.predict import predict_loss
 from lossbench.model.profiles import DEFAULT_PROFILE, PROFILES
 
 Value = str | int | float | bool
@@ -189,6 +190,24 @@ class PluginOptions:
     def chosen_techniques(self) -> tuple[str, ...]:
         """--techniques as a tuple; empty means every technique of the scenario."""
         return tuple(t.strip() for t in self.techniques.split(",") if t.strip())
+
+    def predict(
+        self, techniques: Iterable[str], events: int, server: ServerHints | None = None
+    ) -> dict[str, float]:
+        """The model's loss per technique for a run with these options: its profile, exit model, abort,
+        seed and browser, against what the target tells browsers (``server``; else these options' own).
+        A Monte Carlo of ``events`` events; ValueError for a technique the model does not know."""
+        predicted = predict_loss(
+            self.network_profile,
+            self.exit_model,
+            self.abort,
+            tuple(techniques),
+            seed=self.seed,
+            events=events,
+            browser=self.browser,
+            server=server or self.server_hints(),
+        )
+        return {str(tech): p.loss for tech, p in predicted.items()}
 
 
 def _options() -> tuple[Option, ...]:
