@@ -441,9 +441,11 @@ def watch(
     from lossbench.watch import Sampler, follow
 
     def running() -> bool:
+        if proc.poll() is not None:
+            return False  # a Locust that failed says why in run_locust, not as a sizing timeout
         if sizing is not None:
             record_sizing(run_dir, sizing.check())
-        return proc.poll() is None
+        return True
 
     reference = load.received_from is None
     collector = functools.partial(collector_stats, load.url) if reference else None
