@@ -30,14 +30,17 @@ from lossbench.report.content import label, ordered_techniques
 WIDTH_IN = 9.0
 DPI = 150  # 9 in × 150 = 1350 px: crisp when shown 900 px wide on a high-density screen
 
-# Okabe–Ito colours: distinguishable with the common colour-vision deficiencies.
+# Okabe–Ito colours: distinguishable with the common colour-vision deficiencies. Its eighth, yellow, is
+# too pale on white; the cache-busting variant of ajax takes Paul Tol's wine instead.
 TECH_COLORS: dict[str, str] = {
     "ajax": "#D55E00",
     "pixel": "#0072B2",
     "pixel-prewarm": "#009E73",
     "pixel-keepalive": "#CC79A7",
+    "pixel-preconnect": "#000000",
     "beacon": "#E69F00",
     "fetch-keepalive": "#56B4E9",
+    "ajax-cachebust": "#882255",
 }
 _OTHER_COLOR = "#777777"
 

@@ -25,7 +25,8 @@ from lossbench.contract.summary import (
     TimeToWritten,
     Timing,
 )
-from lossbench.report.charts import render_charts
+from lossbench.contract.techniques import ALL_TECHNIQUES
+from lossbench.report.charts import TECH_COLORS, render_charts
 from lossbench.report.html import ReportPaths, render_report, summary_html
 from lossbench.report.markdown import summary_markdown
 from lossbench.stats import wilson_interval
@@ -427,3 +428,8 @@ def test_the_cost_chart_draws_the_models_held_seconds_alone(tmp_path: Path) -> N
     charts = render_charts(msgspec.structs.replace(summary, techniques=techniques), tmp_path)
     assert "cost" in charts
     png_size(charts["cost"])
+
+
+def test_every_technique_has_a_colour_of_its_own() -> None:
+    assert set(TECH_COLORS) == set(ALL_TECHNIQUES)
+    assert len(set(TECH_COLORS.values())) == len(TECH_COLORS)
