@@ -286,12 +286,11 @@ class PooledTab(TabBase):
                 self._discard(found.conn, "rst")
                 result.connections += self._real(found.conn)[1]
                 timeline.wait(Stage.CONNECT, net.rtt)
+            needs_preflight = preflighted and not cached
             for attempt in (0, 1):
                 assert real.sock is not None
                 try:
-                    self._send(
-                        tech, timeline, real.sock, body, event_id, preflighted and not cached, body_seconds
-                    )
+                    self._send(tech, timeline, real.sock, body, event_id, needs_preflight, body_seconds)
                     result.acked = 200 <= read_response(real.sock, timeline, Stage.DONE) < 300
                     break
                 except Stale:
@@ -301,6 +300,8 @@ class PooledTab(TabBase):
                     # a round trip later and resends once on a new connection (real time only).
                     result.written, result.t_written = False, None
                     result.conn, result.retried = "stale", True
+                    # a preflight answered before the close is cached by now: the resend goes without it
+                    needs_preflight = needs_preflight and Stage.PREFLIGHT not in result.plan
                     self._discard(found.conn, "rst")
                     result.connections += self._real(found.conn)[1]
                     timeline.wait(Stage.CONNECT, 2 * net.rtt)

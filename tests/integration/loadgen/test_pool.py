@@ -298,3 +298,50 @@ def test_the_cut_closes_the_request_in_flight_with_a_fin_unless_told_otherwise(c
         finally:
             tab.close()
     assert ends == [expected]
+
+
+def test_a_request_resent_after_a_stale_close_skips_the_preflight_already_answered():
+    """The collector answers the preflight, then closes the connection under the POST without a byte back
+    (a real-time run's race): the browser resends the POST once on a new connection, without a second
+    preflight (its answer is in the cache)."""
+    server = socket.create_server(("127.0.0.1", 0))
+    first_lines: list[list[str]] = []
+
+    def read_request(conn: socket.socket) -> str:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = conn.recv(4096)
+            if not chunk:
+                return ""
+            data += chunk
+        return data.split(b"\r\n", 1)[0].decode()
+
+    def serve() -> None:
+        for number in (1, 2):
+            conn, _ = server.accept()
+            with conn:
+                lines: list[str] = []
+                first_lines.append(lines)
+                lines.append(read_request(conn))
+                if number == 1:  # the preflight answered, then the POST met by a close
+                    conn.sendall(
+                        b"HTTP/1.1 204 No Content\r\nAccess-Control-Allow-Origin: *\r\n"
+                        b"Access-Control-Max-Age: 7200\r\nContent-Length: 0\r\n\r\n"
+                    )
+                    lines.append(read_request(conn))
+                    continue
+                conn.sendall(b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n")
+                conn.recv(4096)  # until the tab closes it
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    with server:
+        tab = new_tab(server.getsockname()[1], ("ajax",))
+        try:
+            result = tab.fire("ajax", "0000000000000701", visit_time=1.0)
+        finally:
+            tab.close()
+        thread.join(timeout=5)
+    assert result.error is None and result.acked, result
+    assert (result.conn, result.retried, result.requests) == ("stale", True, 3)
+    assert [[line.split()[0] for line in lines] for lines in first_lines] == [["OPTIONS", "POST"], ["POST"]]
