@@ -37,7 +37,7 @@ from lossbench.contract.ledger import LedgerWriter, default_ledger_name, micro
 from lossbench.contract.lines import SentEvent, SentPing, encode_lines
 from lossbench.contract.techniques import PREFLIGHTED
 from lossbench.loadgen.browser import chromium
-from lossbench.loadgen.browser.page import PAGE_ORIGIN, PagePlan, PageServer
+from lossbench.loadgen.browser.page import NEXT_ORIGIN, PAGE_ORIGIN, PagePlan, PageServer
 from lossbench.loadgen.browser.proxy import (
     ConnectionLog,
     Draw,
@@ -362,6 +362,8 @@ class BrowserPlayer:
                 )
             except TimeoutError:
                 record = notes.record(plan)
+            if how == "navigate":
+                await _next_page_loaded(page, key)
         finally:
             if not page.is_closed():
                 with contextlib.suppress(Exception):
@@ -492,6 +494,15 @@ class BrowserPlayer:
                     )
                 )
         return lines
+
+
+async def _next_page_loaded(page: Any, key: str) -> None:
+    """Wait, at most ``RECORD_TIMEOUT``, until the visit's next page has loaded in ``page``. The record comes
+    at ``pagehide``, while the next page commits; a tab closed during that commit is acknowledged by Chromium
+    and never closed (crbug.com/536385539): ``page.close()`` would wait out ``CALL_TIMEOUT`` and leave the
+    tab open in the worker's browser."""
+    with contextlib.suppress(Exception):
+        await page.wait_for_url(f"{NEXT_ORIGIN}/next/{key}", wait_until="load", timeout=RECORD_TIMEOUT * 1000)
 
 
 def _cost(logs: list[ConnectionLog], carried: Request | None, fired: float, gone: float) -> tuple[int, int]:
