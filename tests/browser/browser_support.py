@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 
 from lossbench.collector.config import CollectorConfig
 from lossbench.collector.server import CollectorThread
-from lossbench.loadgen.browser.chromium import CHROMIUM
+from lossbench.loadgen.browser.chromium import CHROMIUM, Profile
 from lossbench.loadgen.browser.player import BrowserOptions, BrowserPlayer
 from lossbench.loadgen.player import KEEPALIVE_PING_INTERVAL
 from lossbench.model.profiles import NetworkDraw
@@ -57,13 +58,17 @@ def play(
     net_log: Path | None = None,
     ping_interval: float = KEEPALIVE_PING_INTERVAL,
     collector_options: dict[str, Any] | None = None,
+    launched: threading.Barrier | None = None,
 ) -> Played:
     """Play ``visits`` with a fresh collector on loopback (``collector_options``: CollectorConfig fields);
-    everything stopped before returning."""
+    everything stopped before returning. ``launched``: a barrier that each of this play's ``workers``
+    browsers waits at once it is up, so that plays side by side in threads start their visits together,
+    after every one of their browsers was launched (launching is what keeps a small machine busy)."""
     collector = CollectorThread(replace(CollectorConfig(port=0, out=out), **(collector_options or {})))
     collector.start()
     try:
-        player = BrowserPlayer(
+        player = _Player(
+            launched,
             collector.port,
             out / "sent",
             techniques,
@@ -86,6 +91,32 @@ def play(
         pings=[record for record in _read(out / "sent") if "ping" in record],
         stats=counters,
     )
+
+
+LAUNCH_WAIT = 120.0  # seconds a launched browser waits at the barrier for the others
+
+
+class _Player(BrowserPlayer):
+    """The browser client, its first browsers (one per worker) waiting at ``launched`` once each is up."""
+
+    def __init__(self, launched: threading.Barrier | None, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.launched = launched
+
+    async def _launch(self, playwright: Any, worker: int, generation: int) -> Profile:
+        try:
+            browser = await super()._launch(playwright, worker, generation)
+        except BaseException:
+            if self.launched is not None:
+                self.launched.abort()  # the other plays' browsers stop waiting for this one
+            raise
+        if self.launched is not None and generation == 0:
+            try:
+                await asyncio.to_thread(self.launched.wait, LAUNCH_WAIT)
+            except BaseException:
+                await browser.close()
+                raise
+        return browser
 
 
 def _read(folder: Path) -> list[dict]:

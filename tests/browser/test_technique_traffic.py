@@ -1,29 +1,94 @@
 """Real Chromium against the real collector, counted at the collector: the keep-alive page's pings, the
 preconnected pixel's connection, and the preflights of ajax with and without a cache-busting URL.
 
-Each test plays its own visits with its own collector, so that the collector's counters (``pings``,
-``preflights``) are that test's alone.
+Each test's visits are played with a collector and Chromium profiles of their own, so that the collector's
+counters (``pings``, ``preflights``) and the browser's pools and caches are that test's alone. A play mostly
+waits in real time (for an event, an exit, the late requests after it), so the module fixture plays every
+test's set side by side, each in a thread of its own, and each test reads its own set's result. Launching
+Chromium is what keeps a small machine busy: every set's visits start only once every set's browsers are up
+(while browsers were still starting, the preconnect was asked for after an event 0.2 s into the visit, and
+preflights went out that a cached answer should have served).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
 
 import pytest
 
-from browser_support import needs_chromium, play, visit
+from browser_support import Played, needs_chromium, play, visit
 from lossbench.model.profiles import NetworkDraw
 from lossbench.model.visits import PlannedEvent, Visit
 
 pytestmark = [needs_chromium, pytest.mark.browser]
 
+PING_INTERVAL, PING_AT, PING_EXIT_AFTER = 1.0, 5.5, 1.0  # the keep-alive page's visit
+GAP_VISIT = Visit(
+    NetworkDraw(0.6, 0.6, None), (PlannedEvent("click", 3.0), PlannedEvent("click", 60.0)), 60.4, "unload"
+)
+PRECONNECT_VISITS = {
+    # up at dns + rtt = 1 s; the event fires at 3 s
+    "warm": visit(3.0, 2.0, rtt=0.5, dns=0.5),
+    # the lookup ends at 1.5 s; the event fires at 0.2 s, the page goes at 0.7 s
+    "dns": visit(0.2, 0.5, rtt=1.0, dns=1.5),
+    # looked up at 0.3 s, connected at 2.8 s; the event fires at 0.2 s, the page goes at 1.6 s
+    "connect": visit(0.2, 1.4, rtt=2.5, dns=0.3),
+}
 
-def test_keepalive_page_pings_reach_the_collector(tmp_path: Path) -> None:
+
+def _ajax_visit(events: int) -> Visit:
+    """``events`` clicks a second apart on a fast network: each preflight is answered long before the
+    next event, so a cached answer can serve it."""
+    clicks = tuple(PlannedEvent("click", 1.0 + i) for i in range(events))
+    return Visit(NetworkDraw(0.1, 0.1, None), clicks, 1.0 + events + 1.0, "unload")
+
+
+PLAYS: dict[str, tuple[list[Visit], list[str], dict[str, Any]]] = {
+    # name -> (visits, techniques, play's keyword arguments): one set per test
+    "keepalive": (
+        [visit(PING_AT, PING_EXIT_AFTER, rtt=0.1, dns=0.1)],
+        ["pixel-keepalive"],
+        {"workers": 1, "ping_interval": PING_INTERVAL},
+    ),
+    "gap": ([GAP_VISIT], ["pixel-prewarm", "pixel-keepalive"], {"workers": 1}),
+    "preconnect": (list(PRECONNECT_VISITS.values()), ["pixel-preconnect"], {"workers": 3}),
+    "ajax-cachebust": (
+        [_ajax_visit(4), _ajax_visit(4)],
+        ["ajax-cachebust"],
+        {"workers": 2, "collector_options": {"cors_max_age": 600}},
+    ),
+    **{
+        f"ajax-max-age-{max_age}": (
+            [_ajax_visit(4), _ajax_visit(4)],
+            ["ajax"],
+            {"workers": 2, "collector_options": {"cors_max_age": max_age}},
+        )
+        for max_age in (0, 600)
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def plays(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Future[Played]]:
+    """Every set of ``PLAYS``, played side by side (``play``: its own collector, proxy and Chromium profiles),
+    by name; a test takes its set's ``result()``, which raises what its play raised."""
+    launched = threading.Barrier(sum(options["workers"] for _, _, options in PLAYS.values()))
+    with ThreadPoolExecutor(len(PLAYS)) as pool:
+        return {
+            name: pool.submit(
+                play, tmp_path_factory.mktemp(name), visits, techniques, launched=launched, **options
+            )
+            for name, (visits, techniques, options) in PLAYS.items()
+        }
+
+
+def test_keepalive_page_pings_reach_the_collector(plays: dict[str, Future[Played]]) -> None:
     """Every tick of the page's keep-alive timer is a request on the network: a ping URL the page has
     used before would be served from Blink's memory cache and never leave the browser."""
-    interval, at, exit_after = 1.0, 5.5, 1.0
-    one = visit(at, exit_after, rtt=0.1, dns=0.1)
-    played = play(tmp_path, [one], ["pixel-keepalive"], workers=1, ping_interval=interval)
+    interval, at, exit_after = PING_INTERVAL, PING_AT, PING_EXIT_AFTER
+    played = plays["keepalive"].result()
     (record,) = played.records
     expected = 1 + int((at + exit_after) // interval)  # one at page load, one per tick until the close
     print(f"\n[chromium] keep-alive page: {record['pings']} pings, collector {played.stats['pings']}")
@@ -32,15 +97,12 @@ def test_keepalive_page_pings_reach_the_collector(tmp_path: Path) -> None:
     assert played.stats["requests"]["pixel-keepalive"] == record["pings"] + 1  # and the one event
 
 
-def test_kept_connection_outlives_a_compressed_gap(tmp_path: Path) -> None:
+def test_kept_connection_outlives_a_compressed_gap(plays: dict[str, Future[Played]]) -> None:
     """A 57 s idle gap is played in a few real seconds, and the proxy closes what the collector would have
     closed for idleness (30 s) by its end: the pre-warmed pixel's connection, not the kept one, which the
     page's timer would have pinged every 20 s of it. So the keep-alive pixel after the gap goes out at once;
     the pre-warmed one needs a lookup and a handshake, and the page is gone first."""
-    gap_visit = Visit(
-        NetworkDraw(0.6, 0.6, None), (PlannedEvent("click", 3.0), PlannedEvent("click", 60.0)), 60.4, "unload"
-    )
-    played = play(tmp_path, [gap_visit], ["pixel-prewarm", "pixel-keepalive"], workers=1)
+    played = plays["gap"].result()
     (record,) = played.records
     after = {f["tech"]: f["id"] for f in record["fired"][2:]}
     keepalive, prewarm = played.sent[after["pixel-keepalive"]], played.sent[after["pixel-prewarm"]]
@@ -57,19 +119,12 @@ def _first(played_record: dict, tech: str) -> tuple[str, float]:
     return fired["id"], fired["t"] / 1000.0
 
 
-def test_preconnected_pixel(tmp_path: Path) -> None:
+def test_preconnected_pixel(plays: dict[str, Future[Played]]) -> None:
     """``<link rel=preconnect>`` at page load opens the technique host's connection before any event: an
     event after it is up goes out at once on it; one fired while it is still being opened waits for it, in
     the stage it is in. The connection is the technique's cost on a ping line of its own, not an event's."""
-    visits = {
-        # up at dns + rtt = 1 s; the event fires at 3 s
-        "warm": visit(3.0, 2.0, rtt=0.5, dns=0.5),
-        # the lookup ends at 1.5 s; the event fires at 0.2 s, the page goes at 0.7 s
-        "dns": visit(0.2, 0.5, rtt=1.0, dns=1.5),
-        # looked up at 0.3 s, connected at 2.8 s; the event fires at 0.2 s, the page goes at 1.6 s
-        "connect": visit(0.2, 1.4, rtt=2.5, dns=0.3),
-    }
-    played = play(tmp_path, list(visits.values()), ["pixel-preconnect"], workers=3)
+    visits = PRECONNECT_VISITS
+    played = plays["preconnect"].result()
     by_name = {list(visits)[int(r["key"].split("n", 1)[1])]: r for r in played.records}
     assert set(by_name) == set(visits)
     for name, record in by_name.items():
@@ -91,28 +146,21 @@ def test_preconnected_pixel(tmp_path: Path) -> None:
     assert all(p["requests"] == 0 and p["connections"] >= 1 and not p["virtual"] for p in preconnect_lines)
 
 
-def _ajax_visit(events: int) -> Visit:
-    """``events`` clicks a second apart on a fast network: each preflight is answered long before the
-    next event, so a cached answer can serve it."""
-    clicks = tuple(PlannedEvent("click", 1.0 + i) for i in range(events))
-    return Visit(NetworkDraw(0.1, 0.1, None), clicks, 1.0 + events + 1.0, "unload")
-
-
-def test_cachebusting_ajax_preflights_every_event(tmp_path: Path) -> None:
+def test_cachebusting_ajax_preflights_every_event(plays: dict[str, Future[Played]]) -> None:
     """A URL of its own per event (``/e?n=<id>``): Chromium's preflight cache, keyed by URL, never hits,
     even with the collector allowing 600 s of caching."""
-    visits = [_ajax_visit(4), _ajax_visit(4)]
-    played = play(tmp_path, visits, ["ajax-cachebust"], workers=2, collector_options={"cors_max_age": 600})
+    played = plays["ajax-cachebust"].result()  # the collector allows 600 s of caching
     assert len(played.received) == 8
     assert played.stats["preflights"] == 8
     assert all(line["requests"] == 2 for line in played.sent.values())
 
 
 @pytest.mark.parametrize(("max_age", "preflights"), [(0, 8), (600, 2)])
-def test_ajax_preflights_are_cached_for_max_age(tmp_path: Path, max_age: int, preflights: int) -> None:
+def test_ajax_preflights_are_cached_for_max_age(
+    plays: dict[str, Future[Played]], max_age: int, preflights: int
+) -> None:
     """ajax to one URL: with ``Access-Control-Max-Age: 600`` only each visit's first event preflights (its
     host is its own, and so is its cache); with 0, every event does."""
-    visits = [_ajax_visit(4), _ajax_visit(4)]
-    played = play(tmp_path, visits, ["ajax"], workers=2, collector_options={"cors_max_age": max_age})
+    played = plays[f"ajax-max-age-{max_age}"].result()
     assert len(played.received) == 8
     assert played.stats["preflights"] == preflights
