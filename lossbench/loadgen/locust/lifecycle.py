@@ -31,7 +31,14 @@ from locust import events
 from locust.env import Environment
 from locust.event import Events
 from locust.rpc.protocol import Message
-from locust.runners import STATE_MISSING, MasterRunner, WorkerRunner
+from locust.runners import (
+    STATE_MISSING,
+    STATE_RUNNING,
+    STATE_SPAWNING,
+    LocalRunner,
+    MasterRunner,
+    WorkerRunner,
+)
 
 from lossbench import __version__
 from lossbench.contract.techniques import ALL_TECHNIQUES, SEED_TECHNIQUES, VARIANTS
@@ -251,6 +258,12 @@ class LocustPlugin:
             )
 
     def on_quitting(self, environment: Environment, **_: Any) -> None:
+        runner = environment.runner
+        if isinstance(runner, LocalRunner) and runner.state in (STATE_SPAWNING, STATE_RUNNING):
+            # SIGTERM: Locust fires quitting before it stops the tabs. Stop them first (test_stop then waits
+            # for their events in flight and closes the sent ledger), or the wait below would last
+            # LATE_AFTER while they go on playing visits, whose events would then miss the ledger.
+            runner.stop()
         self.on_test_stop(environment)
         if isinstance(environment.runner, WorkerRunner) or self.run_dir is None:
             return
