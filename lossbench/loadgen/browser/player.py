@@ -499,7 +499,7 @@ class BrowserPlayer:
 async def _next_page_loaded(page: Any, key: str) -> None:
     """Wait, at most ``RECORD_TIMEOUT``, until the visit's next page has loaded in ``page``. The record comes
     at ``pagehide``, while the next page commits; a tab closed during that commit is acknowledged by Chromium
-    and never closed (crbug.com/536385539): ``page.close()`` would wait out ``CALL_TIMEOUT`` and leave the
+    and never closed (measured here): ``page.close()`` would wait out ``CALL_TIMEOUT`` and leave the
     tab open in the worker's browser."""
     with contextlib.suppress(Exception):
         await page.wait_for_url(f"{NEXT_ORIGIN}/next/{key}", wait_until="load", timeout=RECORD_TIMEOUT * 1000)
