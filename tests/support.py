@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import socket
 import time
@@ -9,6 +10,13 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+
+from lossbench.contract.latency import LatencyHistogram
+from lossbench.model.exits import get_exit_model
+from lossbench.model.profiles import NetworkProfile
+from lossbench.model.visits import Visit, VisitBatch
 
 ROOT = Path(__file__).resolve().parent.parent
 """The repository's root: scenarios, benchmarks and the README live there."""
@@ -97,3 +105,24 @@ class ClientTime:
 
     def sleep(self, seconds: float) -> None:
         self.now += seconds
+
+
+def wide_draws(
+    spec: str, abort: str, count: int, answered: bool
+) -> tuple[list[Visit], VisitBatch, np.ndarray | None, list[list[float] | None]]:
+    """Visits drawn on a wide network (long lookups, round trips from a few ms to seconds) for the model's
+    agreement tests: the visits, their batch, and with ``answered`` each event's preflight answer time
+    (from a histogram spread from 1 ms to 2 s), whole and per visit."""
+    rng = np.random.default_rng(8)
+    profile = NetworkProfile("wide", rtt=0.3, rtt_spread=0.8, dns_miss_prob=0.5, dns_miss_extra=0.2)
+    model = get_exit_model(spec)
+    visits = [model.draw_visit(rng, profile.draw(rng), abort) for _ in range(count)]
+    batch = VisitBatch.of(visits)
+    if not answered:
+        return visits, batch, None, [None] * len(visits)
+    measured = LatencyHistogram()
+    for seconds in np.geomspace(0.001, 2.0, 200):
+        measured.add(float(seconds))
+    answer = measured.sample(rng, batch.events)
+    starts = np.cumsum([0] + [len(v.events) for v in visits]).tolist()
+    return visits, batch, answer, [answer[a:b].tolist() for a, b in itertools.pairwise(starts)]

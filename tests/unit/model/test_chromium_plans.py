@@ -27,8 +27,9 @@ from lossbench.model.predict import (
     stage_at,
     stage_durations,
 )
-from lossbench.model.profiles import NetworkDraw, NetworkProfile, get_profile
+from lossbench.model.profiles import NetworkDraw, get_profile
 from lossbench.model.visits import PlannedEvent, Visit, VisitBatch, sample_visits
+from support import wide_draws
 
 RTT = 0.1
 LOOKUP = 0.2
@@ -288,20 +289,7 @@ def test_predict_batch_agrees_with_plan_visit(spec: str, abort: str, answered: b
     a collector closing idle connections after 20 s and caching answers 5 s (no max-age header):
     the prediction's loss and stages are those of ``plan_visit``'s events. ``answered``: each preflight
     also waits for a measured answer time (1 ms to 2 s)."""
-    rng = np.random.default_rng(8)
-    profile = NetworkProfile("wide", rtt=0.3, rtt_spread=0.8, dns_miss_prob=0.5, dns_miss_extra=0.2)
-    model = get_exit_model(spec)
-    visits = [model.draw_visit(rng, profile.draw(rng), abort) for _ in range(300)]
-    batch = VisitBatch.of(visits)
-    answer = None
-    per_visit: list[list[float] | None] = [None] * len(visits)
-    if answered:
-        measured = LatencyHistogram()
-        for seconds in np.geomspace(0.001, 2.0, 200):
-            measured.add(float(seconds))
-        answer = measured.sample(rng, batch.events)
-        starts = np.cumsum([0] + [len(v.events) for v in visits]).tolist()
-        per_visit = [answer[a:b].tolist() for a, b in itertools.pairwise(starts)]
+    visits, batch, answer, per_visit = wide_draws(spec, abort, 300, answered)
     server = ServerHints(idle_timeout=20.0, cors_max_age=None)
     preds = predict_batch(batch, ALL_TECHNIQUES, preflight_answer=answer, browser="chromium", server=server)
     for tech in ALL_TECHNIQUES:

@@ -7,7 +7,6 @@ rules of ``lossbench.model.browser`` with the collector's hints stated (``HINTS`
 
 from __future__ import annotations
 
-import itertools
 import math
 import time
 
@@ -20,7 +19,6 @@ from lossbench.contract.latency import LatencyHistogram
 from lossbench.contract.server import ServerHints
 from lossbench.contract.techniques import ALL_TECHNIQUES, SEED_TECHNIQUES, STAGES, SURVIVES_UNLOAD
 from lossbench.model.dns import DNS_TTL
-from lossbench.model.exits import get_exit_model
 from lossbench.model.predict import (
     AJAX_BODY_BYTES,
     Prediction,
@@ -33,8 +31,9 @@ from lossbench.model.predict import (
     stage_matrix,
 )
 from lossbench.model.profiles import NetworkDraw, NetworkProfile
-from lossbench.model.visits import PlannedEvent, Visit, VisitBatch
+from lossbench.model.visits import PlannedEvent, Visit
 from lossbench.stats import wilson_interval
+from support import wide_draws
 
 # rtt exactly 0.1 s, an uncached lookup exactly 0.1 s, no uplink limit.
 EXACT = NetworkProfile("exact", rtt=0.1)
@@ -442,20 +441,7 @@ def test_a_queue_aware_prediction_rises_with_the_answer_time_chromium() -> None:
 def test_vectorised_matches_reference(spec: str, abort: str, answered: bool) -> None:
     """``answered``: each event's preflight also waits for a collector answer time drawn from a histogram
     of measured ones (spread from 1 ms to 2 s)."""
-    rng = np.random.default_rng(8)
-    profile = NetworkProfile("wide", rtt=0.3, rtt_spread=0.8, dns_miss_prob=0.5, dns_miss_extra=0.2)
-    model = get_exit_model(spec)
-    visits = [model.draw_visit(rng, profile.draw(rng), abort) for _ in range(400)]
-    batch = VisitBatch.of(visits)
-    answer = None
-    per_visit: list[list[float] | None] = [None] * len(visits)
-    if answered:
-        measured = LatencyHistogram()
-        for seconds in np.geomspace(0.001, 2.0, 200):
-            measured.add(float(seconds))
-        answer = measured.sample(rng, batch.events)
-        starts = np.cumsum([0] + [len(v.events) for v in visits]).tolist()
-        per_visit = [answer[a:b].tolist() for a, b in itertools.pairwise(starts)]
+    visits, batch, answer, per_visit = wide_draws(spec, abort, 400, answered)
     preds = predict_batch(batch, SEED_TECHNIQUES, preflight_answer=answer, browser="seed")
     for tech in SEED_TECHNIQUES:
         plans = [
